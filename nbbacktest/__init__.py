@@ -1,0 +1,88 @@
+"""nbbacktest: parallel trading-strategy backtests and parameter sweeps from Jupyter.
+
+>>> import nbbacktest as nbb
+>>> data = nbb.load_sample("daily")
+>>> class SmaCross(nbb.Strategy):
+...     fast = nbb.Param(10, low=2, high=100)
+...     slow = nbb.Param(30, low=5, high=300)
+...     def signals(self, data):
+...         close = data["Close"]
+...         return (close.rolling(self.fast).mean() > close.rolling(self.slow).mean()).astype(float)
+>>> nbb.backtest(SmaCross(), data).stats["trades"] > 0
+True
+
+The engine layer is imported eagerly (numpy and pandas only); the parallel,
+display and magics layers load on first use, so a plain script never pays for
+ipyparallel, ipywidgets or plotly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from nbbacktest.engine import (
+    Param,
+    Result,
+    Strategy,
+    backtest,
+    load_ohlcv,
+    load_sample,
+)
+from nbbacktest.errors import (
+    ClusterError,
+    DataError,
+    NbbacktestError,
+    NbbacktestWarning,
+    ParamError,
+    StrategyError,
+    SweepError,
+    UnknownParamError,
+)
+
+__version__ = "0.1.0"
+
+# Public names served by the higher layers, imported on first access.
+_LAZY = {
+    "Cluster": "nbbacktest.parallel",
+    "SweepResult": "nbbacktest.parallel",
+    "sweep": "nbbacktest.parallel",
+    "run_many": "nbbacktest.parallel",
+    "resume": "nbbacktest.parallel",
+    "SweepWidget": "nbbacktest.display",
+    "explore": "nbbacktest.display",
+}
+
+__all__ = [
+    "ClusterError", "DataError", "NbbacktestError", "NbbacktestWarning", "Param", "ParamError",
+    "Result", "Strategy", "StrategyError", "SweepError", "UnknownParamError", "backtest",
+    "load_ohlcv", "load_sample", "load_ipython_extension", "unload_ipython_extension",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbbacktest' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbbacktest``: register the ``%cluster`` and ``%backtest`` magics."""
+    from nbbacktest import magics
+
+    magics.load_ipython_extension(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext nbbacktest``: remove the magics."""
+    from nbbacktest import magics
+
+    magics.unload_ipython_extension(ipython)

@@ -1,0 +1,20 @@
+"""The engine: strategies, parameters, data, the simulator, metrics and results.
+
+Needs only numpy and pandas: it runs in a plain script, a test or an engine, with
+neither Jupyter nor ipyparallel involved.
+"""
+
+from nbbacktest.engine.backtest import PreparedData, Settings, backtest, derive_seed, simulate
+from nbbacktest.engine.data import is_universe, load_ohlcv, validate_data, validate_ohlcv
+from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_LABELS, STAT_NAMES, compute_stats
+from nbbacktest.engine.params import Param
+from nbbacktest.engine.result import Result
+from nbbacktest.engine.samples import SAMPLE_NAMES, load_sample
+from nbbacktest.engine.strategy import Bar, Order, Position, Strategy
+
+__all__ = [
+    "NUMERIC_STATS", "SAMPLE_NAMES", "STAT_LABELS", "STAT_NAMES", "Bar", "Order", "Param",
+    "Position", "PreparedData", "Result", "Settings", "Strategy", "backtest", "compute_stats",
+    "derive_seed", "is_universe", "load_ohlcv", "load_sample", "simulate", "validate_data",
+    "validate_ohlcv",
+]

@@ -1,0 +1,803 @@
+"""Load and validate OHLCV market data and strategy signals.
+
+Market data is a :class:`pandas.DataFrame` with a strictly increasing
+:class:`~pandas.DatetimeIndex` and float64 columns ``Open``, ``High``, ``Low``,
+``Close`` (``Volume`` optional). A mapping ``{symbol: DataFrame}`` is a
+*universe*. Everything here needs only numpy and pandas.
+
+Validation runs before every backtest, so a frame that is already canonical is
+checked with a handful of vectorised comparisons and returned as is; anything
+that needs fixing produces a new frame (the caller's frame is never modified).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nbbacktest.errors import DataError, NbbacktestWarning, ParamError
+
+__all__ = [
+    "OHLC",
+    "Universe",
+    "is_universe",
+    "load_ohlcv",
+    "validate_data",
+    "validate_ohlcv",
+    "validate_signals",
+]
+
+OHLC: tuple[str, ...] = ("Open", "High", "Low", "Close")
+Universe = Mapping[str, pd.DataFrame]
+
+_VOLUME = "Volume"
+# lower-case name -> canonical name, for case-insensitive matching
+_CANONICAL: dict[str, str] = {c.lower(): c for c in (*OHLC, _VOLUME)}
+# comparing the columns Index against these is much cheaper than listing them
+_CANONICAL_COLUMNS = (pd.Index([*OHLC, _VOLUME]), pd.Index(list(OHLC)))
+_DATE_NAMES = ("date", "datetime", "time", "timestamp")
+_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+_FLOAT = np.dtype(np.float64)
+_SHOW = 3  # how many offending timestamps an error message lists
+# signals a hair above the limit come from float arithmetic, not intent
+_SIGNAL_TOLERANCE = 1e-9
+
+
+# --------------------------------------------------------------------- loading
+
+
+def load_ohlcv(
+    source: str | os.PathLike[str] | pd.DataFrame | Mapping[str, Any],
+    *,
+    date_column: str | None = None,
+) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    """Load OHLCV market data from a file, a DataFrame or a mapping of them.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, pandas.DataFrame or Mapping
+        A path to a ``.csv``, ``.csv.gz``, ``.parquet`` or ``.pq`` file; a
+        DataFrame; or a mapping ``{symbol: DataFrame or path}`` (a universe).
+    date_column : str, optional
+        The column holding the timestamps. By default a CSV file's first
+        column is parsed as the dates, and a DataFrame without a
+        DatetimeIndex uses a column named date, datetime, time or timestamp
+        (any case).
+
+    Returns
+    -------
+    pandas.DataFrame or dict of str to pandas.DataFrame
+        Validated data (see :func:`validate_ohlcv`); a plain dict in the
+        mapping's order for a universe.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    DataError
+        The file type is not supported, or the data is malformed.
+    TypeError
+        ``source`` is none of the accepted types.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> raw = pd.DataFrame(
+    ...     {"date": ["2024-01-02", "2024-01-03"], "open": [10.0, 10.5],
+    ...      "high": [11.0, 11.0], "low": [9.5, 10.0], "close": [10.5, 10.8]})
+    >>> df = load_ohlcv(raw)
+    >>> list(df.columns), isinstance(df.index, pd.DatetimeIndex)
+    (['Open', 'High', 'Low', 'Close'], True)
+    """
+    if isinstance(source, pd.DataFrame):
+        return _validate_frame(source, "data", date_column)
+    if isinstance(source, (str, os.PathLike)):
+        return _load_path(source, f"file {os.fspath(source)!r}", date_column)
+    if isinstance(source, Mapping):
+        symbols = _check_universe_keys(source, "data")
+        out: dict[str, pd.DataFrame] = {}
+        for symbol in symbols:
+            value = source[symbol]
+            name = f"data[{symbol!r}]"
+            if isinstance(value, pd.DataFrame):
+                out[symbol] = _validate_frame(value, name, date_column)
+            elif isinstance(value, (str, os.PathLike)):
+                name = f"{name} (file {os.fspath(value)!r})"
+                out[symbol] = _load_path(value, name, date_column)
+            else:
+                raise TypeError(
+                    f"{name} must be a pandas DataFrame or a path (str or "
+                    f"os.PathLike), got {type(value).__name__}"
+                )
+        return out
+    raise TypeError(
+        "source must be a path (str or os.PathLike) to a "
+        f"{_suffix_list()} file, a pandas DataFrame, or a mapping "
+        f"{{symbol: DataFrame or path}}; got {type(source).__name__}"
+    )
+
+
+def _suffix_list() -> str:
+    return ", ".join(_SUFFIXES)
+
+
+def _load_path(
+    path: str | os.PathLike[str], name: str, date_column: str | None
+) -> pd.DataFrame:
+    p = Path(path)
+    lower = p.name.lower()
+    suffix = next((s for s in _SUFFIXES if lower.endswith(s)), None)
+    if suffix is None:
+        found = "".join(p.suffixes) or "no suffix"
+        raise DataError(
+            f"{name}: unsupported file type ({found}); supported suffixes are "
+            f"{_suffix_list()}. Load other formats with pandas and pass the "
+            "DataFrame instead."
+        )
+    if not p.is_file():
+        raise FileNotFoundError(errno.ENOENT, "OHLCV file not found", str(p))
+    if suffix in (".parquet", ".pq"):
+        try:
+            frame = pd.read_parquet(p)
+        except ImportError as e:
+            raise ImportError(
+                f"reading {str(p)!r} needs pyarrow: pip install 'nbbacktest[parquet]'"
+            ) from e
+        return _validate_frame(frame, name, date_column)
+    frame = pd.read_csv(p)  # compression inferred from the .gz suffix
+    if len(frame.columns) == 0:
+        raise DataError(f"{name} is empty: it has no columns")
+    if date_column is None:
+        first = frame.columns[0]
+        # a leading integer column is a saved RangeIndex, not dates: let the
+        # date-column detection find e.g. a later 'Date' column instead
+        if not (
+            pd.api.types.is_numeric_dtype(frame[first].dtype)
+            and _find_date_column(frame, None, name) is not None
+        ):
+            date_column = first
+    return _validate_frame(frame, name, date_column)
+
+
+# ------------------------------------------------------------------ validation
+
+
+def is_universe(data: object) -> bool:
+    """Tell whether ``data`` is a universe (a mapping of symbol to frame).
+
+    Parameters
+    ----------
+    data : object
+        Market data: a DataFrame or a mapping ``{symbol: DataFrame}``.
+
+    Returns
+    -------
+    bool
+        True for a mapping (other than a DataFrame), False otherwise.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> is_universe({"AAA": pd.DataFrame()}), is_universe(pd.DataFrame())
+    (True, False)
+    """
+    return isinstance(data, Mapping) and not isinstance(data, (pd.DataFrame, pd.Series))
+
+
+def validate_data(
+    data: pd.DataFrame | Mapping[str, pd.DataFrame], *, name: str = "data"
+) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    """Validate one OHLCV frame or a universe of them.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame or Mapping of str to pandas.DataFrame
+        One instrument, or a universe ``{symbol: DataFrame}``.
+    name : str, default "data"
+        How error messages call the data; a universe's frames are called
+        ``f"{name}[{symbol!r}]"``.
+
+    Returns
+    -------
+    pandas.DataFrame or dict of str to pandas.DataFrame
+        The validated frame, or a plain dict in the mapping's order.
+
+    Raises
+    ------
+    DataError
+        The data is malformed, the mapping is empty or a key is not a str.
+    TypeError
+        ``data`` is neither a DataFrame nor a mapping of DataFrames.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> idx = pd.date_range("2024-01-01", periods=2)
+    >>> frame = pd.DataFrame({"Open": [1.0, 2.0], "High": [2.0, 3.0],
+    ...                       "Low": [1.0, 2.0], "Close": [2.0, 3.0]}, index=idx)
+    >>> list(validate_data({"AAA": frame, "BBB": frame}))
+    ['AAA', 'BBB']
+    """
+    if isinstance(data, pd.DataFrame):
+        return _validate_frame(data, name, None)
+    if is_universe(data):
+        out: dict[str, pd.DataFrame] = {}
+        for symbol in _check_universe_keys(data, name):  # type: ignore[arg-type]
+            frame = data[symbol]  # type: ignore[index]
+            item = f"{name}[{symbol!r}]"
+            if not isinstance(frame, pd.DataFrame):
+                raise TypeError(
+                    f"{item} must be a pandas DataFrame, got {type(frame).__name__}"
+                )
+            out[symbol] = _validate_frame(frame, item, None)
+        return out
+    raise TypeError(
+        f"{name} must be a pandas DataFrame or a mapping {{symbol: DataFrame}}, "
+        f"got {type(data).__name__}"
+    )
+
+
+def _check_universe_keys(mapping: Mapping[Any, Any], name: str) -> list[str]:
+    keys = list(mapping)
+    if not keys:
+        raise DataError(
+            f"{name} is an empty mapping; a universe needs at least one symbol, "
+            "e.g. {'AAPL': df}"
+        )
+    bad = [k for k in keys if not isinstance(k, str)]
+    if bad:
+        shown = ", ".join(repr(k) for k in bad[:_SHOW])
+        raise DataError(
+            f"{name} has {len(bad)} non-str key(s) ({shown}); universe symbols "
+            "must be str, e.g. {str(k): df for k, df in data.items()}"
+        )
+    return keys
+
+
+def validate_ohlcv(frame: pd.DataFrame, *, name: str = "data") -> pd.DataFrame:
+    """Check one OHLCV frame and return it in canonical form.
+
+    Column names are matched case-insensitively and renamed to ``Open``,
+    ``High``, ``Low``, ``Close`` and ``Volume`` (optional); other columns are
+    kept unchanged. OHLC(V) become float64. An index that is not a
+    DatetimeIndex is replaced by a column named date, datetime, time or
+    timestamp (any case) when there is one. An unsorted index is sorted with a
+    :class:`~nbbacktest.errors.NbbacktestWarning`.
+
+    A frame that is already canonical is returned as is (no copy); otherwise
+    a new frame is built and ``frame`` is left untouched.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Market data for one instrument.
+    name : str, default "data"
+        How error messages call the frame, e.g. ``"data['AAPL']"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The canonical frame.
+
+    Raises
+    ------
+    DataError
+        One error per fault, naming ``name`` and the fix: missing OHLC
+        columns, no datetime index, duplicated timestamps, NaN or infinite
+        prices, non-positive prices, High < Low, Open or Close outside
+        [Low, High], an empty frame or a non-numeric column.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> idx = pd.date_range("2024-01-01", periods=3)
+    >>> raw = pd.DataFrame({"open": [1, 2, 3], "HIGH": [2, 3, 4],
+    ...                     "Low": [1, 2, 3], "close": [2, 3, 4]}, index=idx)
+    >>> df = validate_ohlcv(raw)
+    >>> list(df.columns), df["Close"].dtype
+    (['Open', 'High', 'Low', 'Close'], dtype('float64'))
+    >>> validate_ohlcv(df) is df  # already canonical: nothing to do
+    True
+    """
+    return _validate_frame(frame, name, None)
+
+
+def _validate_frame(
+    frame: pd.DataFrame, name: str, date_column: str | None
+) -> pd.DataFrame:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
+    if len(frame) == 0:
+        raise DataError(
+            f"{name} is empty (0 rows); it needs at least one bar of "
+            f"{', '.join(OHLC)} prices"
+        )
+    if (
+        date_column is None
+        and isinstance(frame.index, pd.DatetimeIndex)
+        and _index_ok(frame.index)
+    ):
+        columns = frame.columns
+        if columns.equals(_CANONICAL_COLUMNS[0]) or columns.equals(_CANONICAL_COLUMNS[1]):
+            # the common case, kept cheap: canonical names in canonical order
+            values = _float_values(frame)
+            if values is not None:
+                o, h, l, c = (values[:, i] for i in range(4))
+                _check_values(o, h, l, c, frame.index, name)
+                return frame
+        else:
+            # canonical names among other columns: still nothing to rebuild
+            rename = _column_mapping(frame, name)
+            if all(k == v for k, v in rename.items()):
+                cols = {c: frame[c] for c in rename}
+                if all(col.dtype == _FLOAT for col in cols.values()):
+                    o, h, l, c = (cols[k].to_numpy() for k in OHLC)
+                    _check_values(o, h, l, c, frame.index, name)
+                    return frame
+    return _normalise(frame, name, date_column)
+
+
+def _float_values(frame: pd.DataFrame) -> np.ndarray | None:
+    """All columns as one float64 array when every column already is float64."""
+    values = frame.to_numpy()
+    if values.dtype != _FLOAT:
+        return None
+    # Under copy-on-write a read-only result is a view of a single block, so
+    # every column is float64 and the costly ``frame.dtypes`` can be skipped.
+    # A writable one was interleaved from several blocks: some might have
+    # been ints or bools, so look.
+    if values.flags.writeable and not all(dtype == _FLOAT for dtype in frame.dtypes):
+        return None
+    return values
+
+
+def _index_ok(index: pd.DatetimeIndex) -> bool:
+    # both flags are cached on the index, so repeated validation is free
+    return index.is_monotonic_increasing and index.is_unique and not index.hasnans
+
+
+def _normalise(frame: pd.DataFrame, name: str, date_column: str | None) -> pd.DataFrame:
+    """The slow path: rename, convert, re-index and sort into a new frame."""
+    rename = _column_mapping(frame, name)
+    index = frame.index
+    drop: list[Any] = []
+    if date_column is not None or not isinstance(index, pd.DatetimeIndex):
+        found = _find_date_column(frame, date_column, name)
+        if found is None:
+            raise DataError(
+                f"{name} must have a DatetimeIndex, got a "
+                f"{type(index).__name__} and no date column (looked for "
+                f"{', '.join(_DATE_NAMES)} in any case among columns "
+                f"{_column_names(frame)}). Set one with "
+                "`df.index = pd.to_datetime(df.index)`, or pass date_column=..."
+            )
+        index = _parse_dates(frame[found], found, name)
+        drop.append(found)
+        rename.pop(found, None)
+
+    if index.hasnans:
+        bad = np.flatnonzero(index.isna())
+        raise DataError(
+            f"{name} has {len(bad)} missing timestamp(s) (NaT) in its index, "
+            f"first at row(s) {', '.join(str(i) for i in bad[:_SHOW])}. Please "
+            "strip those rows with `df[df.index.notna()]`."
+        )
+    if not index.is_unique:
+        dup = index[index.duplicated()]
+        shown = ", ".join(_fmt_ts(t) for t in dup.unique()[:_SHOW])
+        raise DataError(
+            f"{name} has {len(dup)} duplicated timestamp(s) in its index, e.g. "
+            f"{shown}. Keep one row per timestamp, e.g. "
+            "`df[~df.index.duplicated(keep='last')]`."
+        )
+
+    # under copy-on-write these are lazy: nothing is copied until a column
+    # is replaced, and the caller's frame is never touched
+    out = frame.drop(columns=drop) if drop else frame.copy(deep=False)
+    out = out.rename(columns=rename)
+    out.index = index
+    for target in rename.values():
+        column = out[target]
+        if column.dtype != _FLOAT:
+            out[target] = _to_float(column, target, name)
+    if not index.is_monotonic_increasing:
+        _warn(f"{name}'s index was not sorted; sorted it by time.")
+        out = out.sort_index(kind="stable")
+    o, h, l, c = (out[k].to_numpy() for k in OHLC)
+    _check_values(o, h, l, c, out.index, name)
+    return out
+
+
+def _column_names(frame: pd.DataFrame) -> list[Any]:
+    return list(frame.columns)
+
+
+def _column_mapping(frame: pd.DataFrame, name: str) -> dict[Any, str]:
+    """Map each column that is an OHLCV field (any case) to its canonical name."""
+    rename: dict[Any, str] = {}
+    seen: dict[str, Any] = {}
+    for col in frame.columns:
+        if not isinstance(col, str):
+            continue
+        target = _CANONICAL.get(col.strip().lower())
+        if target is None:
+            continue
+        if target in seen:
+            raise DataError(
+                f"{name} has two columns for {target}: {seen[target]!r} and "
+                f"{col!r}; drop one of them."
+            )
+        seen[target] = col
+        rename[col] = target
+    missing = [c for c in OHLC if c not in seen]
+    if missing:
+        raise DataError(
+            f"{name} is missing column(s) {', '.join(map(repr, missing))}; found "
+            f"columns {_column_names(frame)}. Columns Open, High, Low and Close "
+            "are required (any case); rename yours with `df.rename(columns={...})`."
+        )
+    return rename
+
+
+def _find_date_column(frame: pd.DataFrame, date_column: str | None, name: str) -> Any:
+    """The column to use as the index, or None when there is none."""
+    columns = list(frame.columns)
+    if date_column is not None:
+        if date_column in columns:
+            return date_column
+        for col in columns:
+            if isinstance(col, str) and col.lower() == date_column.lower():
+                return col
+        raise DataError(
+            f"{name} has no column {date_column!r} (date_column); found "
+            f"columns {columns}"
+        )
+    for col in columns:
+        if isinstance(col, str) and col.strip().lower() in _DATE_NAMES:
+            return col
+    return None
+
+
+def _parse_dates(column: pd.Series, label: Any, name: str) -> pd.DatetimeIndex:
+    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(
+        column.dtype
+    ):
+        # pd.to_datetime would read numbers as nanoseconds since 1970
+        raise DataError(
+            f"{name}: column {label!r} holds numbers, not dates; pass "
+            "date_column='...' naming the date column, or convert it with "
+            "`pd.to_datetime(df[col], unit='s')`."
+        )
+    try:
+        with warnings.catch_warnings():
+            # pandas then parses element by element, which is what we want;
+            # its warning would point at nbbacktest, not at the data
+            warnings.filterwarnings("ignore", "Could not infer format", UserWarning)
+            parsed = pd.to_datetime(column)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise DataError(
+            f"{name}: could not parse column {label!r} as dates ({e}). Pass "
+            "date_column='...' naming the date column, or parse it yourself "
+            "with pd.to_datetime."
+        ) from e
+    return pd.DatetimeIndex(parsed, name=label)
+
+
+def _to_float(column: pd.Series, label: str, name: str) -> np.ndarray:
+    dtype = column.dtype
+    if dtype == _FLOAT:
+        return column.to_numpy()
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        # nullable (Int64, Float64) columns turn pd.NA into NaN
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    sample = column.dropna()
+    example = f", e.g. {sample.iloc[0]!r}" if len(sample) else ""
+    raise DataError(
+        f"{name}: column {label!r} is not numeric (dtype {dtype}{example}). "
+        f"Convert it with `df[{label!r}] = pd.to_numeric(df[{label!r}])`."
+    )
+
+
+def _fmt_ts(ts: Any) -> str:
+    ts = pd.Timestamp(ts)
+    if ts.tz is None and ts == ts.normalize():
+        return ts.strftime("%Y-%m-%d")
+    return str(ts)
+
+
+def _check_values(
+    o: np.ndarray,
+    h: np.ndarray,
+    l: np.ndarray,  # noqa: E741
+    c: np.ndarray,
+    index: pd.Index,
+    name: str,
+) -> None:
+    """Raise one DataError for the first fault found in the OHLC prices."""
+    # NaN fails every comparison and Low > 0 with Open, Close, High <= High <
+    # inf bounds all four columns, so these few checks prove the prices valid
+    # NaN propagates through minimum/maximum and fails every comparison;
+    # 0 < Low <= min(O, C) <= max(O, C) <= High < inf proves all the rest
+    if (
+        (np.minimum(o, c) >= l).all()
+        and (np.maximum(o, c) <= h).all()
+        and (l > 0).all()
+        and (h < np.inf).all()
+    ):
+        return
+    _diagnose(dict(zip(OHLC, (o, h, l, c))), index, name)
+
+
+def _where(mask_by_column: dict[str, np.ndarray], index: pd.Index) -> str:
+    parts = []
+    for col, mask in mask_by_column.items():
+        rows = np.flatnonzero(mask)
+        if len(rows):
+            more = ", ..." if len(rows) > _SHOW else ""
+            stamps = ", ".join(_fmt_ts(index[i]) for i in rows[:_SHOW])
+            parts.append(f"{len(rows)} in {col} (at {stamps}{more})")
+    return "; ".join(parts)
+
+
+def _diagnose(cols: dict[str, np.ndarray], index: pd.Index, name: str) -> None:
+    nan = {k: np.isnan(v) for k, v in cols.items()}
+    count = sum(int(m.sum()) for m in nan.values())
+    if count:
+        raise DataError(
+            f"{name} has {count} missing (NaN) OHLC value(s): {_where(nan, index)}. "
+            "Please strip those rows with `df.dropna(subset=['Open', 'High', "
+            "'Low', 'Close'])` or fill them, e.g. with `df.ffill()`."
+        )
+    inf = {k: np.isinf(v) for k, v in cols.items()}
+    count = sum(int(m.sum()) for m in inf.values())
+    if count:
+        raise DataError(
+            f"{name} has {count} infinite OHLC value(s): {_where(inf, index)}. "
+            "Please strip those rows with "
+            "`df.replace([np.inf, -np.inf], np.nan).dropna()`."
+        )
+    nonpos = {k: v <= 0 for k, v in cols.items()}
+    count = sum(int(m.sum()) for m in nonpos.values())
+    if count:
+        raise DataError(
+            f"{name} has {count} non-positive price(s) (<= 0): "
+            f"{_where(nonpos, index)}. Prices must be > 0; strip those rows or "
+            "shift the series (e.g. back-adjusted futures) above zero."
+        )
+    o, h, l, c = (cols[k] for k in OHLC)
+    bad = np.flatnonzero(h < l)
+    if len(bad):
+        i = bad[0]
+        raise DataError(
+            f"{name} has {len(bad)} bar(s) with High < Low, first at "
+            f"{_fmt_ts(index[i])} (High={h[i]:g}, Low={l[i]:g}). Check that the "
+            "High and Low columns are not swapped, or strip those rows."
+        )
+    outside = {"Open": (o < l) | (o > h), "Close": (c < l) | (c > h)}
+    rows = np.flatnonzero(outside["Open"] | outside["Close"])
+    if len(rows):
+        i = rows[0]
+        which = " and ".join(k for k, m in outside.items() if m.any())
+        raise DataError(
+            f"{name} has {len(rows)} bar(s) with {which} outside [Low, High], "
+            f"first at {_fmt_ts(index[i])} (Open={o[i]:g}, High={h[i]:g}, "
+            f"Low={l[i]:g}, Close={c[i]:g}). Fix those rows, e.g. "
+            "`df['High'] = df[['Open', 'High', 'Close']].max(axis=1)` and "
+            "`df['Low'] = df[['Open', 'Low', 'Close']].min(axis=1)`."
+        )
+    raise AssertionError("unreachable: prices failed the fast check but no fault found")
+
+
+def _is_ours(module: str) -> bool:
+    return module == "nbbacktest" or module.startswith("nbbacktest.")
+
+
+def _warn(message: str) -> None:
+    """Warn with the stack level of the first frame outside nbbacktest."""
+    # validation is reached from load_ohlcv, backtest, sweep, ...: a fixed
+    # stacklevel would point at our own code for all but one of them
+    frame: Any = sys._getframe(1)
+    level = 2
+    while frame is not None and _is_ours(frame.f_globals.get("__name__", "")):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, NbbacktestWarning, stacklevel=level)
+
+
+# --------------------------------------------------------------------- signals
+
+def validate_signals(
+    signals: pd.Series | pd.DataFrame | np.ndarray | Sequence[float],
+    data: pd.DataFrame,
+    *,
+    leverage: float | None = None,
+    name: str = "signals",
+) -> np.ndarray:
+    """Check a strategy's target exposures against its data.
+
+    Parameters
+    ----------
+    signals : pandas.Series, pandas.DataFrame, numpy.ndarray or list
+        One target exposure per bar: a Series on ``data``'s index, a
+        one-column DataFrame, or a 1-D array or list of ``len(data)`` values.
+        bool, int and float values are accepted; NaN means flat.
+    data : pandas.DataFrame
+        The validated market data the signals were computed from.
+    leverage : float, optional
+        The largest absolute exposure allowed; the limit is
+        ``max(1, leverage)``.
+    name : str, default "signals"
+        How error messages call the signals.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new float64 array of ``len(data)`` exposures, NaN replaced by 0.
+
+    Raises
+    ------
+    DataError
+        The index or length does not match ``data``, a value is infinite,
+        not numeric, or beyond the leverage limit.
+    TypeError
+        ``signals`` is none of the accepted types.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> idx = pd.date_range("2024-01-01", periods=3)
+    >>> data = pd.DataFrame({"Open": [1.0] * 3, "High": [1.0] * 3,
+    ...                      "Low": [1.0] * 3, "Close": [1.0] * 3}, index=idx)
+    >>> validate_signals(pd.Series([True, False, None], index=idx), data)
+    array([1., 0., 0.])
+    >>> validate_signals([0.5, 2.0, -1.0], data, leverage=2)
+    array([ 0.5,  2. , -1. ])
+    """
+    limit = _leverage_limit(leverage)
+    index = data.index
+    if isinstance(signals, pd.DataFrame):
+        if signals.shape[1] != 1:
+            raise DataError(
+                f"{name} is a DataFrame with {signals.shape[1]} columns; return "
+                "one column (or a Series) of target exposures"
+            )
+        signals = signals.iloc[:, 0]
+    if isinstance(signals, pd.Series):
+        if signals.index is not index and not signals.index.equals(index):
+            _index_mismatch(signals.index, index, name)
+        values = _series_floats(signals, name)
+    elif isinstance(signals, (np.ndarray, list, tuple)):
+        values = _array_floats(signals, name)
+        if len(values) != len(index):
+            raise DataError(
+                f"{name} has {len(values)} values but the data has {len(index)} "
+                "bars (length mismatch); return one target exposure per bar"
+            )
+    else:
+        raise TypeError(
+            f"{name} must be a pandas Series, a one-column DataFrame, a 1-D "
+            f"numpy array or a list; got {type(signals).__name__}"
+        )
+    # one comparison proves no NaN, no inf and nothing above the limit
+    if (np.abs(values) <= limit).all():
+        return np.array(values, dtype=np.float64)  # ours to own, never a view
+    return _fix_signals(values, limit, leverage, index, name)
+
+
+def _leverage_limit(leverage: float | None) -> float:
+    if leverage is None:
+        return 1.0
+    if isinstance(leverage, bool) or not isinstance(leverage, (int, float, np.number)):
+        raise ParamError(f"leverage must be a number > 0, got {leverage!r}")
+    if not (np.isfinite(leverage) and leverage > 0):
+        raise ParamError(f"leverage must be a finite number > 0, got {leverage!r}")
+    return max(1.0, float(leverage))
+
+
+def _series_floats(signals: pd.Series, name: str) -> np.ndarray:
+    dtype = signals.dtype
+    if dtype == _FLOAT:
+        return signals.to_numpy()
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+        return signals.to_numpy(dtype=np.float64)
+    if dtype.kind in "mMcSUV":
+        _not_numeric(name, dtype, signals.dropna())
+    try:
+        # object, nullable and categorical dtypes: pd.NA / None become NaN
+        return signals.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        _not_numeric(name, dtype, signals.dropna())
+    raise AssertionError("unreachable")
+
+
+def _array_floats(signals: np.ndarray | list[Any] | tuple[Any, ...], name: str) -> np.ndarray:
+    array = np.asarray(signals)
+    if array.ndim != 1:
+        raise DataError(
+            f"{name} must be 1-D (one target exposure per bar), got shape "
+            f"{array.shape}"
+        )
+    if array.dtype.kind in "biuf":
+        return array.astype(np.float64, copy=False)
+    if array.dtype.kind == "O":
+        try:
+            return np.array([np.nan if v is None else v for v in array], dtype=np.float64)
+        except (TypeError, ValueError):
+            pass
+    _not_numeric(name, array.dtype, pd.Series(array).dropna())
+    raise AssertionError("unreachable")
+
+
+def _not_numeric(name: str, dtype: Any, sample: pd.Series) -> None:
+    example = f", e.g. {sample.iloc[0]!r}" if len(sample) else ""
+    raise DataError(
+        f"{name} must hold numbers or booleans (target exposures), got dtype "
+        f"{dtype}{example}"
+    )
+
+
+def _index_mismatch(got: pd.Index, expected: pd.Index, name: str) -> None:
+    fix = (
+        "Compute the signals from the `data` you were given, or align them "
+        "with `signals.reindex(data.index)`."
+    )
+    if len(got) != len(expected):
+        raise DataError(
+            f"{name} has {len(got)} rows but the data has {len(expected)} bars "
+            "(length mismatch); "
+            f"their indexes must be equal. {fix}"
+        )
+    try:
+        differs = np.flatnonzero(np.asarray(got != expected, dtype=bool))
+        position = int(differs[0]) if len(differs) else 0
+    except (TypeError, ValueError):  # e.g. tz-aware against tz-naive
+        position = 0
+    raise DataError(
+        f"{name}'s index differs from the data's index, first at position "
+        f"{position}: {got[position]!r} instead of {expected[position]!r}. {fix}"
+    )
+
+
+def _fix_signals(
+    values: np.ndarray,
+    limit: float,
+    leverage: float | None,
+    index: pd.Index,
+    name: str,
+) -> np.ndarray:
+    out = np.array(values, dtype=np.float64)
+    inf = np.flatnonzero(np.isinf(out))
+    if len(inf):
+        i = inf[0]
+        raise DataError(
+            f"{name} has {len(inf)} infinite value(s), first {out[i]} at "
+            f"{_fmt_ts(index[i])} (position {i}); target exposures must be "
+            "finite (use NaN or 0 for flat)."
+        )
+    out[np.isnan(out)] = 0.0  # NaN means flat
+    size = np.abs(out)
+    over = np.flatnonzero(size > limit * (1 + _SIGNAL_TOLERANCE))
+    if len(over):
+        i = over[0]
+        needed = float(size.max())
+        allowed = (
+            f"the leverage limit of {limit:g}"
+            if leverage is not None and leverage > 1
+            else "1 (fully invested) without leverage"
+        )
+        raise DataError(
+            f"{name} has {len(over)} value(s) beyond {allowed}, first "
+            f"{out[i]:g} at {_fmt_ts(index[i])} (position {i}); pass "
+            f"leverage={needed:g} to allow it, or scale the signals down."
+        )
+    # values a rounding error above the limit: clip them to it
+    np.clip(out, -limit, limit, out=out)
+    return out

@@ -1,0 +1,137 @@
+"""Result: the outcome of one backtest, small, picklable, built lazily.
+
+The simulator leaves numpy arrays behind; pandas objects are built on first access
+so that a sweep's thousands of runs pay nothing for views they never look at.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from nbbacktest.engine.broker import trade_arrays
+from nbbacktest.engine.metrics import STAT_LABELS
+
+if TYPE_CHECKING:
+    from nbbacktest.engine.backtest import Run, Settings
+    from nbbacktest.engine.strategy import Strategy
+
+_CACHED = ("stats", "equity", "drawdown", "position", "trades")
+
+
+class Result:
+    """Stats, equity curve and trades of one backtest.
+
+    Attributes
+    ----------
+    strategy : Strategy
+        The parameter set that ran.
+    params : dict
+        Its parameter values.
+    settings : Settings
+        Cash, costs and fill rules used.
+    seed : int
+        The run's seed (``strategy.seed`` during the run).
+
+    Examples
+    --------
+    >>> import nbbacktest as nbb
+    >>> class Hold(nbb.Strategy):
+    ...     def signals(self, data):
+    ...         return data["Close"] * 0 + 1
+    >>> result = nbb.backtest(Hold, nbb.load_sample("daily"))
+    >>> result.stats["trades"], len(result.equity) == len(nbb.load_sample("daily"))
+    (0, True)
+    """
+
+    def __init__(
+        self, strategy: Strategy, index: pd.DatetimeIndex, settings: Settings, seed: int, run: Run
+    ) -> None:
+        self.strategy = strategy
+        self.settings = settings
+        self.seed = seed
+        self._index = index
+        self._equity = run.equity
+        self._held = run.held
+        self._trades = run.trades
+        self._stats = run.stats
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Parameter values of the strategy that ran."""
+        return self.strategy.param_values
+
+    @cached_property
+    def stats(self) -> pd.Series:
+        """Every metric of DESIGN §3, keyed by name (see ``STAT_LABELS`` for labels)."""
+        return pd.Series(self._stats, dtype=object, name=repr(self.strategy))
+
+    @cached_property
+    def equity(self) -> pd.Series:
+        """Equity at each bar's close."""
+        return pd.Series(self._equity, index=self._index, name="equity")
+
+    @cached_property
+    def drawdown(self) -> pd.Series:
+        """Drawdown from the running peak at each bar, as a fraction (<= 0)."""
+        peak = np.maximum.accumulate(np.maximum(self._equity, self.settings.cash))
+        return pd.Series(self._equity / peak - 1.0, index=self._index, name="drawdown")
+
+    @cached_property
+    def position(self) -> pd.Series:
+        """Units held at each bar's close (negative short)."""
+        return pd.Series(self._held, index=self._index, name="position")
+
+    @cached_property
+    def trades(self) -> pd.DataFrame:
+        """One row per closed trade.
+
+        Columns: entry_time, exit_time, entry_price, exit_price (after slippage),
+        size (units, negative short), pnl (after commissions), return_pct, duration, tag.
+        """
+        t = trade_arrays(self._trades)
+        entry_time = self._index[t["entry_bar"]]
+        exit_time = self._index[t["exit_bar"]]
+        return pd.DataFrame(
+            {
+                "entry_time": entry_time,
+                "exit_time": exit_time,
+                "entry_price": t["entry_price"],
+                "exit_price": t["exit_price"],
+                "size": t["size"],
+                "pnl": t["pnl"],
+                "return_pct": t["ret"] * 100.0,
+                "duration": exit_time - entry_time,
+                "tag": t["tag"],
+            }
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in _CACHED:
+            state.pop(name, None)
+        return state
+
+    def __repr__(self) -> str:
+        shown = ("return_pct", "sharpe", "max_drawdown_pct", "trades", "win_rate_pct")
+        body = ", ".join(f"{k}={_format(self._stats[k])}" for k in shown)
+        return f"<Result {self.strategy!r}: {body}>"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(STAT_LABELS.get(k, k))}</th>"
+            f"<td style='text-align:right'>{html.escape(_format(v))}</td></tr>"
+            for k, v in self._stats.items()
+        )
+        title = html.escape(repr(self.strategy))
+        return f"<div><b>{title}</b><table>{rows}</table></div>"
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if np.isfinite(value) else str(value)
+    return str(value)
