@@ -46,11 +46,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "Cluster": "nbbacktest.parallel",
     "SweepResult": "nbbacktest.parallel",
-    "sweep": "nbbacktest.parallel",
-    "run_many": "nbbacktest.parallel",
-    "resume": "nbbacktest.parallel",
-    "SweepWidget": "nbbacktest.display",
-    "explore": "nbbacktest.display",
+    # sweep and run_many come through the display layer, which installs their progress display
+    "sweep": "nbbacktest.display",
+    "run_many": "nbbacktest.display",
 }
 
 __all__ = [

@@ -8,6 +8,7 @@ import pathlib
 import pickle
 import subprocess
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,14 +37,14 @@ def daily(n: int, start: str = "2024-01-01") -> np.ndarray:
 
 
 def stats(
-    equity: list[float],
+    equity: Sequence[float],
     *,
     index: np.ndarray | None = None,
     initial_cash: float = 100.0,
-    close: list[float] | None = None,
-    in_market: list[bool] | None = None,
-    pnl: list[float] = (),
-    rets: list[float] = (),
+    close: Sequence[float] | None = None,
+    in_market: Sequence[bool] | None = None,
+    pnl: Sequence[float] = (),
+    rets: Sequence[float] = (),
     tz: object = None,
 ) -> dict[str, object]:
     n = len(equity)

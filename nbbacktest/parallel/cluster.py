@@ -1,0 +1,487 @@
+"""The ipyparallel cluster sweeps run on: started here, or connected to one started elsewhere.
+
+One cluster is *current* at a time and is reused by every sweep and every cell
+until it is stopped. The cluster also owns the market data it was given: each
+distinct frame (by fingerprint) is written once into a shared-memory segment on
+the client's host and attached zero-copy by the engines there; each other host
+receives one copy, written into its own segment by one of its engines.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from nbbacktest.errors import ClusterError, SweepError
+from nbbacktest.parallel import worker
+
+if TYPE_CHECKING:
+    import ipyparallel as ipp
+    import pandas as pd
+
+    from nbbacktest.parallel.shared import Segment
+
+#: Memory one engine process takes before it holds any data (measured: ~90 MB).
+ENGINE_FOOTPRINT = 150 * 2**20
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new processes (MemAvailable), or 0 if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def resolve_engine_count(engines: Any, data_bytes: int = 0, argument: str = "engines") -> int:
+    """Turn ``engines`` (N, -1 for all cores, or "auto") into a number of engines.
+
+    ``"auto"`` takes every core, but no more engines than free memory holds: each
+    needs its footprint plus working room the size of one frame of the data.
+
+    Examples
+    --------
+    >>> resolve_engine_count(3)
+    3
+    >>> resolve_engine_count(-1) == (os.cpu_count() or 1)
+    True
+    """
+    cores = os.cpu_count() or 1
+    if engines == "auto":
+        free = available_memory()
+        if not free:
+            return cores
+        per_engine = ENGINE_FOOTPRINT + data_bytes
+        return max(1, min(cores, int(free * 0.8) // per_engine))
+    if isinstance(engines, bool) or not isinstance(engines, int):
+        raise SweepError(
+            f"{argument} must be a positive int, -1 (all cores) or 'auto', got {engines!r}"
+        )
+    if engines == -1:
+        return cores
+    if engines < 1:
+        raise SweepError(
+            f"{argument} must be a positive int, -1 (all cores) or 'auto', got {engines}"
+        )
+    return engines
+
+
+class Cluster:
+    """A running ipyparallel cluster and the data it holds.
+
+    ``Cluster(engines=N)`` starts a local cluster (controller without a task
+    database, so it keeps no task data); :meth:`connect` attaches to one started
+    elsewhere. The newest cluster becomes current and is reused by sweeps. Use it
+    as a context manager, or call :meth:`stop`; a cluster started here is also
+    stopped when the interpreter exits.
+
+    Parameters
+    ----------
+    engines : int or "auto"
+        Engines to start: N, -1 for every core, "auto" for every core that memory allows.
+    profile : str, optional
+        IPython profile to start the cluster in.
+    timeout : float
+        Seconds to wait for the engines to register.
+
+    Examples
+    --------
+    >>> import nbbacktest as nbb
+    >>> with nbb.Cluster(engines=2) as cluster:   # doctest: +SKIP
+    ...     print(cluster.status()["engines"])
+    2
+    """
+
+    _current: ClassVar[Cluster | None] = None
+
+    def __init__(
+        self,
+        engines: int | str = 2,
+        *,
+        profile: str | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        import ipyparallel as ipp
+
+        n = resolve_engine_count(engines)
+        _check_timeout(timeout)
+        kwargs: dict[str, Any] = {"n": n, "controller_args": ["--nodb"], "log_level": logging.WARNING}
+        if profile is not None:
+            kwargs["profile"] = profile
+        self._ipp_cluster: ipp.Cluster | None = ipp.Cluster(**kwargs)
+        try:
+            client = self._ipp_cluster.start_and_connect_sync(n=n)
+        except Exception as error:
+            self._ipp_cluster = None
+            raise ClusterError(f"could not start a local cluster of {n} engines: {error}") from error
+        self._setup(client, owned=True)
+        self._wait_for(n, timeout)
+
+    @classmethod
+    def connect(
+        cls,
+        profile: str | None = None,
+        cluster_id: str | None = None,
+        url_file: str | None = None,
+        *,
+        client: ipp.Client | None = None,
+        engines: int = 1,
+        timeout: float = 30.0,
+    ) -> Cluster:
+        """Attach to a cluster started elsewhere (``ipcluster start``) or an existing Client.
+
+        The cluster is not stopped by :meth:`stop` (only disconnected from), so
+        a cluster shared by several notebooks keeps running.
+
+        Parameters
+        ----------
+        profile, cluster_id : str, optional
+            Which cluster, as given to ``ipcluster start --profile P --cluster-id ID``.
+        url_file : str, optional
+            Path of the controller's ``ipcontroller-client.json``.
+        client : ipyparallel.Client, optional
+            An already connected client.
+        engines : int
+            Wait until at least this many engines are registered.
+        timeout : float
+            Seconds to wait for the controller and the engines.
+
+        Notes
+        -----
+        Many hosts work through ipyparallel's own launchers, with no code change:
+
+        * SSH: ``ipcluster start -n 16 --engines=ssh`` with
+          ``c.SSHEngineSetLauncher.engines = {"host1": 8, "host2": 8}`` in
+          ``ipcluster_config.py``.
+        * MPI: ``ipcluster start -n 64 --engines=mpi``.
+        * Slurm: ``ipcluster start -n 128 --engines=slurm --controller=slurm``
+          (set ``c.SlurmEngineSetLauncher.batch_template`` for partitions and time).
+
+        Then ``nbb.Cluster.connect(profile=...)``; engines on other hosts receive
+        one copy of the data per host.
+
+        Examples
+        --------
+        >>> cluster = nbb.Cluster.connect(profile="research")   # doctest: +SKIP
+        """
+        import ipyparallel as ipp
+
+        _check_timeout(timeout)
+        if client is not None and not isinstance(client, ipp.Client):
+            raise TypeError(f"client must be an ipyparallel.Client, got {type(client).__name__}")
+        if client is None:
+            kwargs = {"profile": profile, "cluster_id": cluster_id}
+            kwargs = {k: v for k, v in kwargs.items() if v is not None}
+            if url_file is not None and not os.path.exists(url_file):
+                raise ClusterError(
+                    f"no cluster to connect to: url_file {url_file!r} does not exist. Start one"
+                    " with `ipcluster start -n 4` or nbb.Cluster(engines=4)"
+                )
+            try:
+                # ipyparallel 9 takes the connection file as its first argument.
+                client = ipp.Client(url_file, timeout=timeout, **kwargs)
+            except Exception as error:
+                where = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "the default profile"
+                error = str(error).splitlines()[0] if str(error) else error
+                raise ClusterError(
+                    f"no cluster to connect to ({where}): {error}. Start one with"
+                    " `ipcluster start -n 4` or nbb.Cluster(engines=4)"
+                ) from error
+        self = cls.__new__(cls)
+        self._ipp_cluster = None
+        self._setup(client, owned=False)
+        self._wait_for(engines, timeout)
+        return self
+
+    def _setup(self, client: ipp.Client, owned: bool) -> None:
+        self.client = client
+        self.owned = owned
+        self.host = worker.host_name()
+        self._lock = threading.RLock()
+        self._hosts: dict[int, str] = {}
+        self._engine_data: dict[int, set[str]] = {}
+        self._segments: dict[str, Segment] = {}
+        self._remote_sizes: dict[str, int] = {}
+        self._data_sent: dict[str, int] = {}
+        self._stopped = False
+        Cluster._current = self
+        reference = weakref.ref(self)
+        atexit.register(lambda: (cluster := reference()) is not None and cluster.stop())
+
+    def _wait_for(self, n: int, timeout: float) -> None:
+        try:
+            self.client.wait_for_engines(n, timeout=timeout, block=True)
+        except Exception as error:
+            ready = len(self.client.ids)
+            self.stop()
+            raise ClusterError(
+                f"{n} engine(s) not ready in {timeout:g} seconds. Currently ready: {ready}"
+            ) from error
+
+    # ------------------------------------------------------------- lifecycle
+    @classmethod
+    def current(cls) -> Cluster | None:
+        """The running cluster sweeps reuse, if any."""
+        cluster = cls._current
+        if cluster is not None and cluster._stopped:
+            cls._current = None
+            return None
+        return cluster
+
+    @property
+    def running(self) -> bool:
+        """False once stopped."""
+        return not self._stopped
+
+    @property
+    def ids(self) -> list[int]:
+        """Ids of the engines registered now."""
+        return list(self.client.ids)
+
+    @property
+    def pids(self) -> dict[int, int]:
+        """Process id of each engine (for tests and diagnostics)."""
+        self.refresh_hosts()
+        return dict(self._pids)
+
+    @property
+    def connection_file(self) -> str | None:
+        """The controller's client connection file, for ``Cluster.connect(url_file=...)``."""
+        if self._ipp_cluster is not None:
+            cluster = self._ipp_cluster
+            return os.path.join(
+                cluster.profile_dir, "security", f"ipcontroller-{cluster.cluster_id}-client.json"
+            )
+        return None
+
+    def process_ids(self) -> list[int]:
+        """Controller, engine and nanny processes this cluster started (empty if connected)."""
+        return [process.pid for process in self._processes()]
+
+    def _processes(self) -> list[Any]:
+        import psutil
+
+        cluster = self._ipp_cluster
+        if cluster is None:
+            return []
+        launchers = [cluster.controller] if cluster.controller is not None else []
+        for engine_set in cluster.engines.values():
+            launchers.extend(getattr(engine_set, "launchers", {}).values())
+        found = []
+        for launcher in launchers:
+            pid = getattr(launcher, "pid", None)
+            if not pid or pid < 0:
+                continue
+            try:
+                process = psutil.Process(pid)
+                found.extend([process, *process.children(recursive=True)])
+            except psutil.Error:
+                continue
+        return found
+
+    def segment_paths(self) -> list[str]:
+        """Shared-memory files this cluster wrote on this host."""
+        return [str(segment.path) for segment in self._segments.values()]
+
+    def stop(self) -> None:
+        """Stop the cluster if it was started here (else disconnect) and free its data.
+
+        Idempotent. Shared-memory segments written by this process are removed.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        if Cluster._current is self:
+            Cluster._current = None
+        for segment in self._segments.values():
+            segment.unlink()
+        self._segments.clear()
+        if self._data_sent or not self.owned:
+            # Engines drop our data and unlink the segments they wrote on other hosts.
+            try:
+                self.client[:].apply_async(worker.release_data, list(self._engine_keys())).get(timeout=10)
+            except Exception:
+                pass
+        try:
+            self.client.close()
+        except Exception:
+            pass
+        if self._ipp_cluster is not None:
+            import psutil
+
+            processes = self._processes()
+            try:
+                self._ipp_cluster.stop_cluster_sync()
+            except Exception:
+                pass
+            # stop_cluster_sync signals the processes; make sure none outlives stop().
+            _, alive = psutil.wait_procs(processes, timeout=10)
+            for process in alive:
+                try:
+                    process.kill()
+                except psutil.Error:
+                    pass
+            psutil.wait_procs(alive, timeout=5)
+            self._ipp_cluster = None
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else f"{len(self.client.ids)} engines"
+        kind = "local" if self.owned else "connected"
+        return f"<nbbacktest.Cluster {kind}, {state}>"
+
+    def check_running(self) -> None:
+        """Raise ClusterError when stopped or without engines."""
+        if self._stopped:
+            raise ClusterError("the cluster is stopped: start one with nbb.Cluster(engines=N)")
+        if not self.client.ids:
+            raise ClusterError("the cluster has no engines registered (0 ready)")
+
+    # ----------------------------------------------------------------- hosts
+    def refresh_hosts(self, ids: Iterable[int] | None = None) -> dict[int, str]:
+        """Ask engines we do not know yet for their host; returns engine -> host."""
+        with self._lock:
+            wanted = [e for e in (self.client.ids if ids is None else ids) if e not in self._hosts]
+            if not hasattr(self, "_pids"):
+                self._pids: dict[int, int] = {}
+            if wanted:
+                infos = self.client[wanted].apply_async(worker.engine_info).get(timeout=60)
+                for engine, info in zip(wanted, infos):
+                    self._hosts[engine] = info["host"]
+                    self._pids[engine] = info["pid"]
+                    self._engine_data[engine] = set(info["data"])
+            return {e: self._hosts[e] for e in self.client.ids if e in self._hosts}
+
+    # ------------------------------------------------------------------ data
+    def share(self, data: pd.DataFrame | dict[str, pd.DataFrame], key: str, ids: Iterable[int] | None = None) -> int:
+        """Make validated ``data`` available under ``key`` on the engines ``ids``.
+
+        Sends nothing to an engine that already holds ``key``. Returns the bytes
+        sent over the network (0 when every engine shares this host's segment).
+        """
+        from nbbacktest.parallel.shared import Segment, layout_of
+
+        self.check_running()
+        with self._lock:
+            hosts = self.refresh_hosts(ids)
+            missing = [e for e in hosts if key not in self._engine_data.get(e, set())]
+            if not missing:
+                return 0
+            sent = 0
+            by_host: dict[str, list[int]] = {}
+            for engine in missing:
+                by_host.setdefault(hosts[engine], []).append(engine)
+            pending = []
+            local = by_host.pop(self.host, [])
+            if local:
+                segment = self._segments.get(key)
+                if segment is None:
+                    segment = self._segments[key] = Segment.create(data, key)
+                pending.append(
+                    (local, self.client[local].apply_async(worker.attach_data, key, str(segment.path), segment.layout))
+                )
+            if by_host:
+                layout, arrays = layout_of(data)
+                nbytes = sum(a.nbytes for a in arrays)
+                path = _remote_name(key)
+                for host, engines in by_host.items():
+                    # One engine per host receives the arrays and writes its host's
+                    # segment; the others attach that segment once it exists.
+                    first, rest = engines[0], engines[1:]
+                    self.client[first].apply_async(worker.receive_data, key, path, layout, *arrays).get(
+                        timeout=600
+                    )
+                    sent += nbytes
+                    self._engine_data.setdefault(first, set()).add(key)
+                    if rest:
+                        pending.append((rest, self.client[rest].apply_async(worker.attach_data, key, path, layout)))
+            for engines, result in pending:
+                result.get(timeout=600)
+                for engine in engines:
+                    self._engine_data.setdefault(engine, set()).add(key)
+            self._data_sent[key] = self._data_sent.get(key, 0) + sent
+            return sent
+
+    def _engine_keys(self) -> set[str]:
+        return set().union(*self._engine_data.values()) if self._engine_data else set()
+
+    def holds(self, key: str) -> list[int]:
+        """Engines that hold the data under ``key``."""
+        return [e for e, keys in self._engine_data.items() if key in keys and e in self.client.ids]
+
+    def forget_engine(self, engine: int) -> None:
+        """Drop what we know of an engine that left."""
+        with self._lock:
+            self._hosts.pop(engine, None)
+            self._engine_data.pop(engine, None)
+
+    # ---------------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        """Engines, hosts, busy/idle and data held, as a dict.
+
+        Examples
+        --------
+        >>> cluster.status()["engines"]   # doctest: +SKIP
+        2
+        """
+        if self._stopped:
+            return {"running": False, "engines": 0, "hosts": {}, "busy": 0, "idle": 0, "data": {}}
+        hosts = self.refresh_hosts()
+        queue = self.client.queue_status()
+        busy = sum(1 for e in hosts if queue.get(e, {}).get("tasks", 0) or queue.get(e, {}).get("queue", 0))
+        per_host: dict[str, int] = {}
+        for host in hosts.values():
+            per_host[host] = per_host.get(host, 0) + 1
+        data = {
+            key: {"bytes": segment.nbytes, "engines": len(self.holds(key))}
+            for key, segment in self._segments.items()
+        }
+        for key in self._data_sent:
+            data.setdefault(key, {"bytes": 0, "engines": len(self.holds(key))})
+        return {
+            "running": True,
+            "kind": "local" if self.owned else "connected",
+            "engines": len(hosts),
+            "hosts": per_host,
+            "busy": busy,
+            "idle": len(hosts) - busy,
+            "data": data,
+        }
+
+
+def _remote_name(key: str) -> str:
+    from nbbacktest.parallel.shared import SEGMENT_PREFIX
+
+    # A file name, resolved in each host's own segment directory; named after the
+    # data, not a pid, so every engine of that host finds the same file.
+    return f"{SEGMENT_PREFIX}remote-{key}"
+
+
+def _check_timeout(timeout: Any) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+
+
+def current_or_start(engines: int | str, data_bytes: int = 0) -> Cluster:
+    """The current cluster, or a new local one of ``engines`` engines."""
+    cluster = Cluster.current()
+    if cluster is not None:
+        cluster.check_running()
+        return cluster
+    return Cluster(engines=resolve_engine_count(engines, data_bytes))
+
+

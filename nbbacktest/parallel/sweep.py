@@ -1,0 +1,857 @@
+"""Sweeps: map parameter points (or strategy instances) over engines, stream rows back.
+
+The client validates everything first (grid, where, data, strategy picklability),
+runs the first point locally to measure its cost, then sends chunks sized so each
+takes a fair share of the run, with at most two chunks outstanding per engine so
+that client and controller memory stay bounded however many points there are.
+Rows arrive out of order and are stored in grid order.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nbbacktest.engine.backtest import PreparedData, Settings, resolve_strategy, simulate
+from nbbacktest.engine.data import is_universe, validate_data
+from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_NAMES
+from nbbacktest.engine.result import Result
+from nbbacktest.engine.strategy import Strategy
+from nbbacktest.errors import ClusterError, SweepError
+from nbbacktest.parallel import worker
+from nbbacktest.parallel.cluster import Cluster, current_or_start, resolve_engine_count
+from nbbacktest.parallel.events import (
+    Cancelled,
+    EngineAdded,
+    EngineLost,
+    EventBus,
+    Finished,
+    PointDone,
+    PointFailed,
+    Started,
+    SweepEvent,
+)
+from nbbacktest.parallel.grid import Plan, plan_instances, plan_sweep
+
+#: Columns after the params and stats in ``SweepResult.results``.
+RUN_COLUMNS = ("error", "traceback", "engine", "host", "seconds", "status")
+
+# Row states.
+PENDING, DONE, FAILED, CANCELLED = 0, 1, 2, 3
+_STATUS_NAMES = np.array(["pending", "done", "failed", "cancelled"], dtype=object)
+
+# A chunk should take a fair share of the run but stay short enough to rebalance
+# and report progress: between these bounds, in seconds.
+_CHUNK_SECONDS = (0.02, 1.0)
+_OUTSTANDING_PER_ENGINE = 2
+
+ProgressFactory = Callable[["SweepResult"], Any]
+_progress_factory: ProgressFactory | None = None
+
+
+def set_progress_factory(factory: ProgressFactory | None) -> None:
+    """Install what shows a sweep's progress (the display layer registers itself)."""
+    global _progress_factory
+    _progress_factory = factory
+
+
+class SweepResult(concurrent.futures.Future):
+    """The rows of a sweep as they arrive: a Future whose result is the table.
+
+    ``results`` is a DataFrame in grid order: params, every stat, error, traceback,
+    engine, host, seconds and status; ``best`` the best strategy instance by the
+    metric; ``detail(i)`` re-runs row ``i`` locally and returns its full Result.
+
+    Examples
+    --------
+    >>> import nbbacktest as nbb
+    >>> from nbbacktest.__main__ import SmaCross
+    >>> sweep = nbb.sweep(SmaCross, nbb.load_sample("daily"),
+    ...                   grid={"fast": [5, 10], "slow": [20, 40]}, progress=False)
+    >>> len(sweep), sweep.done()
+    (4, True)
+    >>> sweep.best in {SmaCross(f, s) for f in (5, 10) for s in (20, 40)}
+    True
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        data: pd.DataFrame | dict[str, pd.DataFrame],
+        settings: Settings,
+        metric: str,
+        maximize: bool,
+        stop_on_error: bool,
+    ) -> None:
+        super().__init__()
+        self.plan = plan
+        self.data = data
+        self.settings = settings
+        self.metric = metric
+        self.maximize = maximize
+        self.stop_on_error = stop_on_error
+        self.events = EventBus()
+        total = len(plan)
+        self._stats: list[dict[str, Any] | None] = [None] * total
+        self._errors: list[tuple[str, str, str] | None] = [None] * total
+        self._engine = np.full(total, -1, dtype=np.int64)
+        self._host: list[str | None] = [None] * total
+        self._seconds = np.full(total, np.nan)
+        self._status = np.zeros(total, dtype=np.int8)
+        self._lock = threading.RLock()
+        self._cancel = threading.Event()
+        self._table: pd.DataFrame | None = None
+        self._best_row: int | None = None
+        self._best_value = math.nan
+        self._first_error: int | None = None
+        self.started = time.monotonic()
+        self.seconds = math.nan
+        self.engines = 0
+        self._prepared: dict[str | None, PreparedData] = {}
+
+    # ------------------------------------------------------------ Future API
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    @property
+    def progress(self) -> int:
+        """Runs finished so far (done or failed)."""
+        return int(np.count_nonzero((self._status == DONE) | (self._status == FAILED)))
+
+    @property
+    def failed(self) -> int:
+        """Runs that raised."""
+        return int(np.count_nonzero(self._status == FAILED))
+
+    def cancel(self) -> bool:
+        """Stop the sweep: drop queued work, interrupt running points, keep finished rows.
+
+        Returns False when the sweep had already finished.
+        """
+        if self.done():
+            return False
+        self._cancel.set()
+        return True
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once :meth:`cancel` was called."""
+        return self._cancel.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until finished (KeyboardInterrupt cancels and still waits); True if done."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            remaining = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if remaining <= 0:
+                return False
+            try:
+                concurrent.futures.wait([self], timeout=remaining)
+            except KeyboardInterrupt:
+                self.cancel()
+        return True
+
+    # ------------------------------------------------------------------ rows
+    def _record(self, rows: Iterable[worker.RowResult], engine: int, host: str | None) -> None:
+        """Store finished rows and emit one event per row (any thread)."""
+        events: list[SweepEvent] = []
+        with self._lock:
+            for row, stats, error, seconds in rows:
+                if self._status[row] in (DONE, FAILED):
+                    continue  # a requeued chunk finished twice: keep the first
+                self._engine[row] = engine
+                self._host[row] = host
+                self._seconds[row] = seconds
+                if error is None:
+                    self._stats[row] = stats
+                    self._status[row] = DONE
+                    self._update_best(row, stats)
+                    events.append(PointDone(index=row, row=self.row(row)))
+                else:
+                    self._errors[row] = error
+                    self._status[row] = FAILED
+                    if self._first_error is None:
+                        self._first_error = row
+                    events.append(PointFailed(index=row, row=self.row(row)))
+            self._table = None
+        for event in events:
+            self.events.emit(event)
+        if self.stop_on_error and self._first_error is not None:
+            self._cancel.set()
+
+    def _update_best(self, row: int, stats: dict[str, Any]) -> None:
+        value = stats.get(self.metric, math.nan)
+        if value is None or value != value:
+            return
+        best = self._best_value
+        if best != best or (value > best if self.maximize else value < best):
+            self._best_value, self._best_row = value, row
+
+    def _mark_unfinished_cancelled(self) -> int:
+        with self._lock:
+            pending = self._status == PENDING
+            self._status[pending] = CANCELLED
+            self._table = None
+            return int(np.count_nonzero(pending))
+
+    def row(self, i: int) -> dict[str, Any]:
+        """Row ``i`` as a dict: params (and symbol), stats, error, engine, host, seconds."""
+        plan = self.plan
+        out: dict[str, Any] = row_params(plan, i)
+        stats = self._stats[i]
+        if stats is not None:
+            out.update(stats)
+        error = self._errors[i]
+        out["error"] = None if error is None else f"{error[0]}: {error[1]}"
+        out["traceback"] = None if error is None else error[2]
+        out["engine"] = None if self._engine[i] < 0 else int(self._engine[i])
+        out["host"] = self._host[i]
+        out["seconds"] = float(self._seconds[i])
+        out["status"] = _STATUS_NAMES[self._status[i]]
+        return out
+
+    @property
+    def results(self) -> pd.DataFrame:
+        """Every run in grid order: params, stats, error, traceback, engine, host, seconds, status."""
+        with self._lock:
+            if self._table is None:
+                self._table = self._build_table()
+            return self._table
+
+    def _build_table(self) -> pd.DataFrame:
+        table = self.plan.frame()
+        stats = pd.DataFrame.from_records(
+            [s if s is not None else {} for s in self._stats], columns=list(STAT_NAMES)
+        )
+        for name in NUMERIC_STATS:
+            if stats[name].dtype == object:
+                stats[name] = pd.to_numeric(stats[name], errors="coerce")
+        runs = pd.DataFrame(
+            {
+                "error": [None if e is None else f"{e[0]}: {e[1]}" for e in self._errors],
+                "traceback": [None if e is None else e[2] for e in self._errors],
+                "engine": pd.array(np.where(self._engine < 0, pd.NA, self._engine), dtype="Int64"),
+                "host": self._host,
+                "seconds": self._seconds,
+                "status": _STATUS_NAMES[self._status],
+            }
+        )
+        return pd.concat([table, stats, runs], axis=1)
+
+    def to_frame(self) -> pd.DataFrame:
+        """A copy of :attr:`results`."""
+        return self.results.copy()
+
+    def result(self, timeout: float | None = None) -> pd.DataFrame:  # type: ignore[override]
+        """Wait for the sweep and return :attr:`results`."""
+        super().result(timeout)
+        return self.results
+
+    @property
+    def best_index(self) -> int | None:
+        """Row number of the best run by the metric (None if no run succeeded)."""
+        return self._best_row
+
+    @property
+    def best(self) -> Strategy | None:
+        """The best strategy instance by the metric (None if no run succeeded)."""
+        row = self._best_row
+        return None if row is None else self.plan.strategy_at(row)
+
+    @property
+    def best_value(self) -> float:
+        """The metric's best value so far (NaN before any success)."""
+        return self._best_value
+
+    def detail(self, i: int) -> Result:
+        """Re-run row ``i`` locally (same seed, settings and data) and return its Result."""
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < len(self):
+            raise IndexError(f"detail(i) takes a row number from 0 to {len(self) - 1}, got {i!r}")
+        symbol = self.plan.symbols[i]
+        prepared = self._prepared.get(symbol)
+        if prepared is None:
+            frame = self.data if symbol is None else self.data[symbol]
+            prepared = self._prepared[symbol] = PreparedData.from_frame(frame)
+        strategy = self.plan.strategy_at(int(i))
+        seed = self.plan.seeds[i]
+        run = simulate(strategy, prepared, self.settings, seed)
+        return Result(strategy, prepared.index, self.settings, seed, run)
+
+    def __repr__(self) -> str:
+        state = "finished" if self.done() else "running"
+        best = "" if self.best is None else f", best {self.metric}={self._best_value:.4g}: {self.best!r}"
+        return (
+            f"<SweepResult {state}: {self.progress}/{len(self)} runs, {self.failed} failed{best}>"
+        )
+
+    def _finish(self, status: str) -> None:
+        cancelled = int(np.count_nonzero(self._status == CANCELLED))
+        self.seconds = time.monotonic() - self.started
+        self.events.emit(
+            Finished(
+                done=self.progress - self.failed,
+                failed=self.failed,
+                cancelled=cancelled,
+                seconds=self.seconds,
+                status=status,
+            )
+        )
+        self.set_result(None)
+
+
+def point_specs(plan: Plan, rows: Iterable[int]) -> list[worker.PointSpec]:
+    """What a task carries for each row: (row, class index, values, symbol, seed)."""
+    index = plan.class_index
+    return [
+        (r, 0 if index is None else int(index[r]), plan.values[r], plan.symbols[r], plan.seeds[r])
+        for r in rows
+    ]
+
+
+def row_params(plan: Plan, i: int) -> dict[str, Any]:
+    """The plan columns of row ``i`` (params, or strategy and params; then symbol)."""
+    if plan.is_mixed:
+        out: dict[str, Any] = {"strategy": plan.class_at(i).__name__, "params": repr(plan.params(i))}
+    else:
+        out = plan.params(i)
+    if plan.universe is not None:
+        out["symbol"] = plan.symbols[i]
+    return out
+
+
+# ---------------------------------------------------------------------- entry points
+def sweep(
+    strategy: type[Strategy] | Strategy,
+    data: pd.DataFrame | Mapping[str, pd.DataFrame],
+    grid: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    *,
+    where: Callable[[Any], bool] | str | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    metric: str = "sharpe",
+    maximize: bool = True,
+    engines: int | str | None = None,
+    cluster: Cluster | None = None,
+    symbols: Sequence[str] | None = None,
+    chunksize: int | str = "auto",
+    on_result: Callable[[SweepEvent], Any] | None = None,
+    stop_on_error: bool = False,
+    progress: bool | None = None,
+    block: bool = True,
+    cash: float = 10_000.0,
+    commission: float = 0.0,
+    slippage: float = 0.0,
+    fill: str = "next_open",
+    fractional: bool = True,
+    leverage: float | None = None,
+    close_at_end: bool = False,
+) -> SweepResult:
+    """Backtest every point of a parameter grid, in parallel on an ipyparallel cluster.
+
+    Parameters
+    ----------
+    strategy : Strategy subclass (or instance, whose values fill params not in the grid)
+    data : DataFrame or {symbol: DataFrame}
+        One instrument, or a universe: every point then runs on every symbol.
+    grid : dict of iterables, or a list of such dicts
+        The values of each param to try (the product; a list is a union of grids).
+    where : callable or str, optional
+        Keep only points for which ``where(p)`` is true (``p.fast < p.slow``).
+    n : int, optional
+        Run a random sample of ``n`` points (deterministic from ``seed``).
+    seed : int
+        The sweep's seed: each run's seed is derived from it and the run's params.
+    metric, maximize
+        What ``best`` and the progress display rank by (a stat name).
+    engines : int, -1, "auto" or None
+        None or 1 runs in this process; N uses N engines of the current cluster (or
+        starts a local one); -1 every core.
+    cluster : Cluster, optional
+        The cluster to use instead of the current one.
+    symbols : list of str, optional
+        Subset of a universe's symbols.
+    chunksize : int or "auto"
+        Points per task; "auto" sizes chunks from the measured run time.
+    on_result : callable, optional
+        Called with every event (``PointDone``, ``PointFailed``, ...).
+    stop_on_error : bool
+        Stop at the first failing point (its row says which).
+    progress : bool, optional
+        Show progress (default: on, unless NBBACKTEST_PROGRESS=0).
+    block : bool
+        Wait for the end (Ctrl-C cancels, keeping finished rows); False returns at once.
+    cash, commission, slippage, fill, fractional, leverage, close_at_end
+        Simulation settings, as in :func:`nbbacktest.backtest`.
+
+    Returns
+    -------
+    SweepResult
+
+    Examples
+    --------
+    >>> import nbbacktest as nbb
+    >>> from nbbacktest.__main__ import SmaCross
+    >>> sweep = nbb.sweep(SmaCross, nbb.load_sample("daily"),
+    ...                   grid={"fast": range(5, 30, 5), "slow": range(20, 80, 20)},
+    ...                   where=lambda p: p.fast < p.slow, progress=False)
+    >>> len(sweep.results)
+    15
+    """
+    settings = Settings(cash, commission, slippage, fill, fractional, leverage, close_at_end)
+    data = _checked_data(data, symbols)
+    cls = strategy if isinstance(strategy, type) else type(resolve_strategy(strategy))
+    resolve_strategy(strategy)  # type check with a clear message
+    plan = plan_sweep(strategy, grid, where=where, n=n, seed=seed, symbols=_symbols(data, symbols))
+    _check_metric(metric, maximize)
+    return _launch(plan, data, settings, [cls], metric, maximize, engines, cluster, chunksize,
+                   on_result, stop_on_error, progress, block)
+
+
+def run_many(
+    instances: Sequence[Strategy],
+    data: pd.DataFrame | Mapping[str, pd.DataFrame],
+    *,
+    seed: int = 0,
+    metric: str = "sharpe",
+    maximize: bool = True,
+    engines: int | str | None = None,
+    cluster: Cluster | None = None,
+    symbols: Sequence[str] | None = None,
+    chunksize: int | str = "auto",
+    on_result: Callable[[SweepEvent], Any] | None = None,
+    stop_on_error: bool = False,
+    progress: bool | None = None,
+    block: bool = True,
+    **settings: Any,
+) -> SweepResult:
+    """Backtest a list of strategy instances (of any classes), in parallel.
+
+    Takes the options of :func:`sweep` (but no grid).
+
+    Examples
+    --------
+    >>> import nbbacktest as nbb
+    >>> from nbbacktest.__main__ import SmaCross
+    >>> runs = nbb.run_many([SmaCross(10, 30), SmaCross(20, 60)], nbb.load_sample("daily"),
+    ...                     progress=False)
+    >>> runs.results["trades"].gt(0).all()
+    np.True_
+    """
+    settings_ = Settings(**settings)
+    data = _checked_data(data, symbols)
+    plan = plan_instances(instances, seed=seed, symbols=_symbols(data, symbols))
+    _check_metric(metric, maximize)
+    return _launch(plan, data, settings_, list(plan.classes), metric, maximize, engines, cluster,
+                   chunksize, on_result, stop_on_error, progress, block)
+
+
+def _checked_data(data: Any, symbols: Sequence[str] | None) -> Any:
+    data = validate_data(data, name="data")
+    if symbols is not None:
+        if not is_universe(data):
+            raise SweepError("symbols= selects symbols of a universe, but data is a single frame")
+        unknown = [s for s in symbols if s not in data]
+        if unknown:
+            raise SweepError(
+                f"symbols {unknown} are not in the data; it has {', '.join(map(str, data))}"
+            )
+    return data
+
+
+def _symbols(data: Any, symbols: Sequence[str] | None) -> list[str] | None:
+    if not is_universe(data):
+        return None
+    return list(symbols) if symbols is not None else list(data)
+
+
+def _check_metric(metric: Any, maximize: Any) -> None:
+    if metric not in NUMERIC_STATS:
+        import difflib
+
+        close = difflib.get_close_matches(str(metric), NUMERIC_STATS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise SweepError(
+            f"metric {metric!r} is not a numeric stat.{hint} Valid metrics: {', '.join(NUMERIC_STATS)}"
+        )
+    if not isinstance(maximize, (bool, np.bool_)):
+        raise TypeError(f"maximize must be True or False, got {maximize!r}")
+
+
+def _check_chunksize(chunksize: Any) -> int | None:
+    if chunksize == "auto":
+        return None
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+        raise SweepError(f"chunksize must be a positive int or 'auto', got {chunksize!r}")
+    return chunksize
+
+
+def _launch(
+    plan: Plan,
+    data: Any,
+    settings: Settings,
+    classes: list[type[Strategy]],
+    metric: str,
+    maximize: bool,
+    engines: Any,
+    cluster: Cluster | None,
+    chunksize: Any,
+    on_result: Callable[[SweepEvent], Any] | None,
+    stop_on_error: bool,
+    progress: bool | None,
+    block: bool,
+) -> SweepResult:
+    fixed_chunk = _check_chunksize(chunksize)
+    if cluster is not None and not isinstance(cluster, Cluster):
+        raise TypeError(f"cluster must be an nbbacktest.Cluster, got {type(cluster).__name__}")
+    if engines is not None:
+        resolve_engine_count(engines)  # validate before anything starts
+    if on_result is not None and not callable(on_result):
+        raise TypeError(f"on_result must be callable, got {type(on_result).__name__}")
+    if not isinstance(stop_on_error, (bool, np.bool_)):
+        raise TypeError(f"stop_on_error must be True or False, got {stop_on_error!r}")
+    parallel = cluster is not None or (engines is not None and engines != 1)
+    job_blob = _job_blob(classes, plan, settings) if parallel else None
+    result = SweepResult(plan, data, settings, metric, maximize, stop_on_error)
+    if on_result is not None:
+        result.events.subscribe(on_result)
+    if progress is None or progress:
+        if _progress_factory is not None and _progress_wanted(progress):
+            _progress_factory(result)
+    if not parallel:
+        runner: _Runner = _LocalRunner(result, fixed_chunk)
+    else:
+        if cluster is None:
+            cluster = current_or_start(engines, _data_bytes(data))
+        cluster.check_running()
+        wanted = None if engines in (None, -1, "auto") else resolve_engine_count(engines)
+        runner = _ClusterRunner(result, cluster, wanted, job_blob, fixed_chunk)
+    runner.prepare()
+    if block:
+        runner.run()
+        result.wait()
+    else:
+        threading.Thread(target=runner.run, name="nbbacktest-sweep", daemon=True).start()
+    return result
+
+
+def _progress_wanted(progress: bool | None) -> bool:
+    import os
+
+    if progress:
+        return True
+    return os.environ.get("NBBACKTEST_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _data_bytes(data: Any) -> int:
+    frames = data.values() if isinstance(data, dict) else [data]
+    return int(sum(f.memory_usage(index=True).sum() for f in frames))
+
+
+def _job_blob(classes: list[type[Strategy]], plan: Plan, settings: Settings) -> bytes:
+    """cloudpickle the job, naming the attribute that cannot travel when one cannot."""
+    import cloudpickle
+
+    job = worker.Job(tuple(classes), tuple(plan.param_names[i] for i in range(len(classes))), settings, "")
+    try:
+        return _dumps_by_value(job, classes)
+    except Exception as error:
+        for cls in classes:
+            for name, value in vars(cls).items():
+                try:
+                    cloudpickle.dumps(value)
+                except Exception:
+                    raise SweepError(
+                        f"strategy class {cls.__name__} cannot be sent to the engines: its"
+                        f" attribute {name!r} ({type(value).__name__}) cannot be pickled ({error})"
+                    ) from error
+        raise SweepError(f"the strategy cannot be sent to the engines: {error}") from error
+
+
+def _dumps_by_value(job: worker.Job, classes: list[type[Strategy]]) -> bytes:
+    import cloudpickle
+
+    # Classes from a test file or a local module would be pickled by reference and
+    # fail to import on the engines: send their modules' code by value.
+    modules = []
+    for cls in classes:
+        module = sys.modules.get(cls.__module__)
+        if module is not None and not cls.__module__.startswith(("nbbacktest", "__main__")):
+            modules.append(module)
+    registered = []
+    try:
+        for module in modules:
+            try:
+                cloudpickle.register_pickle_by_value(module)
+                registered.append(module)
+            except ValueError:
+                pass
+        return cloudpickle.dumps(job)
+    finally:
+        for module in registered:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+# ---------------------------------------------------------------------- runners
+class _Runner:
+    def __init__(self, result: SweepResult, fixed_chunk: int | None) -> None:
+        self.result = result
+        self.fixed_chunk = fixed_chunk
+        self.key = uuid.uuid4().hex
+        self.point_seconds = math.nan
+
+    def specs(self, rows: Sequence[int]) -> list[worker.PointSpec]:
+        return point_specs(self.result.plan, rows)
+
+    def prepare(self) -> None:
+        """Check the data, measure one point here, and emit Started."""
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def chunk_size(self, engines: int, remaining: int) -> int:
+        if self.fixed_chunk is not None:
+            return self.fixed_chunk
+        cost = self.point_seconds if self.point_seconds == self.point_seconds else 0.01
+        per_engine = cost * remaining / max(engines, 1)
+        target = min(max(per_engine / 4, _CHUNK_SECONDS[0]), _CHUNK_SECONDS[1])
+        return max(1, min(remaining, int(target / max(cost, 1e-6))))
+
+    def finish(self) -> None:
+        result = self.result
+        if result._cancel.is_set():
+            cancelled = result._mark_unfinished_cancelled()
+            status = "stopped" if result.stop_on_error and result._first_error is not None else "cancelled"
+            result.events.emit(Cancelled(done=result.progress, total=len(result)))
+            del cancelled
+        else:
+            status = "complete"
+        result._finish(status)
+
+
+class _LocalRunner(_Runner):
+    """engines=None|1: the same worker.run_points, in this process."""
+
+    def prepare(self) -> None:
+        data_key = f"local-{self.key}"
+        worker.hold_data(data_key, self.result.data)
+        self.data_key = data_key
+        plan = self.result.plan
+        job = worker.Job(tuple(plan.classes), tuple(plan.param_names[i] for i in range(len(plan.classes))),
+                         self.result.settings, data_key)
+        worker.register_job(self.key, job)
+        self.result.engines = 0
+        self.result.events.emit(Started(total=len(plan), engines=0, metric=self.result.metric,
+                                        maximize=self.result.maximize))
+
+    def run(self) -> None:
+        result = self.result
+        host = worker.host_name()
+        rows = list(range(len(result.plan)))
+        position = 0
+        try:
+            while position < len(rows) and not result._cancel.is_set():
+                size = self.chunk_size(1, len(rows) - position) if position else 1
+                chunk = rows[position:position + size]
+                started = time.perf_counter()
+                try:
+                    out, interrupted = worker.run_points(self.key, None, self.specs(chunk))
+                except KeyboardInterrupt:
+                    out, interrupted = [], True
+                result._record(out, -1, host)
+                if out:
+                    self.point_seconds = (time.perf_counter() - started) / len(out)
+                position += len(out)
+                if interrupted:
+                    result._cancel.set()
+        finally:
+            worker.release_data([self.data_key])
+            self.finish()
+
+
+class _ClusterRunner(_Runner):
+    """Chunks over the engines, at most two outstanding each; survives lost engines."""
+
+    def __init__(
+        self,
+        result: SweepResult,
+        cluster: Cluster,
+        wanted: int | None,
+        job_blob: bytes | None,
+        fixed_chunk: int | None,
+    ) -> None:
+        super().__init__(result, fixed_chunk)
+        self.cluster = cluster
+        self.wanted = wanted
+        self.job_blob = job_blob
+        self.client = cluster.client
+
+    def prepare(self) -> None:
+        from nbbacktest.parallel.shared import fingerprint
+
+        result = self.result
+        ids = sorted(self.cluster.ids)
+        if not ids:
+            raise ClusterError("the cluster has no engines registered (0 ready)")
+        if self.wanted is not None:
+            if self.wanted > len(ids):
+                raise ClusterError(
+                    f"engines={self.wanted} but the cluster has {len(ids)} engine(s) registered"
+                )
+            ids = ids[: self.wanted]
+        self.engines = ids
+        self.data_key = fingerprint(result.data)
+        self.cluster.share(result.data, self.data_key, ids)
+        plan = result.plan
+        job = worker.Job(tuple(plan.classes), tuple(plan.param_names[i] for i in range(len(plan.classes))),
+                         result.settings, self.data_key)
+        self.job_blob = _dumps_by_value(job, list(job.classes))
+        # Measure one point here (it is also the first row: results are identical
+        # wherever a point runs), so chunks can be sized before anything is sent.
+        worker.hold_data(self.data_key, result.data)
+        worker.register_job(self.key, job)
+        started = time.perf_counter()
+        first, _ = worker.run_points(self.key, None, self.specs([0]))
+        self.point_seconds = time.perf_counter() - started
+        result.engines = len(ids)
+        result.events.emit(Started(total=len(result.plan), engines=len(ids), metric=result.metric,
+                                   maximize=result.maximize))
+        result._record(first, -1, worker.host_name())
+
+    def run(self) -> None:
+        import ipyparallel as ipp
+
+        result = self.result
+        client = self.client
+        queue: deque[list[int]] = deque()
+        rows = list(range(1, len(result.plan)))
+        engines = list(self.engines)
+        sized = 0
+        outstanding: dict[Any, tuple[int, list[int], float]] = {}
+        per_engine: dict[int, int] = {e: 0 for e in engines}
+        has_job: set[int] = set()
+        hosts = self.cluster.refresh_hosts(engines)
+        known_ids = set(client.ids)
+        try:
+            while True:
+                if result._cancel.is_set():
+                    self._cancel(outstanding)
+                    break
+                # Engines that joined get the data and take work; lost ones hand theirs back.
+                current = set(client.ids)
+                if current != known_ids:
+                    for engine in sorted(current - known_ids):
+                        if self.wanted is None:
+                            try:
+                                self.cluster.share(result.data, self.data_key, [engine])
+                                hosts.update(self.cluster.refresh_hosts([engine]))
+                                engines.append(engine)
+                                per_engine[engine] = 0
+                                result.events.emit(EngineAdded(engine=engine, host=hosts.get(engine, "")))
+                            except Exception:
+                                pass
+                    for engine in sorted(known_ids - current):
+                        if engine in per_engine:
+                            requeued = [rows_ for e, rows_, _ in outstanding.values() if e == engine]
+                            engines.remove(engine)
+                            del per_engine[engine]
+                            self.cluster.forget_engine(engine)
+                            result.events.emit(EngineLost(engine=engine, requeued=sum(map(len, requeued))))
+                    known_ids = current
+                    if not engines:
+                        raise ClusterError("every engine of the sweep was lost")
+                # Fill the engines' queues.
+                for engine in engines:
+                    while per_engine[engine] < _OUTSTANDING_PER_ENGINE and (queue or sized < len(rows)):
+                        if not queue:
+                            size = self.chunk_size(len(engines), len(rows) - sized)
+                            queue.append(rows[sized:sized + size])
+                            sized += size
+                        chunk = queue.popleft()
+                        blob = None if engine in has_job else self.job_blob
+                        ar = client[engine].apply_async(
+                            worker.run_points, self.key, blob, self.specs(chunk)
+                        )
+                        has_job.add(engine)
+                        outstanding[ar] = (engine, chunk, time.perf_counter())
+                        per_engine[engine] += 1
+                if not outstanding:
+                    break
+                finished, _ = concurrent.futures.wait(
+                    list(outstanding), timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for ar in finished:
+                    engine, chunk, sent = outstanding.pop(ar)
+                    if engine in per_engine:
+                        per_engine[engine] -= 1
+                    try:
+                        out, interrupted = ar.get(timeout=0)
+                    except (ipp.error.EngineError, ipp.error.TaskAborted):
+                        queue.appendleft(chunk)  # the engine died or the task was dropped
+                        has_job.discard(engine)
+                        continue
+                    except ipp.RemoteError as error:
+                        if error.ename == "KeyboardInterrupt":
+                            continue
+                        raise
+                    finally:
+                        self._forget(ar)
+                    result._record(out, engine, hosts.get(engine))
+                    done_rows = {r for r, *_ in out}
+                    missing = [r for r in chunk if r not in done_rows]
+                    if missing and not interrupted:
+                        queue.appendleft(missing)
+                    if out:
+                        measured = sum(s for *_, s in out) / len(out)
+                        self.point_seconds = measured if self.point_seconds != self.point_seconds \
+                            else 0.5 * (self.point_seconds + measured)
+        except BaseException as error:
+            result._cancel.set()
+            self._cancel(outstanding)
+            self.finish()
+            del error
+            raise
+        self.finish()
+
+    def _cancel(self, outstanding: dict[Any, tuple[int, list[int], float]]) -> None:
+        """Drop queued tasks, interrupt running ones, and collect the rows they finished."""
+        if not outstanding:
+            return
+        client = self.client
+        busy = sorted({engine for engine, _, _ in outstanding.values()} & set(client.ids))
+        try:
+            client.abort(jobs=list(outstanding), targets=busy, block=False)
+            client.send_signal(signal.SIGINT, targets=busy, block=False)
+        except Exception:
+            pass
+        deadline = time.monotonic() + 5.0
+        while outstanding and time.monotonic() < deadline:
+            finished, _ = concurrent.futures.wait(list(outstanding), timeout=0.1)
+            for ar in finished:
+                engine, _chunk, _ = outstanding.pop(ar)
+                try:
+                    out, _ = ar.get(timeout=0)
+                    self.result._record(out, engine, self.cluster._hosts.get(engine))
+                except Exception:
+                    pass
+                finally:
+                    self._forget(ar)
+        outstanding.clear()
+
+    def _forget(self, ar: Any) -> None:
+        # The client caches every result and its metadata; drop them so a sweep of
+        # 100,000 points keeps only its own rows.
+        try:
+            self.client.purge_local_results(jobs=ar)
+        except Exception:
+            pass
