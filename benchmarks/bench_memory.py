@@ -99,6 +99,8 @@ def column_sums(frame: pd.DataFrame) -> dict[str, float]:
 
 def engine_warm_up() -> int:
     """Import what the later steps use, so the baseline PSS already includes it."""
+    import os
+
     import numpy  # noqa: F401
     import pandas  # noqa: F401
 
@@ -339,11 +341,8 @@ def step_push(cluster: nbb.Cluster, processes: Processes, frame: pd.DataFrame) -
     )
     view.execute("del frame, _bench_rows; import gc; gc.collect()", block=True)
     freed = processes.snapshot()
-    left = engines_and_controller(processes, before, freed)
-    print(
-        f"  after `del frame; gc.collect()` on the engines: engines + controller still"
-        f" {left / MIB:.1f} MiB above the pre-push PSS"
-    )
+    print("  after `del frame; gc.collect()` on the engines (memory the allocators kept):")
+    print_table(processes, before, freed)
     return {"seconds": seconds, "before": before, "after": after}
 
 

@@ -65,8 +65,8 @@ class TextProgress:
             self.started = event.time
         elif isinstance(event, PointDone):
             self.done += 1
-            value = event.row.get(self.metric, math.nan)
-            if isinstance(value, (int, float)) and value == value:
+            value = event.value
+            if value == value:
                 better = value > self.best if self.maximize else value < self.best
                 if self.best != self.best or better:
                     self.best = float(value)

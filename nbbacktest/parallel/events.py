@@ -36,10 +36,19 @@ class Started(SweepEvent):
 
 @dataclass(frozen=True)
 class PointDone(SweepEvent):
-    """One run finished; ``row`` holds its params, stats, engine and seconds."""
+    """One run finished; ``row`` holds its params, stats, engine and seconds.
+
+    ``value`` is the sweep metric's value for this run (NaN when undefined).
+    """
 
     index: int
-    row: dict[str, Any]
+    value: float
+    source: Any = field(repr=False, compare=False)
+
+    @property
+    def row(self) -> dict[str, Any]:
+        """The run's row, built on first access (most observers never need it)."""
+        return self.source.row(self.index)
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,12 @@ class PointFailed(SweepEvent):
     """One run raised; ``row`` holds its params, ``error`` and ``traceback``."""
 
     index: int
-    row: dict[str, Any]
+    source: Any = field(repr=False, compare=False)
+
+    @property
+    def row(self) -> dict[str, Any]:
+        """The run's row, built on first access."""
+        return self.source.row(self.index)
 
 
 @dataclass(frozen=True)

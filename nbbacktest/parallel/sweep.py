@@ -53,7 +53,7 @@ _STATUS_NAMES = np.array(["pending", "done", "failed", "cancelled"], dtype=objec
 
 # A chunk should take a fair share of the run but stay short enough to rebalance
 # and report progress: between these bounds, in seconds.
-_CHUNK_SECONDS = (0.02, 1.0)
+_CHUNK_SECONDS = (0.04, 1.0)
 _OUTSTANDING_PER_ENGINE = 2
 
 ProgressFactory = Callable[["SweepResult"], Any]
@@ -119,6 +119,10 @@ class SweepResult(concurrent.futures.Future):
         self.seconds = math.nan
         self.engines = 0
         self._prepared: dict[str | None, PreparedData] = {}
+        #: One record per chunk run on an engine: (engine, points, sent, received,
+        #: started, completed); sent/received are perf_counter() seconds, started and
+        #: completed the engine's datetimes. For diagnosing scheduling.
+        self.chunks: list[tuple] = []
 
     # ------------------------------------------------------------ Future API
     def __len__(self) -> int:
@@ -176,27 +180,28 @@ class SweepResult(concurrent.futures.Future):
                 if error is None:
                     self._stats[row] = stats
                     self._status[row] = DONE
-                    self._update_best(row, stats)
-                    events.append(PointDone(index=row, row=self.row(row)))
+                    value = self._update_best(row, stats)
+                    events.append(PointDone(index=row, value=value, source=self))
                 else:
                     self._errors[row] = error
                     self._status[row] = FAILED
                     if self._first_error is None:
                         self._first_error = row
-                    events.append(PointFailed(index=row, row=self.row(row)))
+                    events.append(PointFailed(index=row, source=self))
             self._table = None
         for event in events:
             self.events.emit(event)
         if self.stop_on_error and self._first_error is not None:
             self._cancel.set()
 
-    def _update_best(self, row: int, stats: dict[str, Any]) -> None:
+    def _update_best(self, row: int, stats: dict[str, Any]) -> float:
         value = stats.get(self.metric, math.nan)
         if value is None or value != value:
-            return
+            return math.nan
         best = self._best_value
         if best != best or (value > best if self.maximize else value < best):
             self._best_value, self._best_row = value, row
+        return float(value)
 
     def _mark_unfinished_cancelled(self) -> int:
         with self._lock:
@@ -807,6 +812,9 @@ class _ClusterRunner(_Runner):
                     finally:
                         self._forget(ar)
                     result._record(out, engine, hosts.get(engine))
+                    result.chunks.append(
+                        (engine, len(chunk), sent, time.perf_counter(), ar.started, ar.completed)
+                    )
                     done_rows = {r for r, *_ in out}
                     missing = [r for r in chunk if r not in done_rows]
                     if missing and not interrupted:
