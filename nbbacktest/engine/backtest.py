@@ -214,8 +214,7 @@ def follow_targets(broker: Broker, exposures: np.ndarray, data: PreparedData, fi
     else:
         bars = decided
         prices = data.close[bars]
-    for target, bar, price in zip(exposures[decided].tolist(), bars.tolist(), prices.tolist()):
-        broker.to_target(target, bar, price)
+    broker.follow(exposures[decided].tolist(), bars.tolist(), prices.tolist())
 
 
 def resolve_strategy(strategy: Any, argument: str = "strategy") -> Strategy:

@@ -108,6 +108,68 @@ class Broker:
         if delta * direction > 0:
             self._fill(delta, bar, price, tag)
 
+    def follow(self, targets: list[float], bars: list[int], prices: list[float]) -> None:
+        """``to_target`` for each (target, bar, raw price) in turn: a vectorized run's fills.
+
+        The same arithmetic as :meth:`to_target` and :meth:`_fill`, expression for
+        expression (so the results are bit-identical), kept in local variables: this
+        loop runs once per change of target and is most of a backtest's Python time.
+        A resize within one side (0.5 -> 1) goes through :meth:`to_target` itself.
+        """
+        slippage, commission, fractional = self.slippage, self.commission, self.fractional
+        cash, units = self.cash, self.units
+        entry_price, entry_bar, entry_cost, entry_tag = (
+            self.entry_price, self.entry_bar, self.entry_cost, self.entry_tag
+        )
+        log_bar, log_units, log_cash = self.fill_bars.append, self.fill_units.append, self.fill_cash.append
+        book = self.trades.append
+        for exposure, bar, raw in zip(targets, bars, prices):
+            if units:
+                if exposure and (exposure > 0) == (units > 0):
+                    # Same side, new size: rare; hand over to the general method.
+                    self.cash, self.units = cash, units
+                    self.entry_price, self.entry_bar = entry_price, entry_bar
+                    self.entry_cost, self.entry_tag = entry_cost, entry_tag
+                    self.to_target(exposure, bar, raw)
+                    cash, units = self.cash, self.units
+                    entry_price, entry_bar = self.entry_price, self.entry_bar
+                    entry_cost, entry_tag = self.entry_cost, self.entry_tag
+                    continue
+                # Close the whole position (the reduce branch of _fill with closed == |units|).
+                price = raw * (1.0 + (self.slippage if units < 0 else -slippage))
+                qty = -units
+                cost = (qty if qty > 0 else -qty) * price * commission
+                cash = cash - qty * price - cost
+                closed = abs(units)
+                pnl = units * (price - entry_price) - entry_cost - cost
+                book((entry_bar, bar, entry_price, price, units, pnl, pnl / (closed * entry_price), entry_tag))
+                units = 0.0
+                entry_price, entry_cost = math.nan, 0.0
+                log_bar(bar)
+                log_units(0.0)
+                log_cash(cash)
+            if not exposure:
+                continue
+            direction = 1.0 if exposure > 0 else -1.0
+            price = raw * (1.0 + slippage * direction)
+            if cash <= 0:
+                continue  # nothing left to size a position from
+            target = exposure * cash / (price * (1.0 + commission))
+            if not fractional:
+                target = float(math.trunc(target))
+            if target * direction > 0:
+                cost = (target if target > 0 else -target) * price * commission
+                cash = cash - target * price - cost
+                units = target
+                entry_price, entry_bar, entry_cost, entry_tag = price, bar, cost, None
+                log_bar(bar)
+                log_units(units)
+                log_cash(cash)
+        self.cash, self.units = cash, units
+        self.entry_price, self.entry_bar, self.entry_cost, self.entry_tag = (
+            entry_price, entry_bar, entry_cost, entry_tag
+        )
+
     def trade_units(self, units: float, bar: int, raw_price: float, tag: str | None = None) -> None:
         """Buy (``units > 0``) or sell a number of units at ``raw_price``.
 
