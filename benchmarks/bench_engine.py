@@ -12,35 +12,11 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pandas as pd
+from common import long_series
 
 import nbbacktest as nbb
-
-
-class SmaCross(nbb.Strategy):
-    fast = 10
-    slow = 30
-
-    def signals(self, data):
-        close = data["Close"]
-        return (close.rolling(self.fast).mean() > close.rolling(self.slow).mean()).astype(float)
-
-
-class SmaCrossEvent(nbb.Strategy):
-    fast = 10
-    slow = 30
-
-    def init(self):
-        self.f = self.indicator(lambda d: d["Close"].rolling(self.fast).mean())
-        self.s = self.indicator(lambda d: d["Close"].rolling(self.slow).mean())
-
-    def next(self, bar):
-        up = self.f[bar.i] > self.s[bar.i]
-        if up and not self.position:
-            self.buy()
-        elif not up and self.position:
-            self.close()
+from nbbacktest.engine.examples import SmaCross, SmaCrossEvent
 
 
 class Idle(nbb.Strategy):
@@ -56,16 +32,6 @@ class Precomputed(nbb.Strategy):
 
 
 SIGNAL: pd.Series | None = None
-
-
-def long_series(n: int) -> pd.DataFrame:
-    rng = np.random.default_rng(1)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    open_ = close * np.exp(rng.normal(0, 0.002, n))
-    high = np.maximum(open_, close) * 1.002
-    low = np.minimum(open_, close) * 0.998
-    index = pd.date_range("2000-01-01", periods=n, freq="h")
-    return pd.DataFrame({"Open": open_, "High": high, "Low": low, "Close": close}, index=index)
 
 
 def per_call(fn, min_seconds: float = 1.0) -> float:

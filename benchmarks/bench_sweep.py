@@ -16,34 +16,10 @@ import statistics
 import time
 
 import numpy as np
-import pandas as pd
+from common import long_series
 
 import nbbacktest as nbb
-
-
-class SmaCross(nbb.Strategy):
-    fast = 10
-    slow = 30
-
-    def signals(self, data):
-        close = data["Close"]
-        return (close.rolling(self.fast).mean() > close.rolling(self.slow).mean()).astype(float)
-
-
-class SmaCrossEvent(nbb.Strategy):
-    fast = 10
-    slow = 30
-
-    def init(self):
-        self.f = self.indicator(lambda d: d["Close"].rolling(self.fast).mean())
-        self.s = self.indicator(lambda d: d["Close"].rolling(self.slow).mean())
-
-    def next(self, bar):
-        up = self.f[bar.i] > self.s[bar.i]
-        if up and not self.position:
-            self.buy()
-        elif not up and self.position:
-            self.close()
+from nbbacktest.engine.examples import SmaCross, SmaCrossEvent
 
 
 GRID = {"fast": range(5, 60, 5), "slow": range(10, 200, 10)}
@@ -51,18 +27,6 @@ GRID = {"fast": range(5, 60, 5), "slow": range(10, 200, 10)}
 
 def fast_lt_slow(p):
     return p.fast < p.slow
-
-
-def long_series(n: int) -> pd.DataFrame:
-    rng = np.random.default_rng(3)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    open_ = close * np.exp(rng.normal(0, 0.002, n))
-    index = pd.date_range("2000-01-01", periods=n, freq="h")
-    return pd.DataFrame(
-        {"Open": open_, "High": np.maximum(open_, close) * 1.002,
-         "Low": np.minimum(open_, close) * 0.998, "Close": close},
-        index=index,
-    )
 
 
 def timed(fn):
@@ -95,7 +59,7 @@ def main() -> None:
         print(f"   identical to in-process: {identical}")
         print(f"   target >= 4,000/s: {'met' if n / statistics.median(remote) >= 4000 else 'NOT met'}")
 
-        heavy = long_series(120_000)
+        heavy = long_series(120_000, seed=3)
         grid = {"fast": range(5, 45, 1)}
         one, r1 = timed(lambda: nbb.sweep(SmaCrossEvent, heavy, grid, cluster=cluster, engines=1,
                                           progress=False))

@@ -8,19 +8,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from nbbacktest.engine import Param, Strategy, backtest, load_sample
-
-
-class SmaCross(Strategy):
-    """Long while the fast simple moving average is above the slow one."""
-
-    fast = Param(10, low=2, high=100, step=5, doc="fast SMA length")
-    slow = Param(30, low=5, high=300, step=10, doc="slow SMA length")
-
-    def signals(self, data: pd.DataFrame) -> pd.Series:
-        close = data["Close"]
-        return (close.rolling(self.fast).mean() > close.rolling(self.slow).mean()).astype(float)
-
+from nbbacktest.engine import backtest, load_sample
+from nbbacktest.engine.examples import SmaCross
 
 GRID = {"fast": range(5, 60, 5), "slow": range(10, 200, 10)}
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from nbbacktest.engine.broker import Broker
-from nbbacktest.engine.data import OHLC, is_universe, validate_ohlcv, validate_signals
+from nbbacktest.engine.data import OHLC, float_values, is_universe, validate_ohlcv, validate_signals
 from nbbacktest.engine.event_driven import EventRunner
 from nbbacktest.engine.metrics import compute_stats
 from nbbacktest.engine.result import Result
@@ -106,9 +106,9 @@ class PreparedData:
     def from_frame(cls, frame: pd.DataFrame) -> PreparedData:
         """Wrap an already validated OHLC frame (see ``validate_ohlcv``)."""
         index = frame.index
-        # One to_numpy() is a view of the float block; five column lookups cost 10x more.
-        values = frame.to_numpy()
-        if values.dtype == np.float64:
+        # One view of the float block; five column lookups cost 10x more.
+        values = float_values(frame)
+        if values is not None:
             position = {name: i for i, name in enumerate(frame.columns)}
             columns = {name: values[:, i] for name, i in position.items()}
         else:

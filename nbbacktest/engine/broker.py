@@ -83,38 +83,35 @@ class Broker:
 
     def to_target(self, exposure: float, bar: int, raw_price: float, tag: str | None = None) -> None:
         """Move the position to ``exposure`` (fraction of equity) at ``raw_price``."""
-        units = self.units
-        if units and (exposure == 0 or (exposure > 0) != (units > 0)):
-            slip = self.slippage if units < 0 else -self.slippage
-            self._fill(-units, bar, raw_price * (1.0 + slip), tag)
-            units = 0.0
-        if exposure == 0:
+        self.follow([exposure], [bar], [raw_price], tag)
+
+    def _resize(self, exposure: float, bar: int, raw_price: float, tag: str | None) -> None:
+        """Change the size of a position without changing its side (0.5 -> 1)."""
+        current = self.exposure(raw_price)
+        if exposure == current:
             return
-        if units:
-            current = self.exposure(raw_price)
-            if exposure == current:
-                return
-            direction = 1.0 if exposure > current else -1.0
-        else:
-            direction = 1.0 if exposure > 0 else -1.0
+        direction = 1.0 if exposure > current else -1.0
         price = raw_price * (1.0 + self.slippage * direction)
-        equity = self.cash + units * price
+        equity = self.cash + self.units * price
         if equity <= 0:
             return  # nothing left to size a position from
         target = exposure * equity / (price * (1.0 + self.commission))
         if not self.fractional:
             target = float(math.trunc(target))
-        delta = target - units
+        delta = target - self.units
         if delta * direction > 0:
             self._fill(delta, bar, price, tag)
 
-    def follow(self, targets: list[float], bars: list[int], prices: list[float]) -> None:
-        """``to_target`` for each (target, bar, raw price) in turn: a vectorized run's fills.
+    def follow(
+        self, targets: list[float], bars: list[int], prices: list[float], tag: str | None = None
+    ) -> None:
+        """Move to each target exposure in turn, at its bar and raw price.
 
-        The same arithmetic as :meth:`to_target` and :meth:`_fill`, expression for
-        expression (so the results are bit-identical), kept in local variables: this
-        loop runs once per change of target and is most of a backtest's Python time.
-        A resize within one side (0.5 -> 1) goes through :meth:`to_target` itself.
+        The one implementation of target moves: a vectorized run passes all of its
+        changes of target in one call, an event-driven order passes one. Closing and
+        opening are :meth:`_fill`'s arithmetic written out on local variables,
+        because this loop runs once per change of target and is most of a
+        backtest's Python time; a resize within one side goes through :meth:`_resize`.
         """
         slippage, commission, fractional = self.slippage, self.commission, self.fractional
         cash, units = self.cash, self.units
@@ -126,17 +123,17 @@ class Broker:
         for exposure, bar, raw in zip(targets, bars, prices):
             if units:
                 if exposure and (exposure > 0) == (units > 0):
-                    # Same side, new size: rare; hand over to the general method.
+                    # Same side, new size: rare; _resize works on the attributes.
                     self.cash, self.units = cash, units
                     self.entry_price, self.entry_bar = entry_price, entry_bar
                     self.entry_cost, self.entry_tag = entry_cost, entry_tag
-                    self.to_target(exposure, bar, raw)
+                    self._resize(exposure, bar, raw, tag)
                     cash, units = self.cash, self.units
                     entry_price, entry_bar = self.entry_price, self.entry_bar
                     entry_cost, entry_tag = self.entry_cost, self.entry_tag
                     continue
                 # Close the whole position (the reduce branch of _fill with closed == |units|).
-                price = raw * (1.0 + (self.slippage if units < 0 else -slippage))
+                price = raw * (1.0 + (slippage if units < 0 else -slippage))
                 qty = -units
                 cost = (qty if qty > 0 else -qty) * price * commission
                 cash = cash - qty * price - cost
@@ -161,7 +158,7 @@ class Broker:
                 cost = (target if target > 0 else -target) * price * commission
                 cash = cash - target * price - cost
                 units = target
-                entry_price, entry_bar, entry_cost, entry_tag = price, bar, cost, None
+                entry_price, entry_bar, entry_cost, entry_tag = price, bar, cost, tag
                 log_bar(bar)
                 log_units(units)
                 log_cash(cash)

@@ -328,7 +328,7 @@ def _validate_frame(
         columns = frame.columns
         if columns.equals(_CANONICAL_COLUMNS[0]) or columns.equals(_CANONICAL_COLUMNS[1]):
             # the common case, kept cheap: canonical names in canonical order
-            values = _float_values(frame)
+            values = float_values(frame)
             if values is not None:
                 o, h, l, c = (values[:, i] for i in range(4))
                 _check_values(o, h, l, c, frame.index, name)
@@ -345,8 +345,11 @@ def _validate_frame(
     return _normalise(frame, name, date_column)
 
 
-def _float_values(frame: pd.DataFrame) -> np.ndarray | None:
-    """All columns as one float64 array when every column already is float64."""
+def float_values(frame: pd.DataFrame) -> np.ndarray | None:
+    """All columns as one float64 array when every column already is float64, else None.
+
+    Under copy-on-write this is a view of the frame's single block: no copy.
+    """
     values = frame.to_numpy()
     if values.dtype != _FLOAT:
         return None

@@ -208,9 +208,9 @@ class Cluster:
         self.host = worker.host_name()
         self._lock = threading.RLock()
         self._hosts: dict[int, str] = {}
+        self._pids: dict[int, int] = {}
         self._engine_data: dict[int, set[str]] = {}
         self._segments: dict[str, Segment] = {}
-        self._remote_sizes: dict[str, int] = {}
         self._data_sent: dict[str, int] = {}
         self._stopped = False
         Cluster._current = self
@@ -356,8 +356,6 @@ class Cluster:
         """Ask engines we do not know yet for their host; returns engine -> host."""
         with self._lock:
             wanted = [e for e in (self.client.ids if ids is None else ids) if e not in self._hosts]
-            if not hasattr(self, "_pids"):
-                self._pids: dict[int, int] = {}
             if wanted:
                 infos = self.client[wanted].apply_async(worker.engine_info).get(timeout=60)
                 for engine, info in zip(wanted, infos):

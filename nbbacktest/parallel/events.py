@@ -35,33 +35,28 @@ class Started(SweepEvent):
 
 
 @dataclass(frozen=True)
-class PointDone(SweepEvent):
-    """One run finished; ``row`` holds its params, stats, engine and seconds.
-
-    ``value`` is the sweep metric's value for this run (NaN when undefined).
-    """
+class RowEvent(SweepEvent):
+    """An event about one run; its ``row`` is built on first access."""
 
     index: int
-    value: float
-    source: Any = field(repr=False, compare=False)
+    source: Any = field(repr=False, compare=False, kw_only=True)
 
     @property
     def row(self) -> dict[str, Any]:
-        """The run's row, built on first access (most observers never need it)."""
+        """The run's row: params, stats or error, engine, seconds (most observers never ask)."""
         return self.source.row(self.index)
 
 
 @dataclass(frozen=True)
-class PointFailed(SweepEvent):
-    """One run raised; ``row`` holds its params, ``error`` and ``traceback``."""
+class PointDone(RowEvent):
+    """One run finished; ``value`` is the sweep metric's value for it (NaN when undefined)."""
 
-    index: int
-    source: Any = field(repr=False, compare=False)
+    value: float
 
-    @property
-    def row(self) -> dict[str, Any]:
-        """The run's row, built on first access."""
-        return self.source.row(self.index)
+
+@dataclass(frozen=True)
+class PointFailed(RowEvent):
+    """One run raised; its ``row`` holds ``error`` and ``traceback``."""
 
 
 @dataclass(frozen=True)

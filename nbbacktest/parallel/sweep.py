@@ -9,8 +9,10 @@ Rows arrive out of order and are stored in grid order.
 
 from __future__ import annotations
 
+import abc
 import concurrent.futures
 import math
+import os
 import signal
 import sys
 import threading
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbbacktest.engine.backtest import PreparedData, Settings, resolve_strategy, simulate
+from nbbacktest.engine.backtest import PreparedData, Settings, simulate
 from nbbacktest.engine.data import is_universe, validate_data
 from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_NAMES
 from nbbacktest.engine.result import Result
@@ -76,7 +78,7 @@ class SweepResult(concurrent.futures.Future):
     Examples
     --------
     >>> import nbbacktest as nbb
-    >>> from nbbacktest.__main__ import SmaCross
+    >>> from nbbacktest.engine.examples import SmaCross
     >>> sweep = nbb.sweep(SmaCross, nbb.load_sample("daily"),
     ...                   grid={"fast": [5, 10], "slow": [20, 40]}, progress=False)
     >>> len(sweep), sweep.done()
@@ -406,20 +408,18 @@ def sweep(
     Examples
     --------
     >>> import nbbacktest as nbb
-    >>> from nbbacktest.__main__ import SmaCross
+    >>> from nbbacktest.engine.examples import SmaCross
     >>> sweep = nbb.sweep(SmaCross, nbb.load_sample("daily"),
     ...                   grid={"fast": range(5, 30, 5), "slow": range(20, 80, 20)},
     ...                   where=lambda p: p.fast < p.slow, progress=False)
     >>> len(sweep.results)
-    15
+    13
     """
     settings = Settings(cash, commission, slippage, fill, fractional, leverage, close_at_end)
     data = _checked_data(data, symbols)
-    cls = strategy if isinstance(strategy, type) else type(resolve_strategy(strategy))
-    resolve_strategy(strategy)  # type check with a clear message
     plan = plan_sweep(strategy, grid, where=where, n=n, seed=seed, symbols=_symbols(data, symbols))
     _check_metric(metric, maximize)
-    return _launch(plan, data, settings, [cls], metric, maximize, engines, cluster, chunksize,
+    return _launch(plan, data, settings, metric, maximize, engines, cluster, chunksize,
                    on_result, stop_on_error, progress, block)
 
 
@@ -447,7 +447,7 @@ def run_many(
     Examples
     --------
     >>> import nbbacktest as nbb
-    >>> from nbbacktest.__main__ import SmaCross
+    >>> from nbbacktest.engine.examples import SmaCross
     >>> runs = nbb.run_many([SmaCross(10, 30), SmaCross(20, 60)], nbb.load_sample("daily"),
     ...                     progress=False)
     >>> runs.results["trades"].gt(0).all()
@@ -457,8 +457,8 @@ def run_many(
     data = _checked_data(data, symbols)
     plan = plan_instances(instances, seed=seed, symbols=_symbols(data, symbols))
     _check_metric(metric, maximize)
-    return _launch(plan, data, settings_, list(plan.classes), metric, maximize, engines, cluster,
-                   chunksize, on_result, stop_on_error, progress, block)
+    return _launch(plan, data, settings_, metric, maximize, engines, cluster, chunksize,
+                   on_result, stop_on_error, progress, block)
 
 
 def _checked_data(data: Any, symbols: Sequence[str] | None) -> Any:
@@ -505,7 +505,6 @@ def _launch(
     plan: Plan,
     data: Any,
     settings: Settings,
-    classes: list[type[Strategy]],
     metric: str,
     maximize: bool,
     engines: Any,
@@ -526,13 +525,17 @@ def _launch(
     if not isinstance(stop_on_error, (bool, np.bool_)):
         raise TypeError(f"stop_on_error must be True or False, got {stop_on_error!r}")
     parallel = cluster is not None or (engines is not None and engines != 1)
-    job_blob = _job_blob(classes, plan, settings) if parallel else None
+    if parallel:
+        # Everything that can fail is checked before a cluster starts or data moves.
+        from nbbacktest.parallel.shared import fingerprint
+
+        data_key = fingerprint(data)
+        job_blob = _job_blob(make_job(plan, settings, data_key))
     result = SweepResult(plan, data, settings, metric, maximize, stop_on_error)
     if on_result is not None:
         result.events.subscribe(on_result)
-    if progress is None or progress:
-        if _progress_factory is not None and _progress_wanted(progress):
-            _progress_factory(result)
+    if _progress_factory is not None and _progress_wanted(progress):
+        _progress_factory(result)
     if not parallel:
         runner: _Runner = _LocalRunner(result, fixed_chunk)
     else:
@@ -540,7 +543,7 @@ def _launch(
             cluster = current_or_start(engines, _data_bytes(data))
         cluster.check_running()
         wanted = None if engines in (None, -1, "auto") else resolve_engine_count(engines)
-        runner = _ClusterRunner(result, cluster, wanted, job_blob, fixed_chunk)
+        runner = _ClusterRunner(result, cluster, wanted, data_key, job_blob, fixed_chunk)
     runner.prepare()
     if block:
         runner.run()
@@ -551,10 +554,8 @@ def _launch(
 
 
 def _progress_wanted(progress: bool | None) -> bool:
-    import os
-
-    if progress:
-        return True
+    if progress is not None:
+        return bool(progress)
     return os.environ.get("NBBACKTEST_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -563,15 +564,19 @@ def _data_bytes(data: Any) -> int:
     return int(sum(f.memory_usage(index=True).sum() for f in frames))
 
 
-def _job_blob(classes: list[type[Strategy]], plan: Plan, settings: Settings) -> bytes:
+def make_job(plan: Plan, settings: Settings, data_key: str) -> worker.Job:
+    """What every run of ``plan`` shares: its classes, their param names, settings, data."""
+    return worker.Job(plan.classes, plan.param_names, settings, data_key)
+
+
+def _job_blob(job: worker.Job) -> bytes:
     """cloudpickle the job, naming the attribute that cannot travel when one cannot."""
     import cloudpickle
 
-    job = worker.Job(tuple(classes), tuple(plan.param_names[i] for i in range(len(classes))), settings, "")
     try:
-        return _dumps_by_value(job, classes)
+        return _dumps_by_value(job)
     except Exception as error:
-        for cls in classes:
+        for cls in job.classes:
             for name, value in vars(cls).items():
                 try:
                     cloudpickle.dumps(value)
@@ -583,13 +588,13 @@ def _job_blob(classes: list[type[Strategy]], plan: Plan, settings: Settings) -> 
         raise SweepError(f"the strategy cannot be sent to the engines: {error}") from error
 
 
-def _dumps_by_value(job: worker.Job, classes: list[type[Strategy]]) -> bytes:
+def _dumps_by_value(job: worker.Job) -> bytes:
     import cloudpickle
 
     # Classes from a test file or a local module would be pickled by reference and
     # fail to import on the engines: send their modules' code by value.
     modules = []
-    for cls in classes:
+    for cls in job.classes:
         module = sys.modules.get(cls.__module__)
         if module is not None and not cls.__module__.startswith(("nbbacktest", "__main__")):
             modules.append(module)
@@ -608,7 +613,9 @@ def _dumps_by_value(job: worker.Job, classes: list[type[Strategy]]) -> bytes:
 
 
 # ---------------------------------------------------------------------- runners
-class _Runner:
+class _Runner(abc.ABC):
+    """Runs a sweep's points and records them into its SweepResult."""
+
     def __init__(self, result: SweepResult, fixed_chunk: int | None) -> None:
         self.result = result
         self.fixed_chunk = fixed_chunk
@@ -618,11 +625,13 @@ class _Runner:
     def specs(self, rows: Sequence[int]) -> list[worker.PointSpec]:
         return point_specs(self.result.plan, rows)
 
+    @abc.abstractmethod
     def prepare(self) -> None:
-        """Check the data, measure one point here, and emit Started."""
+        """Make the data and the job available, and emit Started."""
 
+    @abc.abstractmethod
     def run(self) -> None:
-        raise NotImplementedError
+        """Run every point (or until cancelled), then :meth:`finish`."""
 
     def chunk_size(self, engines: int, remaining: int) -> int:
         if self.fixed_chunk is not None:
@@ -635,10 +644,9 @@ class _Runner:
     def finish(self) -> None:
         result = self.result
         if result._cancel.is_set():
-            cancelled = result._mark_unfinished_cancelled()
+            result._mark_unfinished_cancelled()
             status = "stopped" if result.stop_on_error and result._first_error is not None else "cancelled"
             result.events.emit(Cancelled(done=result.progress, total=len(result)))
-            del cancelled
         else:
             status = "complete"
         result._finish(status)
@@ -648,13 +656,10 @@ class _LocalRunner(_Runner):
     """engines=None|1: the same worker.run_points, in this process."""
 
     def prepare(self) -> None:
-        data_key = f"local-{self.key}"
-        worker.hold_data(data_key, self.result.data)
-        self.data_key = data_key
+        self.data_key = f"local-{self.key}"
+        worker.hold_data(self.data_key, self.result.data)
         plan = self.result.plan
-        job = worker.Job(tuple(plan.classes), tuple(plan.param_names[i] for i in range(len(plan.classes))),
-                         self.result.settings, data_key)
-        worker.register_job(self.key, job)
+        worker.register_job(self.key, make_job(plan, self.result.settings, self.data_key))
         self.result.engines = 0
         self.result.events.emit(Started(total=len(plan), engines=0, metric=self.result.metric,
                                         maximize=self.result.maximize))
@@ -692,18 +697,18 @@ class _ClusterRunner(_Runner):
         result: SweepResult,
         cluster: Cluster,
         wanted: int | None,
-        job_blob: bytes | None,
+        data_key: str,
+        job_blob: bytes,
         fixed_chunk: int | None,
     ) -> None:
         super().__init__(result, fixed_chunk)
         self.cluster = cluster
         self.wanted = wanted
+        self.data_key = data_key
         self.job_blob = job_blob
         self.client = cluster.client
 
     def prepare(self) -> None:
-        from nbbacktest.parallel.shared import fingerprint
-
         result = self.result
         ids = sorted(self.cluster.ids)
         if not ids:
@@ -715,19 +720,18 @@ class _ClusterRunner(_Runner):
                 )
             ids = ids[: self.wanted]
         self.engines = ids
-        self.data_key = fingerprint(result.data)
         self.cluster.share(result.data, self.data_key, ids)
-        plan = result.plan
-        job = worker.Job(tuple(plan.classes), tuple(plan.param_names[i] for i in range(len(plan.classes))),
-                         result.settings, self.data_key)
-        self.job_blob = _dumps_by_value(job, list(job.classes))
         # Measure one point here (it is also the first row: results are identical
         # wherever a point runs), so chunks can be sized before anything is sent.
-        worker.hold_data(self.data_key, result.data)
-        worker.register_job(self.key, job)
-        started = time.perf_counter()
-        first, _ = worker.run_points(self.key, None, self.specs([0]))
-        self.point_seconds = time.perf_counter() - started
+        local_key = f"local-{self.key}"
+        worker.hold_data(local_key, result.data)
+        try:
+            started = time.perf_counter()
+            job = make_job(result.plan, result.settings, local_key)
+            first, _ = worker.run_points(self.key, job, self.specs([0]))
+            self.point_seconds = time.perf_counter() - started
+        finally:
+            worker.release_data([local_key])
         result.engines = len(ids)
         result.events.emit(Started(total=len(result.plan), engines=len(ids), metric=result.metric,
                                    maximize=result.maximize))
@@ -823,11 +827,10 @@ class _ClusterRunner(_Runner):
                         measured = sum(s for *_, s in out) / len(out)
                         self.point_seconds = measured if self.point_seconds != self.point_seconds \
                             else 0.5 * (self.point_seconds + measured)
-        except BaseException as error:
+        except BaseException:
             result._cancel.set()
             self._cancel(outstanding)
             self.finish()
-            del error
             raise
         self.finish()
 
