@@ -29,6 +29,7 @@ from nbbacktest.engine import (
     load_ohlcv,
     load_sample,
 )
+from nbbacktest.engine import views as _views
 from nbbacktest.errors import (
     ClusterError,
     DataError,
@@ -41,6 +42,9 @@ from nbbacktest.errors import (
 )
 
 __version__ = "0.1.0"
+
+# Tables and charts that the engine and parallel layers offer are drawn by the display layer.
+_views.set_loader(lambda: importlib.import_module("nbbacktest.display"))
 
 # Public names served by the higher layers, imported on first access.
 _LAZY = {

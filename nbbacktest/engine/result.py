@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from nbbacktest.engine import views
 from nbbacktest.engine.broker import trade_arrays
 from nbbacktest.engine.metrics import STAT_LABELS
 
@@ -120,6 +121,33 @@ class Result:
         shown = ("return_pct", "sharpe", "max_drawdown_pct", "trades", "win_rate_pct")
         body = ", ".join(f"{k}={_format(self._stats[k])}" for k in shown)
         return f"<Result {self.strategy!r}: {body}>"
+
+    def plot(self, **options: Any) -> Any:
+        """Equity with drawdown underneath and trade markers, as a Plotly figure.
+
+        Needs the display layer (plotly). ``options`` go to
+        ``nbbacktest.display.charts.result_figure``.
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> from nbbacktest.engine.examples import SmaCross
+        >>> fig = nbb.backtest(SmaCross(), nbb.load_sample("daily")).plot()
+        >>> fig.data[0].name
+        'equity'
+        """
+        return views.view("result_plot")(self, **options)
+
+    def stats_table(self) -> Any:
+        """The stats as a Plotly table (needs the display layer)."""
+        return views.view("stats_table")(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        # The stats table and chart when the display layer can load; text and HTML always.
+        bundle = {"text/plain": repr(self), "text/html": self._repr_html_()}
+        if views.available("result_bundle"):
+            bundle.update(views.view("result_bundle")(self))
+        return bundle
 
     def _repr_html_(self) -> str:
         rows = "".join(

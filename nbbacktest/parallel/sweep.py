@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nbbacktest.engine import views
 from nbbacktest.engine.backtest import PreparedData, Settings, simulate
 from nbbacktest.engine.data import is_universe, validate_data
 from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_NAMES
@@ -125,6 +126,9 @@ class SweepResult(concurrent.futures.Future):
         #: started, completed); sent/received are perf_counter() seconds, started and
         #: completed the engine's datetimes. For diagnosing scheduling.
         self.chunks: list[tuple] = []
+        # Called while a blocking wait loops (a notebook display keeps its widgets
+        # responsive this way, so that Cancel works while the cell runs).
+        self._pollers: list[Callable[[], Any]] = []
 
     # ------------------------------------------------------------ Future API
     def __len__(self) -> int:
@@ -158,15 +162,22 @@ class SweepResult(concurrent.futures.Future):
     def wait(self, timeout: float | None = None) -> bool:
         """Block until finished (KeyboardInterrupt cancels and still waits); True if done."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        step = 0.05 if self._pollers else 0.1
         while not self.done():
-            remaining = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            remaining = step if deadline is None else min(step, deadline - time.monotonic())
             if remaining <= 0:
                 return False
             try:
+                for poll in self._pollers:
+                    poll()
                 concurrent.futures.wait([self], timeout=remaining)
             except KeyboardInterrupt:
                 self.cancel()
         return True
+
+    def add_poller(self, poll: Callable[[], Any]) -> None:
+        """Call ``poll()`` about 20 times a second while a blocking :meth:`wait` loops."""
+        self._pollers.append(poll)
 
     # ------------------------------------------------------------------ rows
     def _record(self, rows: Iterable[worker.RowResult], engine: int, host: str | None) -> None:
@@ -294,6 +305,45 @@ class SweepResult(concurrent.futures.Future):
         seed = self.plan.seeds[i]
         run = simulate(strategy, prepared, self.settings, seed)
         return Result(strategy, prepared.index, self.settings, seed, run)
+
+    # ------------------------------------------------------------ views (display layer)
+    def table(self, top: int | None = 20, sort: str | None = None,
+              columns: Sequence[str] | None = None) -> Any:
+        """The best ``top`` rows as a Plotly table, sorted by ``sort`` (default: the metric).
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> from nbbacktest.engine.examples import SmaCross
+        >>> sweep = nbb.sweep(SmaCross, nbb.load_sample("daily"),
+        ...                   grid={"fast": [5, 10], "slow": [20, 40]}, progress=False)
+        >>> fig = sweep.table(top=3)
+        >>> len(fig.data[0].cells.values[0])
+        3
+        """
+        return views.view("sweep_table")(self, top=top, sort=sort, columns=columns)
+
+    def heatmap(self, x: str, y: str, metric: str | None = None, agg: str = "max") -> Any:
+        """The metric over two params as a Plotly heatmap (``agg`` folds the other params)."""
+        return views.view("sweep_heatmap")(self, x, y, metric=metric, agg=agg)
+
+    def compare(self, top: int = 5) -> Any:
+        """Equity curves of the ``top`` best runs, re-run locally with :meth:`detail`."""
+        return views.view("sweep_compare")(self, top=top)
+
+    def parallel_coordinates(self, metric: str | None = None) -> Any:
+        """One line per run across every param and the metric (for three or more params)."""
+        return views.view("sweep_parallel_coordinates")(self, metric=metric)
+
+    def distribution(self, metric: str | None = None) -> Any:
+        """Histogram of a metric over the runs, the best marked: how robust is the best?"""
+        return views.view("sweep_distribution")(self, metric=metric)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle: dict[str, Any] = {"text/plain": repr(self)}
+        if views.available("sweep_bundle"):
+            bundle.update(views.view("sweep_bundle")(self))
+        return bundle
 
     def __repr__(self) -> str:
         state = "finished" if self.done() else "running"
@@ -535,7 +585,10 @@ def _launch(
     if on_result is not None:
         result.events.subscribe(on_result)
     if _progress_factory is not None and _progress_wanted(progress):
-        _progress_factory(result)
+        shown = _progress_factory(result)
+        poll = getattr(shown, "poll", None)
+        if callable(poll):
+            result.add_poller(poll)
     if not parallel:
         runner: _Runner = _LocalRunner(result, fixed_chunk)
     else:
