@@ -50,10 +50,12 @@ _views.set_loader(lambda: importlib.import_module("nbbacktest.display"))
 _LAZY = {
     "Cluster": "nbbacktest.parallel",
     "SweepResult": "nbbacktest.parallel",
-    # sweep and run_many come through the display layer, which installs their progress display
-    "sweep": "nbbacktest.display",
-    "run_many": "nbbacktest.display",
+    "sweep": "nbbacktest.parallel",
+    "run_many": "nbbacktest.parallel",
+    "resume": "nbbacktest.parallel",
 }
+# Loading these first loads the display layer, which installs their progress display.
+_SHOWN = {"sweep", "run_many", "resume"}
 
 __all__ = [
     "ClusterError", "DataError", "NbbacktestError", "NbbacktestWarning", "Param", "ParamError",
@@ -67,6 +69,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'nbbacktest' has no attribute {name!r}")
+    if name in _SHOWN:
+        importlib.import_module("nbbacktest.display")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -7,9 +7,9 @@ through events (:mod:`nbbacktest.parallel.events`) that the display layer observ
 from nbbacktest.parallel.cluster import Cluster
 from nbbacktest.parallel.events import EventBus, SweepEvent
 from nbbacktest.parallel.grid import Plan, plan_instances, plan_sweep
-from nbbacktest.parallel.sweep import SweepResult, run_many, set_progress_factory, sweep
+from nbbacktest.parallel.sweep import SweepResult, resume, run_many, set_progress_factory, sweep
 
 __all__ = [
     "Cluster", "EventBus", "Plan", "SweepEvent", "SweepResult", "plan_instances", "plan_sweep",
-    "run_many", "set_progress_factory", "sweep",
+    "resume", "run_many", "set_progress_factory", "sweep",
 ]

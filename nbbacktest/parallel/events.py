@@ -26,12 +26,19 @@ class SweepEvent:
 
 @dataclass(frozen=True)
 class Started(SweepEvent):
-    """The sweep starts: ``total`` runs on ``engines`` engines (0 = in-process)."""
+    """The sweep starts: ``total`` runs on ``engines`` engines (0 = in-process).
+
+    ``finished`` runs (``failed`` of them with an error) were restored from a
+    checkpoint and will not run again; ``best`` is the best metric among them.
+    """
 
     total: int
     engines: int
     metric: str
     maximize: bool
+    finished: int = 0
+    failed: int = 0
+    best: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -95,13 +102,17 @@ class Cancelled(SweepEvent):
 
 @dataclass(frozen=True)
 class Finished(SweepEvent):
-    """The sweep is over (complete, cancelled or stopped at an error)."""
+    """The sweep is over: ``status`` is complete, cancelled, stopped (at an error) or failed.
+
+    ``reason`` says why a sweep that did not complete ended (which point stopped it).
+    """
 
     done: int
     failed: int
     cancelled: int
     seconds: float
     status: str
+    reason: str = ""
 
 
 Observer = Callable[[SweepEvent], Any]

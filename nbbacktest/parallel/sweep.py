@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import contextlib
 import math
 import os
 import signal
@@ -19,8 +20,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,9 @@ from nbbacktest.parallel.events import (
     SweepEvent,
 )
 from nbbacktest.parallel.grid import Plan, plan_instances, plan_sweep
+
+if TYPE_CHECKING:
+    from nbbacktest.parallel.checkpoint import Checkpoint, SavedRow
 
 #: Columns after the params and stats in ``SweepResult.results``.
 RUN_COLUMNS = ("error", "traceback", "engine", "host", "seconds", "status")
@@ -118,6 +122,15 @@ class SweepResult(concurrent.futures.Future):
         self._best_row: int | None = None
         self._best_value = math.nan
         self._first_error: int | None = None
+        self._restored = 0
+        #: The save directory's writer, when ``save=`` was given.
+        self.checkpoint: Checkpoint | None = None
+        #: complete, cancelled, stopped (at an error), failed (the sweep itself) or running.
+        self.status = "running"
+        #: Why a sweep that did not complete ended.
+        self.reason = ""
+        self._crash: BaseException | None = None
+        self.warn_after = 3600.0
         self.started = time.monotonic()
         self.seconds = math.nan
         self.engines = 0
@@ -181,23 +194,20 @@ class SweepResult(concurrent.futures.Future):
 
     # ------------------------------------------------------------------ rows
     def _record(self, rows: Iterable[worker.RowResult], engine: int, host: str | None) -> None:
-        """Store finished rows and emit one event per row (any thread)."""
+        """Store finished rows, save them, and emit one event per row (any thread)."""
         events: list[SweepEvent] = []
         with self._lock:
-            for row, stats, error, seconds in rows:
-                if self._status[row] in (DONE, FAILED):
-                    continue  # a requeued chunk finished twice: keep the first
-                self._engine[row] = engine
-                self._host[row] = host
-                self._seconds[row] = seconds
+            fresh = [r for r in rows if self._status[r[0]] not in (DONE, FAILED)]
+            if self.checkpoint is not None and fresh:
+                self.checkpoint.append(
+                    [(row, stats, error, seconds, engine, host) for row, stats, error, seconds in fresh],
+                    self.describe,
+                )
+            for row, stats, error, seconds in fresh:
+                value = self._store(row, stats, error, seconds, engine, host)
                 if error is None:
-                    self._stats[row] = stats
-                    self._status[row] = DONE
-                    value = self._update_best(row, stats)
                     events.append(PointDone(index=row, value=value, source=self))
                 else:
-                    self._errors[row] = error
-                    self._status[row] = FAILED
                     if self._first_error is None:
                         self._first_error = row
                     events.append(PointFailed(index=row, source=self))
@@ -206,6 +216,43 @@ class SweepResult(concurrent.futures.Future):
             self.events.emit(event)
         if self.stop_on_error and self._first_error is not None:
             self._cancel.set()
+
+    def _restore(self, saved: Mapping[int, SavedRow]) -> None:
+        """Take the runs a checkpoint holds as finished (they will not run again)."""
+        with self._lock:
+            for row, stats, error, seconds, engine, host in saved.values():
+                if 0 <= row < len(self):
+                    self._store(row, stats, error, seconds, engine, host)
+            self._restored = int(np.count_nonzero(self._status != PENDING))
+            self._table = None
+
+    def _store(self, row: int, stats: dict[str, Any] | None, error: tuple[str, str, str] | None,
+               seconds: float, engine: int, host: str | None) -> float:
+        """Keep one finished run; returns its metric value (NaN for a failure)."""
+        self._engine[row] = engine
+        self._host[row] = host
+        self._seconds[row] = seconds
+        if error is None:
+            self._stats[row] = stats
+            self._status[row] = DONE
+            return self._update_best(row, stats)  # type: ignore[arg-type]
+        self._errors[row] = error
+        self._status[row] = FAILED
+        return math.nan
+
+    def pending_rows(self) -> list[int]:
+        """Rows not finished yet, in grid order."""
+        return np.flatnonzero(self._status == PENDING).tolist()
+
+    def describe(self, i: int) -> str:
+        """Row ``i``'s params as ``name=value, ...`` (and its symbol)."""
+        return ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+                         for k, v in row_params(self.plan, i).items())
+
+    def _started_event(self) -> Started:
+        return Started(total=len(self), engines=self.engines, metric=self.metric,
+                       maximize=self.maximize, finished=self._restored, failed=self.failed,
+                       best=self._best_value)
 
     def _update_best(self, row: int, stats: dict[str, Any]) -> float:
         value = stats.get(self.metric, math.nan)
@@ -346,15 +393,19 @@ class SweepResult(concurrent.futures.Future):
         return bundle
 
     def __repr__(self) -> str:
-        state = "finished" if self.done() else "running"
         best = "" if self.best is None else f", best {self.metric}={self._best_value:.4g}: {self.best!r}"
+        why = f" ({self.reason})" if self.reason else ""
         return (
-            f"<SweepResult {state}: {self.progress}/{len(self)} runs, {self.failed} failed{best}>"
+            f"<SweepResult {self.status}: {self.progress}/{len(self)} runs, "
+            f"{self.failed} failed{best}{why}>"
         )
 
-    def _finish(self, status: str) -> None:
+    def _finish(self, status: str, reason: str = "") -> None:
         cancelled = int(np.count_nonzero(self._status == CANCELLED))
         self.seconds = time.monotonic() - self.started
+        self.status, self.reason = status, reason
+        if self.checkpoint is not None:
+            self.checkpoint.close()
         self.events.emit(
             Finished(
                 done=self.progress - self.failed,
@@ -362,6 +413,7 @@ class SweepResult(concurrent.futures.Future):
                 cancelled=cancelled,
                 seconds=self.seconds,
                 status=status,
+                reason=reason,
             )
         )
         self.set_result(None)
@@ -404,6 +456,9 @@ def sweep(
     chunksize: int | str = "auto",
     on_result: Callable[[SweepEvent], Any] | None = None,
     stop_on_error: bool = False,
+    save: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    warn_after: float = 3600.0,
     progress: bool | None = None,
     block: bool = True,
     cash: float = 10_000.0,
@@ -443,11 +498,20 @@ def sweep(
     on_result : callable, optional
         Called with every event (``PointDone``, ``PointFailed``, ...).
     stop_on_error : bool
-        Stop at the first failing point (its row says which).
+        Stop at the first failing point; ``reason`` (and the progress display) says which.
+    save : str or path, optional
+        A directory to checkpoint into: every finished run is appended as it
+        arrives (``rows.jsonl``), with the sweep's spec, its data, and ``errors.log``.
+    resume : bool
+        Go on from the checkpoint in ``save``: finished runs are not run again and
+        the final table equals an uninterrupted run's (see :func:`resume`).
+    warn_after : float
+        Seconds after which a run still going emits a ``PointSlow`` event naming it.
     progress : bool, optional
         Show progress (default: on, unless NBBACKTEST_PROGRESS=0).
     block : bool
-        Wait for the end (Ctrl-C cancels, keeping finished rows); False returns at once.
+        Wait for the end; False returns at once. Ctrl-C while waiting cancels the
+        sweep and returns it with its finished rows (status "cancelled").
     cash, commission, slippage, fill, fractional, leverage, close_at_end
         Simulation settings, as in :func:`nbbacktest.backtest`.
 
@@ -470,7 +534,7 @@ def sweep(
     plan = plan_sweep(strategy, grid, where=where, n=n, seed=seed, symbols=_symbols(data, symbols))
     _check_metric(metric, maximize)
     return _launch(plan, data, settings, metric, maximize, engines, cluster, chunksize,
-                   on_result, stop_on_error, progress, block)
+                   on_result, stop_on_error, progress, block, save, resume, warn_after)
 
 
 def run_many(
@@ -486,6 +550,9 @@ def run_many(
     chunksize: int | str = "auto",
     on_result: Callable[[SweepEvent], Any] | None = None,
     stop_on_error: bool = False,
+    save: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    warn_after: float = 3600.0,
     progress: bool | None = None,
     block: bool = True,
     **settings: Any,
@@ -508,7 +575,43 @@ def run_many(
     plan = plan_instances(instances, seed=seed, symbols=_symbols(data, symbols))
     _check_metric(metric, maximize)
     return _launch(plan, data, settings_, metric, maximize, engines, cluster, chunksize,
-                   on_result, stop_on_error, progress, block)
+                   on_result, stop_on_error, progress, block, save, resume, warn_after)
+
+
+def resume(
+    save: str | os.PathLike[str],
+    *,
+    engines: int | str | None = None,
+    cluster: Cluster | None = None,
+    chunksize: int | str = "auto",
+    on_result: Callable[[SweepEvent], Any] | None = None,
+    progress: bool | None = None,
+    block: bool = True,
+) -> SweepResult:
+    """Go on with the sweep checkpointed in ``save``, in this or any later process.
+
+    Everything comes from the directory: strategy classes (by value, so classes
+    defined in a notebook or a killed script come back), grid, settings, metric
+    and data. Finished runs are not run again; the final table equals an
+    uninterrupted run's.
+
+    Examples
+    --------
+    >>> import tempfile, nbbacktest as nbb
+    >>> from nbbacktest.engine.examples import SmaCross
+    >>> folder = tempfile.mkdtemp()
+    >>> first = nbb.sweep(SmaCross, nbb.load_sample("daily"), grid={"fast": [5, 10], "slow": [40]},
+    ...                   save=folder, progress=False)
+    >>> again = nbb.resume(folder, progress=False)
+    >>> again.results.equals(first.results), again.status
+    (True, 'complete')
+    """
+    from nbbacktest.parallel.checkpoint import load_state
+
+    state, data = load_state(save)
+    return _launch(state["plan"], data, state["settings"], state["metric"], state["maximize"],
+                   engines, cluster, chunksize, on_result, state["stop_on_error"], progress, block,
+                   save, True, state["warn_after"])
 
 
 def _checked_data(data: Any, symbols: Sequence[str] | None) -> Any:
@@ -564,6 +667,9 @@ def _launch(
     stop_on_error: bool,
     progress: bool | None,
     block: bool,
+    save: Any = None,
+    resume: bool = False,
+    warn_after: float = 3600.0,
 ) -> SweepResult:
     fixed_chunk = _check_chunksize(chunksize)
     if cluster is not None and not isinstance(cluster, Cluster):
@@ -572,16 +678,26 @@ def _launch(
         resolve_engine_count(engines)  # validate before anything starts
     if on_result is not None and not callable(on_result):
         raise TypeError(f"on_result must be callable, got {type(on_result).__name__}")
-    if not isinstance(stop_on_error, (bool, np.bool_)):
-        raise TypeError(f"stop_on_error must be True or False, got {stop_on_error!r}")
+    for name, flag in (("stop_on_error", stop_on_error), ("resume", resume), ("block", block)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if resume and save is None:
+        raise SweepError("resume=True needs save=DIR, the directory of the checkpoint to go on from")
+    if isinstance(warn_after, bool) or not isinstance(warn_after, (int, float)) or not warn_after > 0:
+        raise SweepError(f"warn_after must be a positive number of seconds, got {warn_after!r}")
     parallel = cluster is not None or (engines is not None and engines != 1)
-    if parallel:
+    data_key = job_blob = None
+    if parallel or save is not None:
         # Everything that can fail is checked before a cluster starts or data moves.
         from nbbacktest.parallel.shared import fingerprint
 
         data_key = fingerprint(data)
+    if parallel:
         job_blob = _job_blob(make_job(plan, settings, data_key))
     result = SweepResult(plan, data, settings, metric, maximize, stop_on_error)
+    result.warn_after = float(warn_after)
+    if save is not None:
+        _open_checkpoint(result, save, resume, data_key)
     if on_result is not None:
         result.events.subscribe(on_result)
     if _progress_factory is not None and _progress_wanted(progress):
@@ -597,13 +713,75 @@ def _launch(
         cluster.check_running()
         wanted = None if engines in (None, -1, "auto") else resolve_engine_count(engines)
         runner = _ClusterRunner(result, cluster, wanted, data_key, job_blob, fixed_chunk)
-    runner.prepare()
+    try:
+        runner.prepare()
+    except BaseException:
+        if result.checkpoint is not None:
+            result.checkpoint.close()
+        raise
+    # The runner always works in a thread: the caller's thread stays free to wait,
+    # to turn Ctrl-C into a clean cancel, and to keep a notebook's widgets responsive.
+    thread = threading.Thread(target=_drive, args=(runner,), name="nbbacktest-sweep", daemon=True)
+    thread.start()
     if block:
-        runner.run()
         result.wait()
-    else:
-        threading.Thread(target=runner.run, name="nbbacktest-sweep", daemon=True).start()
+        thread.join()
+        if result._crash is not None:
+            raise result._crash
     return result
+
+
+def _drive(runner: _Runner) -> None:
+    try:
+        runner.run()
+    except BaseException as error:  # reported through the result: status "failed", reason
+        runner.result._crash = error
+
+
+def _open_checkpoint(result: SweepResult, save: Any, resume: bool, data_key: str | None) -> None:
+    from nbbacktest.parallel.checkpoint import Checkpoint
+
+    plan = result.plan
+    spec = {
+        "format": 1,
+        "strategy": ", ".join(f"{c.__module__}.{c.__qualname__}" for c in plan.classes),
+        "runs": len(plan),
+        "grid_size": plan.grid_size,
+        "symbols": None if plan.universe is None else list(plan.universe),
+        "metric": result.metric,
+        "maximize": bool(result.maximize),
+        "settings": {k: getattr(result.settings, k) for k in result.settings.__dataclass_fields__},
+        "data": data_key,
+        "identity": plan_identity(plan, result.settings),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    state = {
+        "plan": plan, "settings": result.settings, "metric": result.metric,
+        "maximize": result.maximize, "stop_on_error": result.stop_on_error,
+        "warn_after": result.warn_after,
+    }
+    result.checkpoint, saved = Checkpoint.open(save, spec=spec, state=state, data=result.data,
+                                               resume=resume)
+    result._restore(saved)
+
+
+def plan_identity(plan: Plan, settings: Settings) -> str:
+    """A digest of what a sweep computes (classes, every run's params, symbol, seed, settings).
+
+    Two sweeps with the same identity on the same data give the same table, so a
+    checkpoint of one can resume the other.
+    """
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for cls, names in zip(plan.classes, plan.param_names):
+        digest.update(f"{cls.__module__}.{cls.__qualname__}{names!r}".encode())
+    digest.update(repr(settings).encode())
+    index = plan.class_index
+    for i in range(len(plan)):
+        klass = 0 if index is None else int(index[i])
+        digest.update(f"{klass}|{plan.values[i]!r}|{plan.symbols[i]!r}|{plan.seeds[i]}\n".encode())
+    return digest.hexdigest()
 
 
 def _progress_wanted(progress: bool | None) -> bool:
@@ -644,22 +822,32 @@ def _job_blob(job: worker.Job) -> bytes:
 def _dumps_by_value(job: worker.Job) -> bytes:
     import cloudpickle
 
-    # Classes from a test file or a local module would be pickled by reference and
-    # fail to import on the engines: send their modules' code by value.
-    modules = []
-    for cls in job.classes:
-        module = sys.modules.get(cls.__module__)
-        if module is not None and not cls.__module__.startswith(("nbbacktest", "__main__")):
-            modules.append(module)
+    with by_value(job.classes):
+        return cloudpickle.dumps(job)
+
+
+@contextlib.contextmanager
+def by_value(classes: Iterable[type]) -> Iterator[None]:
+    """While inside, cloudpickle sends the code of these classes' modules by value.
+
+    Classes from a test file or a local module would be pickled by reference and
+    fail to import on the engines or in a later process (``__main__`` and notebook
+    classes are pickled by value already).
+    """
+    import cloudpickle
+
     registered = []
     try:
-        for module in modules:
+        for cls in classes:
+            module = sys.modules.get(cls.__module__)
+            if module is None or cls.__module__.startswith(("nbbacktest", "__main__")):
+                continue
             try:
                 cloudpickle.register_pickle_by_value(module)
                 registered.append(module)
             except ValueError:
                 pass
-        return cloudpickle.dumps(job)
+        yield
     finally:
         for module in registered:
             cloudpickle.unregister_pickle_by_value(module)
@@ -694,15 +882,25 @@ class _Runner(abc.ABC):
         target = min(max(per_engine / 4, _CHUNK_SECONDS[0]), _CHUNK_SECONDS[1])
         return max(1, min(remaining, int(target / max(cost, 1e-6))))
 
-    def finish(self) -> None:
+    def finish(self, crash: BaseException | None = None) -> None:
         result = self.result
-        if result._cancel.is_set():
+        reason = ""
+        if crash is not None:
             result._mark_unfinished_cancelled()
-            status = "stopped" if result.stop_on_error and result._first_error is not None else "cancelled"
+            status, reason = "failed", f"{type(crash).__name__}: {crash}"
+        elif result._cancel.is_set():
+            result._mark_unfinished_cancelled()
+            row = result._first_error
+            if result.stop_on_error and row is not None:
+                etype, message, _ = result._errors[row]  # type: ignore[misc]
+                status = "stopped"
+                reason = f"stopped at the first failure: row {row} ({result.describe(row)}) raised {etype}: {message}"
+            else:
+                status = "cancelled"
             result.events.emit(Cancelled(done=result.progress, total=len(result)))
         else:
             status = "complete"
-        result._finish(status)
+        result._finish(status, reason)
 
 
 class _LocalRunner(_Runner):
@@ -714,13 +912,12 @@ class _LocalRunner(_Runner):
         plan = self.result.plan
         worker.register_job(self.key, make_job(plan, self.result.settings, self.data_key))
         self.result.engines = 0
-        self.result.events.emit(Started(total=len(plan), engines=0, metric=self.result.metric,
-                                        maximize=self.result.maximize))
+        self.result.events.emit(self.result._started_event())
 
     def run(self) -> None:
         result = self.result
         host = worker.host_name()
-        rows = list(range(len(result.plan)))
+        rows = result.pending_rows()
         position = 0
         try:
             while position < len(rows) and not result._cancel.is_set():
@@ -737,9 +934,12 @@ class _LocalRunner(_Runner):
                 position += len(out)
                 if interrupted:
                     result._cancel.set()
-        finally:
+        except BaseException as error:
             worker.release_data([self.data_key])
-            self.finish()
+            self.finish(error)
+            raise
+        worker.release_data([self.data_key])
+        self.finish()
 
 
 class _ClusterRunner(_Runner):
@@ -774,21 +974,24 @@ class _ClusterRunner(_Runner):
             ids = ids[: self.wanted]
         self.engines = ids
         self.cluster.share(result.data, self.data_key, ids)
-        # Measure one point here (it is also the first row: results are identical
-        # wherever a point runs), so chunks can be sized before anything is sent.
+        result.engines = len(ids)
+        result.events.emit(result._started_event())
+        self.rows = result.pending_rows()
+        if not self.rows:
+            return
+        # Measure one point here (it is also the first pending row: results are
+        # identical wherever a point runs), so chunks are sized before anything is sent.
         local_key = f"local-{self.key}"
         worker.hold_data(local_key, result.data)
         try:
             started = time.perf_counter()
             job = make_job(result.plan, result.settings, local_key)
-            first, _ = worker.run_points(self.key, job, self.specs([0]))
+            first, _ = worker.run_points(self.key, job, self.specs(self.rows[:1]))
             self.point_seconds = time.perf_counter() - started
         finally:
             worker.release_data([local_key])
-        result.engines = len(ids)
-        result.events.emit(Started(total=len(result.plan), engines=len(ids), metric=result.metric,
-                                   maximize=result.maximize))
         result._record(first, -1, worker.host_name())
+        self.rows = self.rows[1:]
 
     def run(self) -> None:
         import ipyparallel as ipp
@@ -796,7 +999,7 @@ class _ClusterRunner(_Runner):
         result = self.result
         client = self.client
         queue: deque[list[int]] = deque()
-        rows = list(range(1, len(result.plan)))
+        rows = self.rows
         engines = list(self.engines)
         sized = 0
         outstanding: dict[Any, tuple[int, list[int], float]] = {}
@@ -863,6 +1066,11 @@ class _ClusterRunner(_Runner):
                         has_job.discard(engine)
                         continue
                     except ipp.RemoteError as error:
+                        if error.ename in ("EngineError", "TaskAborted"):
+                            # The controller reports an engine's death as a remote error.
+                            queue.appendleft(chunk)
+                            has_job.discard(engine)
+                            continue
                         if error.ename == "KeyboardInterrupt":
                             continue
                         raise
@@ -880,10 +1088,10 @@ class _ClusterRunner(_Runner):
                         measured = sum(s for *_, s in out) / len(out)
                         self.point_seconds = measured if self.point_seconds != self.point_seconds \
                             else 0.5 * (self.point_seconds + measured)
-        except BaseException:
+        except BaseException as error:
             result._cancel.set()
             self._cancel(outstanding)
-            self.finish()
+            self.finish(error)
             raise
         self.finish()
 

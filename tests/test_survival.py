@@ -1,0 +1,327 @@
+"""Sweeps that survive: failing points, cancel, checkpoints, dead and new engines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+import nbbacktest as nbb
+from nbbacktest.errors import SweepError
+from nbbacktest.parallel import events as ev
+from nbbacktest.parallel.checkpoint import ERRORS, ROWS, read_rows
+from nbbacktest.parallel.cluster import Cluster
+
+from conftest import SmaCross
+
+pytestmark = pytest.mark.timeout(300)
+RUN_ONLY = ["engine", "host", "seconds"]
+GRID = {"fast": range(5, 60, 5), "slow": range(10, 200, 10)}
+
+
+def comparable(table: pd.DataFrame) -> pd.DataFrame:
+    return table.drop(columns=RUN_ONLY)
+
+
+class Picky(nbb.Strategy):
+    """Raises on fast == 15: a bug that only some points hit."""
+
+    fast = nbb.Param(10, low=2, high=100)
+    slow = nbb.Param(30, low=5, high=300)
+
+    def signals(self, data):
+        if self.fast == 15:
+            raise ValueError(f"no good with fast={self.fast}")
+        close = data["Close"]
+        return (close.rolling(self.fast).mean() > close.rolling(self.slow).mean()).astype(float)
+
+
+class Sleepy(nbb.Strategy):
+    """Each run sleeps ``pause`` seconds first: long enough to cancel or kill mid-sweep."""
+
+    fast = nbb.Param(10, low=2, high=400)
+    pause = 0.02
+
+    def signals(self, data):
+        time.sleep(self.pause)
+        close = data["Close"]
+        return (close > close.rolling(self.fast).mean()).astype(float)
+
+
+# ------------------------------------------------------------------ failing points
+@pytest.mark.parametrize("where", ["in-process", "cluster"])
+def test_failing_points_carry_the_error_and_every_other_point_completes(where, cluster, daily):
+    options = {"cluster": cluster} if where == "cluster" else {}
+    sweep = nbb.sweep(Picky, daily, {"fast": [5, 10, 15, 20], "slow": [40, 60]}, progress=False,
+                      **options)
+    table = sweep.results
+    bad = table["fast"] == 15
+    assert table.loc[bad, "status"].eq("failed").all() and bad.sum() == 2
+    assert table.loc[bad, "error"].eq("ValueError: no good with fast=15").all()
+    assert table.loc[bad, "traceback"].str.contains("raise ValueError(f\"no good", regex=False).all()
+    assert table.loc[~bad, "status"].eq("done").all() and table.loc[~bad, "sharpe"].notna().all()
+    assert sweep.status == "complete" and sweep.failed == 2
+
+
+@pytest.mark.parametrize("where", ["in-process", "cluster"])
+def test_stop_on_error_stops_at_the_first_failure_and_names_it(where, cluster, daily):
+    options = {"cluster": cluster, "chunksize": 1} if where == "cluster" else {}
+    events = []
+    sweep = nbb.sweep(Picky, daily, {"fast": [5, 10, 15, 20, 25, 30], "slow": range(40, 200, 10)},
+                      stop_on_error=True, progress=False, on_result=events.append, **options)
+    assert sweep.status == "stopped"
+    first = sweep.results.index[sweep.results.status.eq("failed")][0]
+    assert f"row {first} (fast=15, slow=" in sweep.reason
+    assert "raised ValueError: no good with fast=15" in sweep.reason
+    assert sweep.results.status.eq("cancelled").sum() > 0
+    finished = [e for e in events if isinstance(e, ev.Finished)]
+    assert finished[0].status == "stopped" and finished[0].reason == sweep.reason
+    assert "stopped at the first failure" in repr(sweep)
+
+
+def test_errors_are_appended_to_errors_log(tmp_path, daily):
+    sweep = nbb.sweep(Picky, daily, {"fast": [10, 15], "slow": [40, 60]}, save=tmp_path,
+                      progress=False)
+    log = (tmp_path / ERRORS).read_text()
+    assert log.count("--- row ") == 2 and "(fast=15, slow=40)" in log and "(fast=15, slow=60)" in log
+    assert "ValueError: no good with fast=15" in log and 'raise ValueError(f"no good' in log
+    assert sweep.failed == 2
+
+
+# ------------------------------------------------------------------ checkpoints
+def test_resume_skips_saved_runs_and_equals_an_uninterrupted_run(tmp_path, daily):
+    whole = nbb.sweep(SmaCross, daily, GRID, where="fast < slow", progress=False)
+    first = nbb.sweep(SmaCross, daily, GRID, where="fast < slow", save=tmp_path, progress=False)
+    lines = (tmp_path / ROWS).read_bytes().splitlines(keepends=True)
+    assert len(lines) == len(whole) == 179
+    # Keep 60 rows and half of the 61st, as a client killed mid-write would.
+    (tmp_path / ROWS).write_bytes(b"".join(lines[:60]) + lines[60][: len(lines[60]) // 2])
+    assert len(read_rows(tmp_path)) == 60
+    events = []
+    again = nbb.sweep(SmaCross, daily, GRID, where="fast < slow", save=tmp_path, resume=True,
+                      progress=False, on_result=events.append)
+    started = events[0]
+    assert isinstance(started, ev.Started) and started.finished == 60
+    assert sum(isinstance(e, ev.PointDone) for e in events) == 179 - 60
+    pd.testing.assert_frame_equal(comparable(again.results), comparable(whole.results))
+    pd.testing.assert_frame_equal(comparable(first.results), comparable(whole.results))
+    assert again.best == whole.best
+    # The half line was cut off before appending: every line parses, each row once.
+    rows = [json.loads(line)["row"] for line in (tmp_path / ROWS).read_bytes().splitlines()]
+    assert sorted(rows) == list(range(179))
+
+
+def test_resume_from_the_directory_alone_on_a_cluster(tmp_path, cluster, daily):
+    whole = nbb.sweep(SmaCross, daily, {"fast": [5, 10, 20], "slow": [40, 80]}, progress=False)
+    nbb.sweep(SmaCross, daily, {"fast": [5, 10, 20], "slow": [40, 80]}, save=tmp_path, progress=False)
+    lines = (tmp_path / ROWS).read_bytes().splitlines(keepends=True)
+    (tmp_path / ROWS).write_bytes(b"".join(lines[:2]))
+    again = nbb.resume(tmp_path, cluster=cluster, progress=False)
+    pd.testing.assert_frame_equal(comparable(again.results), comparable(whole.results))
+    assert again.results.engine.iloc[2:].notna().any()
+
+
+def test_checkpoint_misuse_is_a_clear_error(tmp_path, daily):
+    nbb.sweep(SmaCross, daily, {"fast": [5, 10]}, save=tmp_path, progress=False)
+    with pytest.raises(SweepError, match=r"already holds a checkpoint \(2 of 2 runs saved\).*resume=True"):
+        nbb.sweep(SmaCross, daily, {"fast": [5, 10]}, save=tmp_path, progress=False)
+    with pytest.raises(SweepError, match="the strategy, grid or settings differ"):
+        nbb.sweep(SmaCross, daily, {"fast": [5, 20]}, save=tmp_path, resume=True, progress=False)
+    with pytest.raises(SweepError, match="the data differ"):
+        nbb.sweep(SmaCross, daily.iloc[:-1], {"fast": [5, 10]}, save=tmp_path, resume=True,
+                  progress=False)
+    with pytest.raises(SweepError, match="resume=True needs save=DIR"):
+        nbb.sweep(SmaCross, daily, {"fast": [5, 10]}, resume=True, progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SweepError, match="is a file, not a directory"):
+        nbb.sweep(SmaCross, daily, {"fast": [5]}, save=tmp_path / "file", progress=False)
+    with pytest.raises(TypeError, match="save must be a directory path, got int"):
+        nbb.sweep(SmaCross, daily, {"fast": [5]}, save=3, progress=False)
+    with pytest.raises(SweepError, match="holds no checkpoint"):
+        nbb.resume(tmp_path / "nowhere", progress=False)
+    with pytest.raises(TypeError, match="resume must be True or False"):
+        nbb.sweep(SmaCross, daily, {"fast": [5]}, save=tmp_path, resume="yes", progress=False)
+
+
+def test_client_killed_mid_sweep_resumes_in_a_new_process(tmp_path):
+    folder = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import time, nbbacktest as nbb
+        class Slow(nbb.Strategy):
+            n = 5
+            def signals(self, data):
+                time.sleep(0.01)
+                return (data["Close"] > data["Close"].rolling(self.n).mean()).astype(float)
+        data = nbb.load_sample("daily").iloc[:400]
+        nbb.sweep(Slow, data, {{"n": range(2, 302)}}, save={str(folder)!r}, progress=False)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(read_rows(folder)) < 40:
+            assert child.poll() is None, child.stderr.read().decode()
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        child.kill()
+    saved = len(read_rows(folder))
+    assert 40 <= saved < 300
+    resumed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import nbbacktest as nbb
+            events = []
+            sweep = nbb.resume({str(folder)!r}, progress=False, on_result=events.append)
+            print(sweep.status, events[0].finished, sweep.results.status.eq("done").sum())
+            sweep.results.drop(columns=["engine", "host", "seconds"]).to_pickle({str(tmp_path / "resumed.pkl")!r})
+        """)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    status, restored, done = resumed.stdout.split()
+    assert (status, int(restored), int(done)) == ("complete", saved, 300)
+    # The same class, run without interruption here, gives the same table.
+    namespace: dict = {}
+    exec(script.split("data = ")[0], namespace)  # defines Slow as the child did
+    whole = nbb.sweep(namespace["Slow"], nbb.load_sample("daily").iloc[:400], {"n": range(2, 302)},
+                      progress=False)
+    pd.testing.assert_frame_equal(pd.read_pickle(tmp_path / "resumed.pkl"), comparable(whole.results),
+                                  check_dtype=True)
+
+
+# ------------------------------------------------------------------ cancel
+def test_cancel_keeps_finished_rows_and_the_next_sweep_works(cluster, daily):
+    events = []
+    sweep = nbb.sweep(Sleepy, daily, {"fast": range(2, 102), "pause": [0.3]}, cluster=cluster,
+                      progress=False, block=False, on_result=events.append, chunksize=4)
+    deadline = time.monotonic() + 60
+    while sweep.progress < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    asked = time.monotonic()
+    assert sweep.cancel()
+    sweep.result(timeout=30)
+    stopped = time.monotonic() - asked
+    table = sweep.results
+    assert sweep.status == "cancelled" and stopped < 10
+    assert set(table.status) == {"done", "cancelled"}
+    assert table.status.eq("done").sum() == sweep.progress >= 4
+    # Running points were interrupted: far fewer than the 100 x 0.3 s were run.
+    assert table.status.eq("cancelled").sum() > 50
+    assert any(isinstance(e, ev.Cancelled) for e in events)
+    # The engines are idle again and the next sweep on the same cluster works.
+    assert _engines_idle(cluster, timeout=5)
+    after = nbb.sweep(SmaCross, daily, {"fast": [5, 10]}, cluster=cluster, progress=False)
+    assert after.status == "complete" and after.results.status.eq("done").all()
+
+
+def test_ctrl_c_in_the_blocking_call_cancels_and_returns_the_rows(cluster, daily):
+    def interrupt():
+        time.sleep(1.0)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    started = time.monotonic()
+    sweep = nbb.sweep(Sleepy, daily, {"fast": range(2, 102), "pause": [0.2]}, cluster=cluster,
+                      progress=False, chunksize=2)
+    assert time.monotonic() - started < 15
+    assert sweep.status == "cancelled" and 0 < sweep.progress < 100
+    assert sweep.results.status.isin(["done", "cancelled"]).all()
+    assert _engines_idle(cluster, timeout=5)
+
+
+def _engines_idle(cluster: Cluster, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queue = cluster.client.queue_status()
+        if all(queue[e]["tasks"] == 0 and queue[e]["queue"] == 0 for e in cluster.client.ids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# ------------------------------------------------------------------ engines come and go
+@pytest.fixture(scope="module")
+def spare():
+    """A cluster of its own, whose engines these tests kill and add."""
+    previous = Cluster.current()
+    own = Cluster(engines=2, timeout=120)
+    yield own
+    own.stop()
+    Cluster._current = previous
+
+
+def test_engine_killed_mid_sweep_loses_no_row(spare, daily):
+    whole = nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, progress=False)
+    events = []
+    victim = max(spare.client.ids)
+    pid = spare.pids[victim] if victim in spare.pids else spare.client[victim].apply_sync(os.getpid)
+
+    def kill_after_some(event):
+        events.append(event)
+        if isinstance(event, ev.PointDone) and sum(isinstance(e, ev.PointDone) for e in events) == 40:
+            os.kill(pid, signal.SIGKILL)
+
+    sweep = nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, cluster=spare, progress=False,
+                      on_result=kill_after_some, chunksize=5)
+    assert sweep.status == "complete"
+    lost = [e for e in events if isinstance(e, ev.EngineLost)]
+    assert [e.engine for e in lost] == [victim]
+    table = sweep.results
+    assert len(table) == 200 and table.status.eq("done").all()
+    pd.testing.assert_frame_equal(comparable(table), comparable(whole.results))
+    assert sum(isinstance(e, ev.PointDone) for e in events) == 200  # none reported twice
+    # The cluster stays usable.
+    after = nbb.sweep(SmaCross, daily, {"fast": [5, 10, 20]}, cluster=spare, progress=False)
+    assert after.status == "complete" and victim not in set(after.results.engine.dropna())
+
+
+def test_engines_that_join_mid_sweep_get_the_data_and_take_points(spare, daily):
+    before = set(spare.client.ids)
+    events = []
+    sweep = nbb.sweep(Sleepy, daily, {"fast": range(2, 302)}, cluster=spare, progress=False,
+                      on_result=events.append, block=False, chunksize=3)
+    spare._ipp_cluster.start_engines_sync(n=1)
+    sweep.result(timeout=120)
+    added = [e.engine for e in events if isinstance(e, ev.EngineAdded)]
+    assert len(added) == 1 and added[0] not in before
+    table = sweep.results
+    assert table.status.eq("done").all()
+    assert (table.engine == added[0]).sum() > 0
+    assert sum(isinstance(e, ev.PointDone) for e in events) == 300
+
+
+def test_engine_that_leaves_cleanly_hands_nothing_back_twice(spare, daily):
+    events = []
+    leaving = max(spare.client.ids)
+    sweep = nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, cluster=spare, progress=False,
+                      on_result=events.append, block=False, chunksize=4)
+    deadline = time.monotonic() + 60
+    while sweep.progress < 30 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    spare.client.shutdown(targets=[leaving], block=False)
+    sweep.result(timeout=120)
+    table = sweep.results
+    assert table.status.eq("done").all()
+    done_events = [e.index for e in events if isinstance(e, ev.PointDone)]
+    assert sorted(done_events) == list(range(200))
+    assert any(isinstance(e, ev.EngineLost) and e.engine == leaving for e in events)
+
+
+# ------------------------------------------------------------------ long runs
+def test_a_point_running_past_warn_after_is_named(daily):
+    events = []
+    nbb.sweep(Sleepy, daily, {"fast": [5, 6], "pause": [0.0, 0.8]}, warn_after=0.3,
+              progress=False, on_result=events.append)
+    slow = [e for e in events if isinstance(e, ev.PointSlow)]
+    assert sorted(e.index for e in slow) == [1, 3]
+    assert slow[0].params["pause"] == 0.8 and slow[0].seconds >= 0.3
+    with pytest.raises(SweepError, match="warn_after must be a positive number"):
+        nbb.sweep(Sleepy, daily, {"fast": [5]}, warn_after=0, progress=False)
