@@ -316,12 +316,17 @@ def test_engine_that_leaves_cleanly_hands_nothing_back_twice(spare, daily):
 
 
 # ------------------------------------------------------------------ long runs
-def test_a_point_running_past_warn_after_is_named(daily):
+@pytest.mark.parametrize("where", ["in-process", "cluster"])
+def test_a_point_running_past_warn_after_is_named(where, cluster, daily):
+    options = {"cluster": cluster, "chunksize": 1} if where == "cluster" else {}
     events = []
-    nbb.sweep(Sleepy, daily, {"fast": [5, 6], "pause": [0.0, 0.8]}, warn_after=0.3,
-              progress=False, on_result=events.append)
+    nbb.sweep(Sleepy, daily, {"fast": [5, 6], "pause": [0.0, 1.0]}, warn_after=0.3,
+              progress=False, on_result=events.append, **options)
     slow = [e for e in events if isinstance(e, ev.PointSlow)]
     assert sorted(e.index for e in slow) == [1, 3]
-    assert slow[0].params["pause"] == 0.8 and slow[0].seconds >= 0.3
+    assert slow[0].params == {"fast": slow[0].params["fast"], "pause": 1.0}
+    assert 0.3 <= slow[0].seconds < 1.0
+    if where == "cluster":
+        assert {e.engine for e in slow} <= set(cluster.client.ids)
     with pytest.raises(SweepError, match="warn_after must be a positive number"):
         nbb.sweep(Sleepy, daily, {"fast": [5]}, warn_after=0, progress=False)

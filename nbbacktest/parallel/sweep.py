@@ -43,6 +43,7 @@ from nbbacktest.parallel.events import (
     Finished,
     PointDone,
     PointFailed,
+    PointSlow,
     Started,
     SweepEvent,
 )
@@ -131,6 +132,7 @@ class SweepResult(concurrent.futures.Future):
         self.reason = ""
         self._crash: BaseException | None = None
         self.warn_after = 3600.0
+        self._slow_rows: set[int] = set()
         self.started = time.monotonic()
         self.seconds = math.nan
         self.engines = 0
@@ -239,6 +241,15 @@ class SweepResult(concurrent.futures.Future):
         self._errors[row] = error
         self._status[row] = FAILED
         return math.nan
+
+    def _slow(self, row: int, seconds: float, engine: int | None) -> None:
+        """A run has been going for ``seconds`` past ``warn_after``: say so, once."""
+        with self._lock:
+            if row in self._slow_rows:
+                return
+            self._slow_rows.add(row)
+        self.events.emit(PointSlow(index=row, params=row_params(self.plan, row), seconds=seconds,
+                                   engine=engine))
 
     def pending_rows(self) -> list[int]:
         """Rows not finished yet, in grid order."""
@@ -693,7 +704,7 @@ def _launch(
 
         data_key = fingerprint(data)
     if parallel:
-        job_blob = _job_blob(make_job(plan, settings, data_key))
+        job_blob = _job_blob(make_job(plan, settings, data_key, warn_after))
     result = SweepResult(plan, data, settings, metric, maximize, stop_on_error)
     result.warn_after = float(warn_after)
     if save is not None:
@@ -795,9 +806,9 @@ def _data_bytes(data: Any) -> int:
     return int(sum(f.memory_usage(index=True).sum() for f in frames))
 
 
-def make_job(plan: Plan, settings: Settings, data_key: str) -> worker.Job:
+def make_job(plan: Plan, settings: Settings, data_key: str, warn_after: float = 3600.0) -> worker.Job:
     """What every run of ``plan`` shares: its classes, their param names, settings, data."""
-    return worker.Job(plan.classes, plan.param_names, settings, data_key)
+    return worker.Job(plan.classes, plan.param_names, settings, data_key, float(warn_after))
 
 
 def _job_blob(job: worker.Job) -> bytes:
@@ -882,7 +893,13 @@ class _Runner(abc.ABC):
         target = min(max(per_engine / 4, _CHUNK_SECONDS[0]), _CHUNK_SECONDS[1])
         return max(1, min(remaining, int(target / max(cost, 1e-6))))
 
+    def watch(self) -> None:
+        """Report points of this sweep that run in this process past ``warn_after``."""
+        result = self.result
+        worker.watch(self.key, result.warn_after, report=lambda row, seconds: result._slow(row, seconds, None))
+
     def finish(self, crash: BaseException | None = None) -> None:
+        worker.unwatch(self.key)
         result = self.result
         reason = ""
         if crash is not None:
@@ -910,7 +927,9 @@ class _LocalRunner(_Runner):
         self.data_key = f"local-{self.key}"
         worker.hold_data(self.data_key, self.result.data)
         plan = self.result.plan
-        worker.register_job(self.key, make_job(plan, self.result.settings, self.data_key))
+        worker.register_job(self.key, make_job(plan, self.result.settings, self.data_key,
+                                               self.result.warn_after))
+        self.watch()
         self.result.engines = 0
         self.result.events.emit(self.result._started_event())
 
@@ -985,7 +1004,8 @@ class _ClusterRunner(_Runner):
         worker.hold_data(local_key, result.data)
         try:
             started = time.perf_counter()
-            job = make_job(result.plan, result.settings, local_key)
+            job = make_job(result.plan, result.settings, local_key, result.warn_after)
+            self.watch()
             first, _ = worker.run_points(self.key, job, self.specs(self.rows[:1]))
             self.point_seconds = time.perf_counter() - started
         finally:
@@ -1055,6 +1075,7 @@ class _ClusterRunner(_Runner):
                 finished, _ = concurrent.futures.wait(
                     list(outstanding), timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED
                 )
+                self._report_slow(outstanding)
                 for ar in finished:
                     engine, chunk, sent = outstanding.pop(ar)
                     if engine in per_engine:
@@ -1094,6 +1115,15 @@ class _ClusterRunner(_Runner):
             self.finish(error)
             raise
         self.finish()
+
+    def _report_slow(self, outstanding: dict[Any, tuple[int, list[int], float]]) -> None:
+        # Engines publish a point that runs past warn_after into the task's metadata.
+        metadata = self.client.metadata
+        for ar, (engine, _chunk, _sent) in list(outstanding.items()):
+            published = metadata.get(ar.msg_ids[0], {}).get("data")
+            if published and worker.SLOW_KEY in published:
+                row, seconds = published[worker.SLOW_KEY]
+                self.result._slow(row, seconds, engine)
 
     def _cancel(self, outstanding: dict[Any, tuple[int, list[int], float]]) -> None:
         """Drop queued tasks, interrupt running ones, and collect the rows they finished."""

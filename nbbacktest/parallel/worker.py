@@ -40,6 +40,8 @@ class Job:
     names: tuple[tuple[str, ...], ...]
     settings: Settings
     data_key: str
+    #: A point running longer than this many seconds is reported (see :func:`watch`).
+    warn_after: float = 3600.0
 
 
 def host_name() -> str:
@@ -149,9 +151,12 @@ def run_points(
     settings, data_key = spec.settings, spec.data_key
     rows: list[RowResult] = []
     clock = time.perf_counter
+    running = _RUNNING
+    watch(job_key, spec.warn_after)
     try:
         for row, class_index, values, symbol, seed in points:
             started = clock()
+            running[:] = job_key, row, started
             cls = spec.classes[class_index]
             strategy = cls._from_values(dict(zip(spec.names[class_index], values)))
             try:
@@ -162,7 +167,68 @@ def run_points(
                 rows.append((row, run.stats, None, clock() - started))
     except KeyboardInterrupt:
         return rows, True
+    finally:
+        running[:] = None, None, 0.0
     return rows, False
+
+
+# The point running now, (job key, row, perf_counter at its start), read by the watchdog.
+_RUNNING: list[Any] = [None, None, 0.0]
+_WATCH: dict[str, float] = {}  # job key -> warn_after
+_REPORTERS: dict[str, Any] = {}  # job key -> in-process callback
+_watchdog: Any = None
+#: The key under which an engine publishes a slow point (``AsyncResult`` metadata "data").
+SLOW_KEY = "nbbacktest_slow"
+
+
+def watch(job_key: str, warn_after: float, report: Any = None) -> None:
+    """Report points of ``job_key`` still running after ``warn_after`` seconds.
+
+    A daemon thread looks at the running point about once a second (never during
+    it: the loop only writes three fields per point). On an engine it publishes
+    ``{SLOW_KEY: (row, seconds)}`` with ipyparallel's data publication, which the
+    client reads from the task's metadata; in-process it calls ``report(row, seconds)``.
+    """
+    global _watchdog
+    _WATCH[job_key] = warn_after
+    if report is not None:
+        _REPORTERS[job_key] = report
+    if _watchdog is None or not _watchdog.is_alive():
+        import threading
+
+        _watchdog = threading.Thread(target=_watch_loop, name="nbbacktest-watchdog", daemon=True)
+        _watchdog.start()
+
+
+def unwatch(job_key: str) -> None:
+    """Stop reporting for ``job_key`` (in-process sweeps, at their end)."""
+    _WATCH.pop(job_key, None)
+    _REPORTERS.pop(job_key, None)
+
+
+def _watch_loop() -> None:
+    reported: tuple[Any, Any, float] | None = None
+    while True:
+        limits = list(_WATCH.values())
+        time.sleep(min([1.0, *(w / 4 for w in limits)]) if limits else 1.0)
+        job_key, row, started = _RUNNING
+        limit = _WATCH.get(job_key) if job_key is not None else None
+        if limit is None or (job_key, row, started) == reported:
+            continue
+        seconds = time.perf_counter() - started
+        if seconds < limit:
+            continue
+        reported = (job_key, row, started)
+        report = _REPORTERS.get(job_key)
+        try:
+            if report is not None:
+                report(row, seconds)
+            else:
+                from ipyparallel.datapub import publish_data
+
+                publish_data({SLOW_KEY: (row, seconds)})
+        except Exception:
+            pass  # a warning that cannot be delivered must not disturb the run
 
 
 def describe_error(error: BaseException) -> tuple[str, str, str]:
