@@ -330,3 +330,53 @@ def test_a_point_running_past_warn_after_is_named(where, cluster, daily):
         assert {e.engine for e in slow} <= set(cluster.client.ids)
     with pytest.raises(SweepError, match="warn_after must be a positive number"):
         nbb.sweep(Sleepy, daily, {"fast": [5]}, warn_after=0, progress=False)
+
+
+# ------------------------------------------------------------------ clusters started elsewhere
+def test_connect_by_profile_to_ipcluster_whose_engines_are_on_another_host(tmp_path, monkeypatch, daily):
+    """`ipcluster start -n 2 --profile X`; its engines report the host "farhost", so
+    they take the other-host path: one engine there receives the data and writes that
+    host's copy (in its own segment directory), the other attaches it."""
+    far_shm = tmp_path / "farhost-shm"
+    far_shm.mkdir()
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    env = dict(os.environ, NBBACKTEST_HOSTNAME="farhost", NBBACKTEST_SHM_DIR=str(far_shm))
+    ipcluster = os.path.join(os.path.dirname(sys.executable), "ipcluster")
+    started = subprocess.Popen([ipcluster, "start", "-n", "2", "--profile=farlab", "--log-level=WARN"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    previous = Cluster.current()
+    try:
+        deadline = time.monotonic() + 60
+        url_file = tmp_path / "ipython" / "profile_farlab" / "security" / "ipcontroller-client.json"
+        while not url_file.exists() and time.monotonic() < deadline:
+            assert started.poll() is None, started.stderr.read().decode()
+            time.sleep(0.2)
+        connected = Cluster.connect(profile="farlab", engines=2, timeout=60)
+        sweep = nbb.sweep(SmaCross, daily, GRID, where="fast < slow", cluster=connected, progress=False)
+        whole = nbb.sweep(SmaCross, daily, GRID, where="fast < slow", progress=False)
+        pd.testing.assert_frame_equal(comparable(sweep.results), comparable(whole.results))
+        assert set(sweep.results.host) == {"farhost", os.uname().nodename} and \
+            sweep.results.host.eq("farhost").sum() > 100
+        status = connected.status()
+        assert status["kind"] == "connected" and status["hosts"] == {"farhost": 2}
+        assert list(far_shm.iterdir()) and len(list(far_shm.iterdir())) == 1  # one copy for the host
+        assert not connected.segment_paths()  # nothing written on the client's host
+        assert list(status["data"].values())[0]["engines"] == 2
+        connected.stop()  # disconnects, and the engines drop the host's copy
+        assert not list(far_shm.iterdir())
+        import ipyparallel as ipp
+
+        still = ipp.Client(profile="farlab", timeout=30)
+        try:
+            still.wait_for_engines(2, timeout=30)
+            assert len(still.ids) == 2  # the cluster started elsewhere keeps running
+        finally:
+            still.close()
+    finally:
+        subprocess.run([ipcluster, "stop", "--profile=farlab"], env=env, timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            started.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            started.kill()
+        Cluster._current = previous
