@@ -1,11 +1,54 @@
 """The display layer: progress, tables and charts; it observes the parallel layer's events.
 
-Importing it installs the progress display used by :func:`nbbacktest.sweep`.
+Importing it installs the progress display used by :func:`nbbacktest.sweep` and
+registers the views that ``Result`` and ``SweepResult`` ask for by name
+(``result.plot()``, ``sweep.table()``, their rich display, ...).
+
+The widget module loads on first use (``ProgressWidget``, ``figure_widget``), so
+that a script without ipywidgets still gets the text progress line, tables and charts.
 """
 
-from nbbacktest.display.progress import TextProgress, show_progress
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from nbbacktest.display import charts, tables
+from nbbacktest.display.progress import ProgressState, TextProgress, in_kernel, show_progress
+from nbbacktest.engine import views
 from nbbacktest.parallel.sweep import run_many, set_progress_factory, sweep
+
+#: The views this layer draws, by the names the engine and parallel layers ask for.
+VIEWS = {
+    "result_plot": charts.result_figure,
+    "stats_table": tables.result_stats_table,
+    "result_bundle": charts.result_bundle,
+    "sweep_table": tables.sweep_table,
+    "sweep_heatmap": charts.sweep_heatmap,
+    "sweep_compare": charts.sweep_compare,
+    "sweep_parallel_coordinates": charts.sweep_parallel_coordinates,
+    "sweep_distribution": charts.sweep_distribution,
+    "sweep_bundle": charts.sweep_bundle,
+}
+for _name, _function in VIEWS.items():
+    views.provide(_name, _function)
 
 set_progress_factory(show_progress)
 
-__all__ = ["TextProgress", "run_many", "show_progress", "sweep"]
+_LAZY = {"ProgressWidget": "nbbacktest.display.widget", "figure_widget": "nbbacktest.display.widget"}
+
+__all__ = [
+    "ProgressState", "ProgressWidget", "TextProgress", "figure_widget", "in_kernel", "run_many",
+    "show_progress", "sweep",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbbacktest.display' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

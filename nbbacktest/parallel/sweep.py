@@ -704,7 +704,7 @@ def _launch(
 
         data_key = fingerprint(data)
     if parallel:
-        job_blob = _job_blob(make_job(plan, settings, data_key, warn_after))
+        job_blob = _job_blob(make_job(plan, settings, data_key, warn_after, stop_on_error))
     result = SweepResult(plan, data, settings, metric, maximize, stop_on_error)
     result.warn_after = float(warn_after)
     if save is not None:
@@ -806,9 +806,11 @@ def _data_bytes(data: Any) -> int:
     return int(sum(f.memory_usage(index=True).sum() for f in frames))
 
 
-def make_job(plan: Plan, settings: Settings, data_key: str, warn_after: float = 3600.0) -> worker.Job:
+def make_job(plan: Plan, settings: Settings, data_key: str, warn_after: float = 3600.0,
+             stop_on_error: bool = False) -> worker.Job:
     """What every run of ``plan`` shares: its classes, their param names, settings, data."""
-    return worker.Job(plan.classes, plan.param_names, settings, data_key, float(warn_after))
+    return worker.Job(plan.classes, plan.param_names, settings, data_key, float(warn_after),
+                      bool(stop_on_error))
 
 
 def _job_blob(job: worker.Job) -> bytes:
@@ -928,7 +930,7 @@ class _LocalRunner(_Runner):
         worker.hold_data(self.data_key, self.result.data)
         plan = self.result.plan
         worker.register_job(self.key, make_job(plan, self.result.settings, self.data_key,
-                                               self.result.warn_after))
+                                               self.result.warn_after, self.result.stop_on_error))
         self.watch()
         self.result.engines = 0
         self.result.events.emit(self.result._started_event())
@@ -1004,7 +1006,8 @@ class _ClusterRunner(_Runner):
         worker.hold_data(local_key, result.data)
         try:
             started = time.perf_counter()
-            job = make_job(result.plan, result.settings, local_key, result.warn_after)
+            job = make_job(result.plan, result.settings, local_key, result.warn_after,
+                           result.stop_on_error)
             self.watch()
             first, _ = worker.run_points(self.key, job, self.specs(self.rows[:1]))
             self.point_seconds = time.perf_counter() - started

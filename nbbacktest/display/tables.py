@@ -1,0 +1,489 @@
+"""Tables: how values read, and the Plotly tables of a sweep's rows and a backtest's stats.
+
+Every value shown anywhere by the display layer (table cells, the progress line,
+the widget) goes through :func:`format_value`, so that a percent, a duration or a
+param reads the same everywhere. The table functions are pure: they take a
+DataFrame or a Series and return a ``go.Figure(go.Table(...))``; tests assert on
+the figure's data.
+
+Examples
+--------
+>>> import pandas as pd
+>>> frame = pd.DataFrame({"fast": [5, 10, 20], "sharpe": [0.4, 1.2, float("nan")],
+...                       "return_pct": [3.5, 12.25, float("nan")]})
+>>> fig = results_table(frame, metric="sharpe")
+>>> fig.data[0].cells.values[1], fig.data[0].cells.values[2]
+(['10', '5', '20'], ['1.20', '0.40', 'n/a'])
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import html
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+
+from nbbacktest.engine.metrics import STAT_LABELS
+from nbbacktest.errors import SweepError
+from nbbacktest.parallel.sweep import RUN_COLUMNS
+
+if TYPE_CHECKING:
+    from nbbacktest.engine.result import Result
+    from nbbacktest.parallel.sweep import SweepResult
+
+__all__ = [
+    "DEFAULT_STATS",
+    "format_duration",
+    "format_params",
+    "format_rate",
+    "format_seconds",
+    "format_value",
+    "metric_colors",
+    "plan_columns",
+    "rank_rows",
+    "results_html",
+    "results_table",
+    "stats_table",
+]
+
+#: What a missing value (a failed run, an undefined ratio) reads as.
+MISSING = "n/a"
+#: Stats shown after the sweep's metric when ``columns`` is not given.
+DEFAULT_STATS = (
+    "return_pct", "sharpe", "sortino", "max_drawdown_pct", "cagr_pct", "trades",
+    "win_rate_pct", "profit_factor",
+)
+_COUNT_STATS = frozenset({"trades"})
+# Worst to best, light enough to read black text on.
+_GOOD_BAD_SCALE = [[0.0, "#f8696b"], [0.5, "#ffeb84"], [1.0, "#63be7b"]]
+_NO_VALUE_FILL = "#eeeeee"
+_CELL_FILL = "white"
+_HEADER_FILL = "#e4ecf7"
+
+
+# ---------------------------------------------------------------------- formatting
+def format_seconds(seconds: float) -> str:
+    """``75.2`` -> ``'1:15'``; ``3725`` -> ``'1:02:05'``; NaN -> ``'?'``.
+
+    Examples
+    --------
+    >>> format_seconds(75.2), format_seconds(3725), format_seconds(float("nan"))
+    ('1:15', '1:02:05', '?')
+    """
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_duration(value: pd.Timedelta | dt.timedelta | np.timedelta64) -> str:
+    """A duration as days and a clock: ``'412 days'``, ``'3 days 4:00:00'``, ``'12:30'``.
+
+    Examples
+    --------
+    >>> format_duration(pd.Timedelta(days=412)), format_duration(pd.Timedelta(hours=76))
+    ('412 days', '3 days 4:00:00')
+    >>> format_duration(pd.Timedelta(minutes=12, seconds=30))
+    '12:30'
+    """
+    delta = pd.Timedelta(value)
+    if pd.isna(delta):
+        return MISSING
+    sign, delta = ("-", -delta) if delta < pd.Timedelta(0) else ("", delta)
+    days = delta.days
+    clock = (delta - pd.Timedelta(days=days)).total_seconds()
+    if not days:
+        return sign + format_seconds(clock)
+    text = f"{sign}{days} day{'s' if days != 1 else ''}"
+    return f"{text} {format_seconds(clock)}" if clock >= 0.5 else text
+
+
+def format_value(value: Any, name: str = "") -> str:
+    """One value as text, by its kind and its column ``name``.
+
+    Percent stats (``*_pct``) get two decimals and ``%``; other stats two
+    decimals with thousands separators; counts and ints read as ints; params (any
+    other name) keep their precision; durations read as days and a clock; dates
+    drop a midnight time; missing values read ``n/a``.
+
+    Examples
+    --------
+    >>> format_value(12.3456, "return_pct"), format_value(1.23456, "sharpe")
+    ('12.35%', '1.23')
+    >>> format_value(10523.5, "equity_final"), format_value(14.0, "trades")
+    ('10,523.50', '14')
+    >>> format_value(0.005, "stop"), format_value(10, "fast"), format_value(float("nan"), "sharpe")
+    ('0.005', '10', 'n/a')
+    >>> format_value(pd.Timedelta(days=3, hours=4)), format_value(pd.Timestamp("2024-01-05"))
+    ('3 days 4:00:00', '2024-01-05')
+    """
+    if value is None or value is pd.NA or value is pd.NaT:
+        return MISSING
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return _format_float(float(value), name)
+    if isinstance(value, (pd.Timedelta, dt.timedelta, np.timedelta64)):
+        return format_duration(value)
+    if isinstance(value, (pd.Timestamp, dt.datetime, np.datetime64)):
+        stamp = pd.Timestamp(value)
+        if pd.isna(stamp):
+            return MISSING
+        return stamp.strftime("%Y-%m-%d") if stamp == stamp.normalize() else str(stamp)
+    return str(value)
+
+
+def _format_float(value: float, name: str) -> str:
+    if math.isnan(value):
+        return MISSING
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if name in _COUNT_STATS and value.is_integer():
+        return str(int(value))
+    if name.endswith("_pct"):
+        return f"{value:,.2f}%"
+    if name in STAT_LABELS:
+        return f"{value:,.2f}"
+    # A param: its own precision matters (a stop of 0.005 is not 0.01).
+    return f"{value:.6g}"
+
+
+def format_params(params: Mapping[str, Any]) -> str:
+    """``{'fast': 10, 'slow': 30}`` -> ``'fast=10, slow=30'``.
+
+    Examples
+    --------
+    >>> format_params({"fast": 10, "stop": 0.02, "kind": "ema"})
+    'fast=10, stop=0.02, kind=ema'
+    """
+    return ", ".join(f"{name}={format_value(value, name)}" for name, value in params.items())
+
+
+def format_rate(per_second: float) -> str:
+    """Runs per second: ``'1,234/s'``, ``'3.5/s'``, ``'0.12/s'``, ``'?/s'``.
+
+    Examples
+    --------
+    >>> format_rate(1234.4), format_rate(3.51), format_rate(0.1234), format_rate(float("nan"))
+    ('1,234/s', '3.5/s', '0.12/s', '?/s')
+    """
+    if not math.isfinite(per_second):
+        return "?/s"
+    if per_second >= 10:
+        return f"{per_second:,.0f}/s"
+    return f"{per_second:.2g}/s"
+
+
+def format_column(values: Sequence[Any] | pd.Series, name: str) -> list[str]:
+    """Every value of a column through :func:`format_value`."""
+    return [format_value(v, name) for v in values]
+
+
+# ---------------------------------------------------------------------- rows
+def plan_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns of a sweep's results that say which run a row is (params, symbol).
+
+    Examples
+    --------
+    >>> plan_columns(pd.DataFrame(columns=["fast", "slow", "symbol", "sharpe", "error"]))
+    ['fast', 'slow', 'symbol']
+    """
+    return [c for c in frame.columns if c not in STAT_LABELS and c not in RUN_COLUMNS]
+
+
+def rank_rows(
+    frame: pd.DataFrame,
+    by: str,
+    *,
+    descending: bool = True,
+    top: int | None = None,
+) -> pd.DataFrame:
+    """The rows sorted by column ``by`` (missing values last), the first ``top`` of them.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"sharpe": [0.5, float("nan"), 1.5, 1.0]})
+    >>> list(rank_rows(frame, "sharpe", top=3).index)
+    [2, 3, 0]
+    >>> list(rank_rows(frame, "sharpe", descending=False).index)
+    [0, 3, 2, 1]
+    """
+    ranked = frame.sort_values(by, ascending=not descending, na_position="last", kind="stable")
+    return ranked if top is None else ranked.iloc[:top]
+
+
+def metric_colors(values: Sequence[float] | pd.Series, maximize: bool = True) -> list[str]:
+    """A fill colour per value: red for the worst shown, green for the best, grey if missing.
+
+    Examples
+    --------
+    >>> metric_colors([1.0, 3.0, float("nan")])
+    ['rgb(248, 105, 107)', 'rgb(99, 190, 123)', '#eeeeee']
+    >>> metric_colors([1.0, 3.0], maximize=False)[0]
+    'rgb(99, 190, 123)'
+    """
+    numbers = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(float)
+    finite = numbers[np.isfinite(numbers)]
+    if not finite.size:
+        return [_NO_VALUE_FILL] * len(numbers)
+    low, high = float(finite.min()), float(finite.max())
+    span = high - low
+    with np.errstate(invalid="ignore"):
+        share = np.clip((numbers - low) / span, 0.0, 1.0) if span > 0 else np.full(len(numbers), 0.5)
+    share = np.where(numbers == np.inf, 1.0, np.where(numbers == -np.inf, 0.0, share))
+    if not maximize:
+        share = 1.0 - share
+    present = ~np.isnan(numbers)
+    sampled = iter(sample_colorscale(_GOOD_BAD_SCALE, share[present].tolist()) if present.any() else [])
+    return [next(sampled) if ok else _NO_VALUE_FILL for ok in present]
+
+
+def _shown_rows(
+    frame: pd.DataFrame,
+    metric: str,
+    maximize: bool,
+    top: int | None,
+    sort: str | None,
+    columns: Sequence[str] | str | None,
+) -> tuple[pd.DataFrame, list[str], list[str], bool]:
+    """The rows and columns a results table shows: (rows, params, stats, descending)."""
+    if top is not None and (isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1):
+        raise SweepError(f"top must be a positive int or None (every row), got {top!r}")
+    params = plan_columns(frame)
+    if metric not in frame.columns:
+        raise SweepError(_not_a_column("metric", metric, frame.columns))
+    by = metric if sort is None else sort
+    if not isinstance(by, str) or by not in frame.columns:
+        raise SweepError(_not_a_column("sort", by, frame.columns))
+    if columns is None:
+        stats = [metric] + [s for s in DEFAULT_STATS if s != metric and s in frame.columns]
+    else:
+        stats = [columns] if isinstance(columns, str) else list(columns)
+        for name in stats:
+            if name not in frame.columns:
+                raise SweepError(_not_a_column("columns", name, frame.columns))
+        stats = [s for s in stats if s not in params]
+    # Best first for the metric; a param column reads naturally ascending; any
+    # other stat is shown highest first.
+    descending = maximize if by == metric else by not in params
+    rows = rank_rows(frame, by, descending=descending, top=top)
+    if columns is None and "error" in rows.columns and rows["error"].notna().any():
+        stats.append("error")
+    return rows, params, stats, descending
+
+
+def _not_a_column(argument: str, name: Any, columns: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(name), [str(c) for c in columns], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return (
+        f"{argument}={name!r} is not a column of the results.{hint} "
+        f"Columns: {', '.join(map(str, columns))}"
+    )
+
+
+def _title(rows: pd.DataFrame, frame: pd.DataFrame, by: str, metric: str, descending: bool) -> str:
+    finished = int(frame[metric].notna().sum()) if metric in frame.columns else len(frame)
+    order = "best first" if by == metric else ("highest first" if descending else "lowest first")
+    return f"Top {len(rows)} of {len(frame)} runs ({finished} with a {metric}), by {by}, {order}"
+
+
+# ---------------------------------------------------------------------- tables
+def results_cells(
+    frame: pd.DataFrame,
+    *,
+    metric: str,
+    maximize: bool = True,
+    top: int | None = 20,
+    sort: str | None = None,
+    columns: Sequence[str] | str | None = None,
+) -> go.Table:
+    """The ``go.Table`` trace of :func:`results_table` (to place in a larger figure)."""
+    rows, params, stats, _ = _shown_rows(frame, metric, maximize, top, sort, columns)
+    names = ["row", *params, *stats]
+    values = [[str(i) for i in rows.index]] + [format_column(rows[c], c) for c in params + stats]
+    fills = [[_CELL_FILL] * len(rows) for _ in names]
+    if metric in stats:
+        fills[names.index(metric)] = metric_colors(rows[metric], maximize)
+    align = ["right" if c == "row" or _is_numeric(rows[c]) else "left" for c in names]
+    return go.Table(
+        header=dict(
+            values=[f"<b>{c}</b>" if c == metric else c for c in names],
+            fill_color=_HEADER_FILL, align=align,
+        ),
+        cells=dict(values=values, fill_color=fills, align=align, height=24),
+        columnwidth=[0.6] + [1.0] * (len(names) - 1),
+        name="results",
+    )
+
+
+def results_table(
+    frame: pd.DataFrame,
+    *,
+    metric: str,
+    maximize: bool = True,
+    top: int | None = 20,
+    sort: str | None = None,
+    columns: Sequence[str] | str | None = None,
+) -> go.Figure:
+    """The best rows of a sweep's results as a Plotly table.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        ``SweepResult.results`` (or any frame of params then stats; its index is
+        the row number shown in the ``row`` column).
+    metric : str
+        The column that ranks the rows; its cells are coloured red (worst shown)
+        to green (best shown).
+    maximize : bool
+        Whether a higher metric is better.
+    top : int or None
+        How many rows to show (None: all).
+    sort : str, optional
+        Sort by this column instead: highest first, but a param sorts ascending.
+        Missing values always come last.
+    columns : list of str, optional
+        The columns shown after the params (default: the metric, then
+        :data:`DEFAULT_STATS`, then ``error`` if a shown row failed).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One ``go.Table`` trace: ``row``, the params, then the chosen columns, all
+        formatted with :func:`format_value`.
+
+    Raises
+    ------
+    SweepError
+        ``top`` is not a positive int, or ``metric``, ``sort`` or a ``columns``
+        entry is not a column (with a did-you-mean hint).
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"fast": [5, 10], "slow": [30, 60], "sharpe": [0.4, 1.2]})
+    >>> fig = results_table(frame, metric="sharpe", columns=["sharpe"])
+    >>> fig.data[0].header.values
+    ('row', 'fast', 'slow', '<b>sharpe</b>')
+    >>> fig.data[0].cells.values[0]
+    ['1', '0']
+    """
+    rows, _, _, descending = _shown_rows(frame, metric, maximize, top, sort, columns)
+    table = results_cells(frame, metric=metric, maximize=maximize, top=top, sort=sort, columns=columns)
+    fig = go.Figure(table)
+    fig.update_layout(
+        title=_title(rows, frame, sort or metric, metric, descending),
+        height=min(110 + 26 * (len(rows) + 1), 900),
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def results_html(
+    frame: pd.DataFrame,
+    *,
+    metric: str,
+    maximize: bool = True,
+    top: int | None = 10,
+    sort: str | None = None,
+    columns: Sequence[str] | str | None = None,
+) -> str:
+    """The same rows and cells as :func:`results_table`, as a small HTML table.
+
+    For the live table under the progress bar (an HTML widget redraws fast), and
+    as the ``text/html`` fallback of a sweep's rich display.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"fast": [5, 10], "sharpe": [0.4, 1.2]})
+    >>> text = results_html(frame, metric="sharpe", columns=["sharpe"])
+    >>> text.index(">10</td>") < text.index(">5</td>")
+    True
+    """
+    rows, params, stats, _ = _shown_rows(frame, metric, maximize, top, sort, columns)
+    colors = metric_colors(rows[metric], maximize) if metric in stats else []
+    names = ["row", *params, *stats]
+    cell = "padding:1px 8px;border-bottom:1px solid #ddd"
+    head = "".join(f"<th style='{cell};text-align:left;background:{_HEADER_FILL}'>"
+                   f"{html.escape(str(c))}</th>" for c in names)
+    body = []
+    for position, (index, row) in enumerate(rows.iterrows()):
+        cells = [f"<td style='{cell};text-align:right'>{index}</td>"]
+        for name in params + stats:
+            style = f"{cell};text-align:{'right' if _is_numeric(rows[name]) else 'left'}"
+            if name == metric and colors:
+                style += f";background:{colors[position]}"
+            cells.append(f"<td style='{style}'>{html.escape(format_value(row[name], name))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        "<table class='nbbacktest-results' style='border-collapse:collapse;font-size:12px'>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def stats_cells(stats: pd.Series) -> go.Table:
+    """The ``go.Table`` trace of :func:`stats_table` (to place in a larger figure)."""
+    labels = [STAT_LABELS.get(str(name), str(name)) for name in stats.index]
+    values = [format_value(value, str(name)) for name, value in stats.items()]
+    return go.Table(
+        header=dict(values=["Metric", "Value"], fill_color=_HEADER_FILL, align=["left", "right"]),
+        cells=dict(values=[labels, values], fill_color=_CELL_FILL, align=["left", "right"], height=22),
+        columnwidth=[1.3, 1.0],
+        name="stats",
+    )
+
+
+def stats_table(stats: pd.Series) -> go.Figure:
+    """A backtest's stats as a two-column Plotly table: label and formatted value.
+
+    Parameters
+    ----------
+    stats : Series
+        ``Result.stats`` (keys from ``STAT_NAMES``; other keys show as they are).
+
+    Examples
+    --------
+    >>> stats = pd.Series({"return_pct": 12.345, "trades": 14, "sharpe": 0.91}, dtype=object)
+    >>> fig = stats_table(stats)
+    >>> fig.data[0].cells.values
+    (['Return [%]', '# Trades', 'Sharpe ratio'], ['12.35%', '14', '0.91'])
+    """
+    fig = go.Figure(stats_cells(stats))
+    fig.update_layout(
+        title=str(stats.name) if stats.name is not None else None,
+        height=min(110 + 24 * (len(stats) + 1), 800),
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) or pd.api.types.is_timedelta64_dtype(column)
+
+
+# ---------------------------------------------------------------------- views
+def sweep_table(
+    sweep: SweepResult,
+    top: int | None = 20,
+    sort: str | None = None,
+    columns: Sequence[str] | str | None = None,
+) -> go.Figure:
+    """``SweepResult.table``: :func:`results_table` of the sweep's rows so far."""
+    return results_table(sweep.results, metric=sweep.metric, maximize=sweep.maximize,
+                         top=top, sort=sort, columns=columns)
+
+
+def result_stats_table(result: Result) -> go.Figure:
+    """``Result.stats_table``: :func:`stats_table` of the result's stats."""
+    return stats_table(result.stats)
+
