@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from nbbacktest.engine.backtest import PreparedData, Settings, simulate
+from nbbacktest.engine.backtest import PreparedData, Settings, simulate_stats
 from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import StrategyError
 
@@ -42,6 +42,8 @@ class Job:
     data_key: str
     #: A point running longer than this many seconds is reported (see :func:`watch`).
     warn_after: float = 3600.0
+    #: Stop the chunk at its first failing point (the sweep then stops too).
+    stop_on_error: bool = False
 
 
 def host_name() -> str:
@@ -144,8 +146,8 @@ def run_points(
     """Run points of a job; returns their rows and whether it was interrupted.
 
     A point whose strategy raises gives a row with the error and the traceback of
-    the user's code; the next point runs. KeyboardInterrupt (cancel) stops the
-    chunk and keeps the rows already finished.
+    the user's code; the next point runs (unless the job has ``stop_on_error``).
+    KeyboardInterrupt (cancel) stops the chunk and keeps the rows already finished.
     """
     spec = register_job(job_key, job) if job is not None else _JOBS[job_key]
     settings, data_key = spec.settings, spec.data_key
@@ -160,11 +162,13 @@ def run_points(
             cls = spec.classes[class_index]
             strategy = cls._from_values(dict(zip(spec.names[class_index], values)))
             try:
-                run = simulate(strategy, prepared(data_key, symbol), settings, seed)
+                stats = simulate_stats(strategy, prepared(data_key, symbol), settings, seed)
             except Exception as error:  # a failing point is a row, not a failed sweep
                 rows.append((row, None, describe_error(error), clock() - started))
+                if spec.stop_on_error:
+                    return rows, True
             else:
-                rows.append((row, run.stats, None, clock() - started))
+                rows.append((row, stats, None, clock() - started))
     except KeyboardInterrupt:
         return rows, True
     finally:
