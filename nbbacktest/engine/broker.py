@@ -25,8 +25,14 @@ Rules (DESIGN §3):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
+
+#: From this many bars on, :meth:`Ledger.equity_into` gathers segment states into
+#: scratch rows instead of repeating them into fresh arrays (128 KiB of float64 and
+#: more come from fresh pages of memory, each costing a page fault).
+_GATHER_MIN_BARS = 16_384
 
 #: Columns of a trade record, in order (see :func:`trade_arrays`).
 TRADE_FIELDS = ("entry_bar", "exit_bar", "entry_price", "exit_price", "size", "pnl", "ret", "tag")
@@ -234,23 +240,7 @@ class Broker:
 
         The state after the last fill at or before bar ``t`` holds at ``t``'s close.
         """
-        n = len(close)
-        count = len(self.fill_bars)
-        if not count:
-            return np.full(n, self.initial_cash), np.zeros(n)
-        # Segment k runs from fill k to the next fill; segment 0 is the initial state.
-        bounds = np.empty(count + 2, dtype=np.intp)
-        bounds[0], bounds[-1] = 0, n
-        bounds[1:-1] = np.fromiter(self.fill_bars, np.intp, count)
-        lengths = np.diff(bounds)
-        units = np.empty(count + 1)
-        units[0] = 0.0
-        units[1:] = np.fromiter(self.fill_units, float, count)
-        cash = np.empty(count + 1)
-        cash[0] = self.initial_cash
-        cash[1:] = np.fromiter(self.fill_cash, float, count)
-        held = np.repeat(units, lengths)
-        return np.repeat(cash, lengths) + held * close, held
+        return self.ledger(len(close)).mark_to_market(close)
 
     def trade_pnl_and_returns(self) -> tuple[np.ndarray, np.ndarray]:
         """P&L and return of every closed trade: all the metrics need of the book."""
@@ -258,6 +248,269 @@ class Broker:
         count = len(trades)
         pnl = np.fromiter([t[5] for t in trades], float, count)
         return pnl, np.fromiter([t[6] for t in trades], float, count)
+
+    def ledger(self, n: int) -> Ledger:
+        """The fill log and the trade book as a :class:`Ledger` over ``n`` bars."""
+        pnl, returns = self.trade_pnl_and_returns()
+        return Ledger(
+            self.initial_cash, n, np.fromiter(self.fill_bars, np.intp, len(self.fill_bars)),
+            self.fill_units, self.fill_cash, pnl, returns, self.trades,
+        )
+
+
+class Ledger:
+    """What a finished run leaves: the state held from each fill on, and the trades.
+
+    Fill ``k`` happened at bar ``bars[k]`` (non-decreasing) and left ``units[k]``
+    held and ``cash[k]`` in cash, until the next fill. Equity and the position are
+    built from these segments in a few vectorized passes, so a backtest's cost grows
+    with the number of fills, not bars. Several fills may share a bar (a reversal);
+    the last one holds at its close.
+
+    ``trades`` is the trade book (records in :data:`TRADE_FIELDS` order), or a
+    function that builds it: a sweep reads only ``pnl`` and ``returns``.
+
+    Examples
+    --------
+    >>> ledger = Ledger(100.0, 4, np.array([1, 3]), [10.0, 0.0], [0.0, 120.0],
+    ...                 np.array([20.0]), np.array([0.2]), [])
+    >>> equity, held = ledger.mark_to_market(np.array([10.0, 10.0, 11.0, 12.0]))
+    >>> equity.tolist(), held.tolist(), ledger.bars_in_market()
+    ([100.0, 100.0, 110.0, 120.0], [0.0, 10.0, 10.0, 0.0], 2)
+    """
+
+    __slots__ = ("initial_cash", "n", "bars", "units", "cash", "pnl", "returns", "_trades",
+                 "_lengths", "_held")
+
+    def __init__(
+        self,
+        initial_cash: float,
+        n: int,
+        bars: np.ndarray,
+        units: list[float],
+        cash: list[float],
+        pnl: np.ndarray,
+        returns: np.ndarray,
+        trades: list[tuple] | Callable[[], list[tuple]],
+    ) -> None:
+        count = len(bars)
+        self.initial_cash, self.n = initial_cash, n
+        self.bars = bars
+        # Segment 0 is the state before the first fill.
+        self.units = np.empty(count + 1)
+        self.units[0] = 0.0
+        self.units[1:] = units
+        self.cash = np.empty(count + 1)
+        self.cash[0] = initial_cash
+        self.cash[1:] = cash
+        self.pnl, self.returns = pnl, returns
+        self._trades = trades
+        bounds = np.empty(count + 2, dtype=np.intp)
+        bounds[0], bounds[-1] = 0, n
+        bounds[1:-1] = bars
+        self._lengths = np.subtract(bounds[1:], bounds[:-1])
+        self._held: np.ndarray | None = None
+
+    def mark_to_market(
+        self, close: np.ndarray, scratch: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Equity and units held at every bar's close, as new arrays.
+
+        ``equity = cash + units * close`` per bar, the state of each bar's segment.
+        ``scratch``, a float64 row of at least ``n`` values, takes the temporary.
+        """
+        held = self.held()
+        equity = np.repeat(self.cash, self._lengths)
+        equity += np.multiply(held, close, out=None if scratch is None else scratch[: self.n])
+        return equity, held
+
+    def equity_into(self, close: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Equity at every bar's close, written into scratch rows: a sweep's run keeps nothing.
+
+        ``rows`` are three float64 rows of at least ``n`` values; the equity is a
+        view of the last one, the first two are left free. On long series this
+        allocates nothing per bar: fresh multi-megabyte temporaries cost more in page
+        faults than the arithmetic (the allocator hands them back to the system and
+        maps them again on the next run). Same bits as :meth:`mark_to_market`.
+        """
+        n = self.n
+        if n < _GATHER_MIN_BARS:
+            # Small arrays come from the allocator's free lists: repeat is cheaper.
+            equity = rows[2, :n]
+            np.multiply(np.repeat(self.units, self._lengths), close, out=equity)
+            np.add(np.repeat(self.cash, self._lengths), equity, out=equity)
+            return equity
+        bars, units, cash = self.bars, self.units, self.cash
+        if len(bars) > 1 and not (bars[1:] != bars[:-1]).all():
+            # Fills sharing a bar: only the last one's state holds at the close.
+            last = np.empty(len(bars), dtype=bool)
+            last[:-1] = bars[1:] != bars[:-1]
+            last[-1] = True
+            bars = bars[last]
+            units = np.concatenate((units[:1], units[1:][last]))
+            cash = np.concatenate((cash[:1], cash[1:][last]))
+        # segment[t] = number of fills at or before bar t: the state holding at t.
+        segment = rows[1, :n].view(np.int64)
+        segment.fill(0)
+        segment[bars] = 1
+        np.cumsum(segment, out=segment)
+        held, equity = rows[0, :n], rows[2, :n]
+        np.take(units, segment, out=held, mode="clip")
+        np.multiply(held, close, out=held)
+        np.take(cash, segment, out=equity, mode="clip")
+        equity += held
+        return equity
+
+    def held(self) -> np.ndarray:
+        """Units held at every bar's close."""
+        if self._held is None:
+            self._held = np.repeat(self.units, self._lengths)
+        return self._held
+
+    def bars_in_market(self) -> int:
+        """How many bars end with a position held."""
+        return int(np.add.reduce(self._lengths[self.units != 0.0]))
+
+    @property
+    def trades(self) -> list[tuple]:
+        """The closed trades, records in :data:`TRADE_FIELDS` order."""
+        if callable(self._trades):
+            self._trades = self._trades()
+        return self._trades
+
+
+def follow_changes(
+    broker: Broker, targets: np.ndarray, bars: np.ndarray, raw_prices: np.ndarray, n: int
+) -> Ledger:
+    """Move a fresh broker to each target exposure in turn: the vectorized runs' fills.
+
+    ``targets[k]`` is the k-th change of target, filled at bar ``bars[k]``
+    (increasing) at ``raw_prices[k]``. Gives the same fills, bit for bit, as
+    :meth:`Broker.follow`: this loop repeats its cash and units arithmetic on local
+    floats and logs one state per change (a reversal's two fills share a bar, so the
+    first state never holds at a close). Without resizes every position opens at
+    one change and closes at the next, so the trades are then worked out for all
+    changes at once (see :func:`_closed_positions`). The first same-side resize
+    (0.5 -> 1) hands the remaining changes to :meth:`Broker.follow`.
+
+    Examples
+    --------
+    >>> broker = Broker(cash=1000.0, commission=0.0, slippage=0.0, fractional=True)
+    >>> ledger = follow_changes(broker, np.array([1.0, 0.0]), np.array([1, 2]),
+    ...                         np.array([10.0, 11.0]), 3)
+    >>> ledger.pnl.tolist(), ledger.trades
+    ([100.0], [(1, 2, 10.0, 11.0, 100.0, 100.0, 0.1, None)])
+    """
+    commission, slippage, fractional = broker.commission, broker.slippage, broker.fractional
+    if slippage:
+        # The slipped prices of Broker.follow, for every change at once:
+        # raw * (1 + slippage * direction), direction +1 buying and -1 selling.
+        buy_array = raw_prices * (1.0 + slippage)
+        sell_array = raw_prices * (1.0 - slippage)
+        buy_prices, sell_prices = buy_array.tolist(), sell_array.tolist()
+    else:
+        buy_array = sell_array = raw_prices  # raw * 1.0 == raw
+        buy_prices = sell_prices = raw_prices.tolist()
+    gross = 1.0 + commission
+    cash, units = broker.cash, 0.0
+    entry_price = entry_cost = 0.0
+    unit_log: list[float] = []
+    cash_log: list[float] = []
+    log_units, log_cash = unit_log.append, cash_log.append
+    for exposure, buy, sell in zip(targets.tolist(), buy_prices, sell_prices):
+        if units:
+            if exposure and (exposure > 0) == (units > 0):
+                break  # same side, new size: Broker.follow from here on
+            # Close the whole position: cost = |qty| * price * commission and
+            # cash -= qty * price + cost, with qty = -units.
+            if units > 0:
+                notional = units * sell
+                cash = cash + notional - notional * commission
+            else:
+                notional = -units * buy
+                cash = cash - notional - notional * commission
+            units = 0.0
+        if exposure and not cash <= 0:
+            # Open: target = exposure * equity / (price * (1 + commission)).
+            if exposure > 0:
+                target = exposure * cash / (buy * gross)
+                if not fractional:
+                    target = float(math.trunc(target))
+                if target > 0:
+                    notional = target * buy
+                    cash = cash - notional - notional * commission
+                    units = target
+            else:
+                target = exposure * cash / (sell * gross)
+                if not fractional:
+                    target = float(math.trunc(target))
+                if target < 0:
+                    notional = -target * sell
+                    cash = cash + notional - notional * commission
+                    units = target
+        log_units(units)
+        log_cash(cash)
+    done = len(unit_log)
+    if done < len(targets):
+        bars_done = bars[:done]
+    else:
+        bars_done = bars
+    ledger = Ledger(broker.initial_cash, n, bars_done, unit_log, cash_log, None, None, [])
+    closed = _closed_positions(ledger.units[1:], bars_done, buy_array, sell_array, commission)
+    if done == len(targets):
+        ledger.pnl, ledger.returns = closed[5], closed[6]
+        ledger._trades = lambda: _records(closed)
+        return ledger
+    # Hand over: the broker takes the state, the log and the book so far. The
+    # position open now opened at the last change done.
+    broker.cash, broker.units = cash, units
+    price = buy_prices[done - 1] if units > 0 else sell_prices[done - 1]
+    broker.entry_price, broker.entry_bar, broker.entry_tag = price, int(bars[done - 1]), None
+    broker.entry_cost = (units if units > 0 else -units) * price * commission
+    broker.fill_bars = bars_done.tolist()
+    broker.fill_units, broker.fill_cash = unit_log, cash_log
+    broker.trades = _records(closed)
+    broker.follow(targets[done:].tolist(), bars[done:].tolist(), raw_prices[done:].tolist())
+    return broker.ledger(n)
+
+
+def _closed_positions(
+    units: np.ndarray,
+    bars: np.ndarray,
+    buy_prices: np.ndarray,
+    sell_prices: np.ndarray,
+    commission: float,
+) -> tuple[np.ndarray, ...]:
+    """The trades of :func:`follow_changes`, one numpy column per field but the tag.
+
+    ``units[k]`` is held after change ``k``. A position held after change ``j``
+    opened there and closes at change ``j + 1`` (there are no resizes), so each
+    field comes from a few vectorized operations: the same IEEE operations, in
+    the same order, as :meth:`Broker.follow`'s per-fill arithmetic, hence the same bits.
+    """
+    # Changes after which a position is held and that are followed by its close.
+    opened = np.flatnonzero(units[:-1])
+    closing = opened + 1
+    size = units[opened]
+    if buy_prices is sell_prices:
+        entry, exit_ = buy_prices[opened], buy_prices[closing]
+    else:
+        long = size > 0
+        entry = np.where(long, buy_prices[opened], sell_prices[opened])
+        exit_ = np.where(long, sell_prices[closing], buy_prices[closing])
+    magnitude = np.abs(size)
+    entry_notional = magnitude * entry
+    # pnl = units * (exit - entry) - entry cost - exit cost, costs |units| * price * commission
+    pnl = size * (exit_ - entry)
+    pnl -= entry_notional * commission
+    pnl -= magnitude * exit_ * commission
+    # return = pnl / (|units| * entry price)
+    return bars[opened], bars[closing], entry, exit_, size, pnl, pnl / entry_notional
+
+
+def _records(columns: tuple[np.ndarray, ...]) -> list[tuple]:
+    """Trade records (:data:`TRADE_FIELDS` order, no tag) from :func:`_closed_positions`."""
+    return [(*fields, None) for fields in zip(*(column.tolist() for column in columns))]
 
 
 def trade_arrays(trades: list[tuple]) -> dict[str, np.ndarray]:

@@ -65,7 +65,16 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["NUMERIC_STATS", "STAT_LABELS", "STAT_NAMES", "compute_stats", "periods_per_year"]
+__all__ = [
+    "NUMERIC_STATS",
+    "STAT_LABELS",
+    "STAT_NAMES",
+    "Timeline",
+    "buy_and_hold_pct",
+    "compute_stats",
+    "periods_per_year",
+    "summarize",
+]
 
 STAT_LABELS: dict[str, str] = {
     "start": "Start",
@@ -99,25 +108,41 @@ _NAN = math.nan
 # A Julian year, so that hourly 24/7 data gives exactly 24 * 365.25 = 8766 bars/year.
 _NS_PER_YEAR = 365.25 * 86_400 * 1_000_000_000
 _ZERO_TD = pd.Timedelta(0)
+_NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-def _as_ns(index: object) -> tuple[np.ndarray, object]:
-    """Return ``index`` as int64 nanoseconds, and the tz it carries (if any)."""
+def _bar_times(index: object) -> tuple[np.ndarray, int, object]:
+    """Bar times as int64 in their own unit, the nanoseconds per unit, and the tz.
+
+    pandas 3 often stores microseconds. Keeping the stored unit and scaling only the
+    few times the statistics read saves converting the whole index on every run.
+    """
     if isinstance(index, pd.DatetimeIndex):
-        # pandas 3 often stores microseconds: convert, don't reinterpret.
-        return index.as_unit("ns").asi8, index.tz
+        per_unit = _NS_PER_UNIT.get(index.unit)
+        if per_unit is None:
+            return index.as_unit("ns").asi8, 1, index.tz
+        return index.asi8, per_unit, index.tz
     arr = np.asarray(index)
     kind = arr.dtype.kind
     if kind == "M":
-        if arr.dtype != np.dtype("M8[ns]"):
-            arr = arr.astype("M8[ns]")
-        return arr.view(np.int64), None
+        unit, count = np.datetime_data(arr.dtype)
+        per_unit = _NS_PER_UNIT.get(unit)
+        if per_unit is None or count != 1:
+            return arr.astype("M8[ns]").view(np.int64), 1, None
+        return arr.view(np.int64), per_unit, None
     if kind in "iu":
-        return arr.astype(np.int64, copy=False), None
+        return arr.astype(np.int64, copy=False), 1, None
     raise ValueError(
         f"`index` must be datetime64 or int64 nanoseconds, got dtype {arr.dtype}; "
         "pass `df.index.as_unit('ns').asi8` or `df.index.values`."
     )
+
+
+def _as_ns(index: object) -> tuple[np.ndarray, object]:
+    """Return ``index`` as int64 nanoseconds, and the tz it carries (if any)."""
+    times, per_unit, tz = _bar_times(index)
+    return (times if per_unit == 1 else times * per_unit), tz
 
 
 def _check_1d(name: str, arr: np.ndarray, n: int) -> None:
@@ -126,6 +151,58 @@ def _check_1d(name: str, arr: np.ndarray, n: int) -> None:
             f"`{name}` has shape {arr.shape} but `equity` has {n} bars; index, equity, "
             "close and in_market must hold one value per bar."
         )
+
+
+class Timeline:
+    """What the statistics need of a data set's bar times, worked out once.
+
+    Every backtest on the same bars shares the first and last time, the years
+    spanned, the bars per year and the start/end Timestamps, so a sweep builds
+    one Timeline per data set instead of one per run (see :func:`summarize`).
+
+    Parameters
+    ----------
+    index : pandas.DatetimeIndex or numpy.ndarray
+        Bar times: a DatetimeIndex, ``datetime64`` values or int64 nanoseconds,
+        increasing, at least one.
+    tz : str or tzinfo, optional
+        Time zone of ``start`` and ``end``; by default the DatetimeIndex's own.
+
+    Examples
+    --------
+    >>> line = Timeline(pd.date_range("2024-01-01", periods=3, freq="D"))
+    >>> line.n, line.duration, line.bars_per_year
+    (3, Timedelta('2 days 00:00:00'), 365.25)
+    """
+
+    __slots__ = (
+        "times", "ns_per_unit", "n", "first_ns", "last_ns", "span_ns", "years",
+        "bars_per_year", "sqrt_bars_per_year", "start", "end", "duration",
+    )
+
+    def __init__(self, index: object, tz: object | None = None) -> None:
+        times, per_unit, index_tz = _bar_times(index)
+        if times.ndim != 1 or times.shape[0] == 0:
+            raise ValueError(f"`index` must hold at least one bar time, got shape {times.shape}.")
+        first_ns, last_ns = int(times[0]) * per_unit, int(times[-1]) * per_unit
+        if not (_INT64_MIN <= first_ns <= _INT64_MAX and _INT64_MIN <= last_ns <= _INT64_MAX):
+            raise pd.errors.OutOfBoundsDatetime(
+                "`index` holds times that nanoseconds cannot express (years 1677 to 2262)"
+            )
+        n = times.shape[0]
+        span_ns = last_ns - first_ns
+        # bpy = (n - 1) bars / years spanned
+        bpy = (n - 1) * _NS_PER_YEAR / span_ns if n > 1 and span_ns > 0 else _NAN
+        if tz is None:
+            tz = index_tz
+        self.times, self.ns_per_unit, self.n = times, per_unit, n
+        self.first_ns, self.last_ns, self.span_ns = first_ns, last_ns, span_ns
+        self.years = span_ns / _NS_PER_YEAR
+        self.bars_per_year = bpy
+        self.sqrt_bars_per_year = math.sqrt(bpy) if bpy == bpy else _NAN
+        self.start = pd.Timestamp(first_ns, tz=tz)
+        self.end = pd.Timestamp(last_ns, tz=tz)
+        self.duration = pd.Timedelta(span_ns)  # end - start
 
 
 def periods_per_year(index_ns: np.ndarray) -> float:
@@ -148,43 +225,63 @@ def periods_per_year(index_ns: np.ndarray) -> float:
     >>> round(periods_per_year(idx.as_unit("ns").asi8), 2)
     8766.0
     """
-    t, _ = _as_ns(index_ns)
-    n = t.shape[0]
+    times, per_unit, _ = _bar_times(index_ns)
+    n = times.shape[0]
     if n < 2:
         return _NAN
-    span = int(t[-1]) - int(t[0])
+    span = (int(times[-1]) - int(times[0])) * per_unit
     if span <= 0:
         return _NAN
     # (n - 1) intervals over span / (365.25 d) years
     return (n - 1) * _NS_PER_YEAR / span
 
 
-def _max_drawdown_duration_ns(t: np.ndarray, at_peak: np.ndarray) -> int:
+def buy_and_hold_pct(close: np.ndarray) -> float:
+    """``(close[-1] / close[0] - 1) * 100``; NaN if ``close[0] == 0``.
+
+    Examples
+    --------
+    >>> buy_and_hold_pct(np.array([10.0, 9.0, 12.5]))
+    25.0
+    """
+    c0 = float(close[0])
+    return (float(close[-1]) / c0 - 1.0) * 100.0 if c0 != 0.0 else _NAN
+
+
+def _longest_drawdown_ns(line: Timeline, at_peak: np.ndarray) -> int:
     """Longest span from a bar at the running peak to the next bar back at it.
 
     ``at_peak[i]`` is True where ``equity[i] >= running peak``. A drawdown that is
     never recovered ends at the last bar; one that starts on the first bar (equity
-    already below the initial cash) starts at the first bar's time.
+    already below the initial cash) starts at the first bar's time. Only the bars
+    where ``at_peak`` flips are looked at: there are far fewer of them than peaks.
     """
-    n = at_peak.shape[0]
-    peaks = at_peak.nonzero()[0]
-    if peaks.shape[0] == 0:
-        # Below the initial cash from the first bar to the last.
-        return int(t[-1]) - int(t[0])
-    longest = 0
-    first, last = int(peaks[0]), int(peaks[-1])
-    if first > 0:
-        # Underwater from bar 0 until the first recovery.
-        longest = int(t[first]) - int(t[0])
-    if last < n - 1:
-        # Never recovered after the last peak.
-        longest = max(longest, int(t[-1]) - int(t[last]))
-    if peaks.shape[0] > 1:
-        tp = t[peaks]
-        spans = tp[1:] - tp[:-1]
-        # Consecutive peak bars enclose no drawdown.
-        spans[(peaks[1:] - peaks[:-1]) == 1] = 0
-        longest = max(longest, int(np.maximum.reduce(spans)))
+    n = line.n
+    flips = np.flatnonzero(at_peak[1:] != at_peak[:-1])
+    if not at_peak[0]:
+        if not len(flips):
+            # Below the initial cash from the first bar to the last.
+            return line.span_ns
+        # flips alternate: recoveries at odd positions from here, so drop the first
+        # one after measuring the underwater stretch from bar 0.
+        times, per_unit = line.times, line.ns_per_unit
+        longest = int(times[flips[0] + 1]) * per_unit - line.first_ns
+        flips = flips[1:]
+    else:
+        longest = 0
+    if not len(flips):
+        return longest
+    times, per_unit = line.times, line.ns_per_unit
+    # Now flips[0::2] are the last bars at a peak before a drawdown and flips[1::2]
+    # the bars just before recovering; an odd count ends underwater.
+    starts, ends = flips[0::2], flips[1::2] + 1
+    if len(starts) > len(ends):
+        longest = max(longest, line.last_ns - int(times[starts[-1]]) * per_unit)
+        starts = starts[:-1]
+    if len(ends):
+        spans = times[ends] - times[starts]
+        # In the stored unit, scaled once: the same integers as scaling each time.
+        longest = max(longest, int(np.maximum.reduce(spans)) * per_unit)
     return longest
 
 
@@ -202,7 +299,8 @@ def compute_stats(
 
     The formulas are listed in this module's docstring. Degenerate inputs (one
     bar, flat equity, no trades) give NaN where a statistic is undefined instead
-    of raising.
+    of raising. This checks its inputs, then calls :func:`summarize`, which the
+    simulator calls directly with a :class:`Timeline` built once per data set.
 
     Parameters
     ----------
@@ -257,9 +355,7 @@ def compute_stats(
     >>> st["max_drawdown_duration"]
     Timedelta('2 days 00:00:00')
     """
-    t, index_tz = _as_ns(index)
-    if tz is None:
-        tz = index_tz
+    times, _, _ = _bar_times(index)  # the dtype error comes first
     equity = np.asarray(equity, dtype=np.float64)
     close = np.asarray(close, dtype=np.float64)
     in_market = np.asarray(in_market)
@@ -271,7 +367,7 @@ def compute_stats(
     n = equity.shape[0]
     if n == 0:
         raise ValueError("`equity` is empty: compute_stats needs at least one bar.")
-    _check_1d("index", t, n)
+    _check_1d("index", times, n)
     _check_1d("close", close, n)
     _check_1d("in_market", in_market, n)
     if trade_pnl.ndim != 1 or trade_returns.shape != trade_pnl.shape:
@@ -282,22 +378,71 @@ def compute_stats(
     initial_cash = float(initial_cash)
     if not (initial_cash > 0.0 and math.isfinite(initial_cash)):
         raise ValueError(f"`initial_cash` must be a positive finite number, got {initial_cash!r}.")
+    return summarize(
+        Timeline(index, tz),
+        equity,
+        initial_cash,
+        buy_and_hold_pct(close),
+        int(np.count_nonzero(in_market)),
+        trade_pnl,
+        trade_returns,
+    )
 
-    t0 = int(t[0])
-    t1 = int(t[-1])
-    span_ns = t1 - t0
-    years = span_ns / _NS_PER_YEAR
-    # bpy = (n - 1) bars / years spanned
-    bpy = (n - 1) * _NS_PER_YEAR / span_ns if n > 1 and span_ns > 0 else _NAN
-    sqrt_bpy = math.sqrt(bpy) if bpy == bpy else _NAN
+
+def summarize(
+    line: Timeline,
+    equity: np.ndarray,
+    initial_cash: float,
+    buy_hold_pct: float,
+    bars_in_market: int,
+    trade_pnl: np.ndarray,
+    trade_returns: np.ndarray,
+    work: np.ndarray | None = None,
+) -> dict[str, object]:
+    """The statistics of :func:`compute_stats` from inputs already checked.
+
+    The per-run hot path of backtests and sweeps: ``line`` and ``buy_hold_pct``
+    depend only on the data set, so the simulator computes them once per data set.
+
+    Parameters
+    ----------
+    line : Timeline
+        The bar times.
+    equity : numpy.ndarray
+        float64 equity at each bar's close, ``line.n`` values.
+    initial_cash : float
+        Cash before the first bar, a positive finite Python float.
+    buy_hold_pct : float
+        The buy & hold return in percent (see :func:`buy_and_hold_pct`).
+    bars_in_market : int
+        How many bars end holding a position.
+    trade_pnl, trade_returns : numpy.ndarray
+        float64 P&L and return of each closed trade.
+    work : numpy.ndarray, optional
+        Scratch space: a float64 array of shape ``(2, m)``, ``m >= line.n``, not
+        overlapping ``equity``; its contents are overwritten. By default a new one.
+
+    Returns
+    -------
+    dict[str, object]
+        As :func:`compute_stats`.
+
+    Examples
+    --------
+    >>> line = Timeline(pd.date_range("2024-01-01", periods=3, freq="D"))
+    >>> st = summarize(line, np.array([100.0, 90.0, 99.0]), 100.0, 5.0, 2,
+    ...                np.array([-1.0]), np.array([-0.01]))
+    >>> round(st["max_drawdown_pct"], 6), st["max_drawdown_duration"], st["exposure_time_pct"]
+    (-10.0, Timedelta('2 days 00:00:00'), 66.66666666666667)
+    """
+    n = line.n
+    years = line.years
+    sqrt_bpy = line.sqrt_bars_per_year
 
     final = float(equity[-1])  # equity_final
     ratio = final / initial_cash
     # return_pct = (equity[-1] / initial_cash - 1) * 100
     return_pct = (ratio - 1.0) * 100.0
-    c0 = float(close[0])
-    # buy_hold_return_pct = (close[-1] / close[0] - 1) * 100
-    buy_hold = (float(close[-1]) / c0 - 1.0) * 100.0 if c0 != 0.0 else _NAN
 
     # cagr_pct = ((equity[-1] / initial_cash) ** (1 / years) - 1) * 100
     if years <= 0.0:
@@ -310,39 +455,45 @@ def compute_stats(
         except OverflowError:  # huge growth over a tiny span
             cagr = math.inf
 
+    # Two rows serve every per-bar float temporary: fewer fresh arrays means fewer
+    # page faults on long series, and fewer allocations on short ones.
+    if work is None:
+        work = np.empty((2, n))
+    first, second = work[0, :n], work[1, :n]
     # r[0] = equity[0] / initial_cash - 1 is kept apart so that the other n - 1
     # returns need no concatenated copy of the equity.
     r0 = float(equity[0]) / initial_cash - 1.0
     # Zero or non-finite equity (a blown-up account) gives inf/NaN returns and so
     # NaN ratios: that is the answer, not an error.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # r[i] = equity[i] / equity[i-1] - 1 for i >= 1
-        r = equity[1:] / equity[:-1]
-        r -= 1.0
-        mean_r = (r0 + float(np.add.reduce(r))) / n
         if n > 1:
-            # std(r, ddof=1), two-pass for accuracy
-            buf = np.subtract(r, mean_r)
-            buf *= buf
-            d0 = r0 - mean_r  # x * x, not x ** 2: a float ** overflow raises
-            std_r = math.sqrt((d0 * d0 + float(np.add.reduce(buf))) / (n - 1))
+            # r[i] = equity[i] / equity[i-1] - 1 for i >= 1
+            r = np.divide(equity[1:], equity[:-1], out=first[1:])
+            r -= 1.0
+            mean_r = (r0 + float(np.add.reduce(r))) / n
             # downside deviation = sqrt(mean(min(r, 0) ** 2))
-            np.minimum(r, 0.0, out=buf)
-            buf *= buf
-            down_sq = float(np.add.reduce(buf))
+            down = np.minimum(r, 0.0, out=second[1:])
+            down *= down
+            down_sq = float(np.add.reduce(down))
+            # std(r, ddof=1), two-pass for accuracy; r is not needed afterwards
+            np.subtract(r, mean_r, out=r)
+            r *= r
+            d0 = r0 - mean_r  # x * x, not x ** 2: a float ** overflow raises
+            std_r = math.sqrt((d0 * d0 + float(np.add.reduce(r))) / (n - 1))
         else:
+            mean_r = (r0 + 0.0) / n
             std_r = _NAN
             down_sq = 0.0
         down_r0 = min(r0, 0.0)
         down_dev = math.sqrt((down_r0 * down_r0 + down_sq) / n)
 
-        peak = np.maximum.accumulate(equity)
+        peak = np.maximum.accumulate(equity, out=second)
         equity_peak = float(peak[-1])  # == max(equity)
         if float(peak[0]) < initial_cash:
             # The running peak starts at initial_cash.
             np.maximum(peak, initial_cash, out=peak)
         # min(equity / peak - 1) == min(equity / peak) - 1 as x -> x - 1 is monotone
-        max_dd = (float(np.minimum.reduce(equity / peak)) - 1.0) * 100.0
+        max_dd = (float(np.minimum.reduce(np.divide(equity, peak, out=first))) - 1.0) * 100.0
 
     # volatility_ann_pct = std(r, ddof=1) * sqrt(bpy) * 100
     vol = std_r * sqrt_bpy * 100.0
@@ -353,7 +504,7 @@ def compute_stats(
     if max_dd < 0.0:
         # calmar = cagr_pct / |max_drawdown_pct|
         calmar = cagr / -max_dd
-        dd_duration = pd.Timedelta(_max_drawdown_duration_ns(t, equity >= peak))
+        dd_duration = pd.Timedelta(_longest_drawdown_ns(line, np.greater_equal(equity, peak)))
     else:
         # A never-falling curve: exactly 0.0 (never -0.0), NaN stays NaN.
         max_dd = 0.0 if max_dd == max_dd else _NAN
@@ -380,14 +531,14 @@ def compute_stats(
         win_rate = profit_factor = best = worst = avg = _NAN
 
     return {
-        "start": pd.Timestamp(t0, tz=tz),
-        "end": pd.Timestamp(t1, tz=tz),
-        "duration": pd.Timedelta(span_ns),  # end - start
+        "start": line.start,
+        "end": line.end,
+        "duration": line.duration,  # end - start
         "equity_final": final,
         "equity_peak": equity_peak,
         "return_pct": return_pct,
-        "buy_hold_return_pct": buy_hold,
-        "periods_per_year": bpy,
+        "buy_hold_return_pct": buy_hold_pct,
+        "periods_per_year": line.bars_per_year,
         "cagr_pct": cagr,
         "volatility_ann_pct": vol,
         "sharpe": sharpe,
@@ -402,5 +553,5 @@ def compute_stats(
         "avg_trade_pct": avg,
         "profit_factor": profit_factor,
         # exposure_time_pct = mean(in_market) * 100
-        "exposure_time_pct": int(np.count_nonzero(in_market)) * 100.0 / n,
+        "exposure_time_pct": bars_in_market * 100.0 / n,
     }
