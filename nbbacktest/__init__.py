@@ -53,6 +53,8 @@ _LAZY = {
     "sweep": "nbbacktest.parallel",
     "run_many": "nbbacktest.parallel",
     "resume": "nbbacktest.parallel",
+    "SweepWidget": "nbbacktest.display",
+    "explore": "nbbacktest.display",
 }
 # Loading these first loads the display layer, which installs their progress display.
 _SHOWN = {"sweep", "run_many", "resume"}

@@ -891,9 +891,13 @@ class _Runner(abc.ABC):
         if self.fixed_chunk is not None:
             return self.fixed_chunk
         cost = self.point_seconds if self.point_seconds == self.point_seconds else 0.01
-        per_engine = cost * remaining / max(engines, 1)
+        engines = max(engines, 1)
+        per_engine = cost * remaining / engines
         target = min(max(per_engine / 4, _CHUNK_SECONDS[0]), _CHUNK_SECONDS[1])
-        return max(1, min(remaining, int(target / max(cost, 1e-6))))
+        # Never more than an engine's fair share of what is left: a short sweep is
+        # split evenly instead of going mostly to the first engine served.
+        fair = -(-remaining // engines)
+        return max(1, min(fair, int(target / max(cost, 1e-6))))
 
     def watch(self) -> None:
         """Report points of this sweep that run in this process past ``warn_after``."""
@@ -1058,9 +1062,11 @@ class _ClusterRunner(_Runner):
                     known_ids = current
                     if not engines:
                         raise ClusterError("every engine of the sweep was lost")
-                # Fill the engines' queues.
-                for engine in engines:
-                    while per_engine[engine] < _OUTSTANDING_PER_ENGINE and (queue or sized < len(rows)):
+                # Fill the engines' queues, one chunk per engine at a time, so that
+                # every engine starts working before any gets its second chunk.
+                for engine in [e for slot in range(_OUTSTANDING_PER_ENGINE) for e in engines
+                               if per_engine[e] <= slot]:
+                    if per_engine[engine] < _OUTSTANDING_PER_ENGINE and (queue or sized < len(rows)):
                         if not queue:
                             size = self.chunk_size(len(engines), len(rows) - sized)
                             queue.append(rows[sized:sized + size])
