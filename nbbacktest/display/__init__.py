@@ -4,8 +4,9 @@ Importing it installs the progress display used by :func:`nbbacktest.sweep` and
 registers the views that ``Result`` and ``SweepResult`` ask for by name
 (``result.plot()``, ``sweep.table()``, their rich display, ...).
 
-The widget module loads on first use (``ProgressWidget``, ``figure_widget``), so
-that a script without ipywidgets still gets the text progress line, tables and charts.
+The widget modules load on first use (``ProgressWidget``, ``figure_widget``,
+``SweepWidget``, ``explore``), so that a script without ipywidgets still gets the
+text progress line, tables and charts.
 """
 
 from __future__ import annotations
@@ -35,11 +36,16 @@ for _name, _function in VIEWS.items():
 
 set_progress_factory(show_progress)
 
-_LAZY = {"ProgressWidget": "nbbacktest.display.widget", "figure_widget": "nbbacktest.display.widget"}
+_LAZY = {
+    "ProgressWidget": "nbbacktest.display.widget",
+    "figure_widget": "nbbacktest.display.widget",
+    "SweepWidget": "nbbacktest.display.sweep_widget",
+    "explore": "nbbacktest.display.explorer",
+}
 
 __all__ = [
-    "ProgressState", "ProgressWidget", "TextProgress", "figure_widget", "in_kernel", "run_many",
-    "show_progress", "sweep",
+    "ProgressState", "ProgressWidget", "SweepWidget", "TextProgress", "explore", "figure_widget",
+    "in_kernel", "run_many", "show_progress", "sweep",
 ]
 
 

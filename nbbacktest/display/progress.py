@@ -84,7 +84,7 @@ class ProgressState:
         if index is not None:
             state.best, state.best_index = float(sweep.best_value), index
             state.best_params = row_params(sweep.plan, index)
-        if sweep.done():
+        if sweep.status != "running":  # set before the Finished event is emitted
             state.status, state.reason = sweep.status, sweep.reason
             state.ended = sweep.started + sweep.seconds
         return state

@@ -128,6 +128,11 @@ class ProgressWidget(widgets.VBox):
         # After the button's last message from this (main) shell: see the module docstring.
         _follow_front_end_subshell(cancel)
         self._unsubscribe: Callable[[], None] | None = sweep.events.subscribe(self._observe)
+        if sweep.status != "running" and not self.tracker.finished:
+            # It ended between the snapshot and the subscription: take its final state.
+            with self._lock:
+                self.tracker = ProgressState.of(sweep)
+                self.draw()
 
     # ------------------------------------------------------------ events
     def _observe(self, event: SweepEvent) -> None:

@@ -543,7 +543,7 @@ def sweep(
     settings = Settings(cash, commission, slippage, fill, fractional, leverage, close_at_end)
     data = _checked_data(data, symbols)
     plan = plan_sweep(strategy, grid, where=where, n=n, seed=seed, symbols=_symbols(data, symbols))
-    _check_metric(metric, maximize)
+    check_metric(metric, maximize)
     return _launch(plan, data, settings, metric, maximize, engines, cluster, chunksize,
                    on_result, stop_on_error, progress, block, save, resume, warn_after)
 
@@ -584,7 +584,7 @@ def run_many(
     settings_ = Settings(**settings)
     data = _checked_data(data, symbols)
     plan = plan_instances(instances, seed=seed, symbols=_symbols(data, symbols))
-    _check_metric(metric, maximize)
+    check_metric(metric, maximize)
     return _launch(plan, data, settings_, metric, maximize, engines, cluster, chunksize,
                    on_result, stop_on_error, progress, block, save, resume, warn_after)
 
@@ -644,7 +644,8 @@ def _symbols(data: Any, symbols: Sequence[str] | None) -> list[str] | None:
     return list(symbols) if symbols is not None else list(data)
 
 
-def _check_metric(metric: Any, maximize: Any) -> None:
+def check_metric(metric: Any, maximize: Any) -> None:
+    """Raise a clear error unless ``metric`` is a numeric stat and ``maximize`` a bool."""
     if metric not in NUMERIC_STATS:
         import difflib
 
