@@ -216,3 +216,19 @@ def _alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_second_client_disconnecting_leaves_the_first_clients_data(cluster, daily):
+    nbb.sweep(SmaCross, daily, {"fast": [5, 10]}, cluster=cluster, progress=False)
+    key = fingerprint(daily)
+    assert sorted(cluster.holds(key)) == sorted(cluster.ids)
+    other = Cluster.connect(url_file=cluster.connection_file)
+    try:
+        assert other.status()["engines"] == 2  # asks the engines what they hold
+    finally:
+        other.stop()
+    Cluster._current = cluster
+    from nbbacktest.parallel import worker
+
+    infos = cluster.client[:].apply_async(worker.engine_info).get(timeout=30)
+    assert all(key in info["data"] for info in infos)

@@ -391,7 +391,9 @@ def test_selecting_a_row_shows_its_chart_and_trades(daily):
 
 
 @pytest.mark.cluster
-def test_run_on_the_cluster_matches_sweep(cluster, daily):
+def test_run_on_the_cluster_matches_sweep(cluster, daily, monkeypatch):
+    # Other tests start and stop clusters of their own: make the fixture's the current one.
+    monkeypatch.setattr(nbb.Cluster, "_current", cluster)
     widget = sma_widget(daily, cluster=cluster, engines=2)
     assert (widget.engines_box.value, widget.engines_box.max) == (2, 2)
     # Without engines=, the cluster's (or the current cluster's) engines are the default.

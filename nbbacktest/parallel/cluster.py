@@ -305,10 +305,11 @@ class Cluster:
         for segment in self._segments.values():
             segment.unlink()
         self._segments.clear()
-        if self._data_sent or not self.owned:
-            # Engines drop our data and unlink the segments they wrote on other hosts.
+        if self._data_sent:
+            # Engines drop the data this client shared (not what other clients of a
+            # shared cluster gave them) and unlink the segments they wrote on other hosts.
             try:
-                self.client[:].apply_async(worker.release_data, list(self._engine_keys())).get(timeout=10)
+                self.client[:].apply_async(worker.release_data, list(self._data_sent)).get(timeout=10)
             except Exception:
                 pass
         try:
@@ -413,9 +414,6 @@ class Cluster:
                     self._engine_data.setdefault(engine, set()).add(key)
             self._data_sent[key] = self._data_sent.get(key, 0) + sent
             return sent
-
-    def _engine_keys(self) -> set[str]:
-        return set().union(*self._engine_data.values()) if self._engine_data else set()
 
     def holds(self, key: str) -> list[int]:
         """Engines that hold the data under ``key``."""

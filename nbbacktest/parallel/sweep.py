@@ -130,7 +130,6 @@ class SweepResult(concurrent.futures.Future):
         self.status = "running"
         #: Why a sweep that did not complete ended.
         self.reason = ""
-        self._crash: BaseException | None = None
         self.warn_after = 3600.0
         self._slow_rows: set[int] = set()
         self.started = time.monotonic()
@@ -411,7 +410,7 @@ class SweepResult(concurrent.futures.Future):
             f"{self.failed} failed{best}{why}>"
         )
 
-    def _finish(self, status: str, reason: str = "") -> None:
+    def _finish(self, status: str, reason: str = "", crash: BaseException | None = None) -> None:
         cancelled = int(np.count_nonzero(self._status == CANCELLED))
         self.seconds = time.monotonic() - self.started
         self.status, self.reason = status, reason
@@ -427,7 +426,10 @@ class SweepResult(concurrent.futures.Future):
                 reason=reason,
             )
         )
-        self.set_result(None)
+        if crash is not None:
+            self.set_exception(crash)  # result() and exception() give what stopped the sweep
+        else:
+            self.set_result(None)
 
 
 def point_specs(plan: Plan, rows: Iterable[int]) -> list[worker.PointSpec]:
@@ -738,16 +740,17 @@ def _launch(
     if block:
         result.wait()
         thread.join()
-        if result._crash is not None:
-            raise result._crash
+        error = result.exception()
+        if error is not None:
+            raise error
     return result
 
 
 def _drive(runner: _Runner) -> None:
     try:
         runner.run()
-    except BaseException as error:  # reported through the result: status "failed", reason
-        runner.result._crash = error
+    except BaseException:  # the runner finished the result with it: status "failed"
+        pass
 
 
 def _open_checkpoint(result: SweepResult, save: Any, resume: bool, data_key: str | None) -> None:
@@ -924,7 +927,7 @@ class _Runner(abc.ABC):
             result.events.emit(Cancelled(done=result.progress, total=len(result)))
         else:
             status = "complete"
-        result._finish(status, reason)
+        result._finish(status, reason, crash)
 
 
 class _LocalRunner(_Runner):
