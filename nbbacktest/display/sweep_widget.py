@@ -585,7 +585,7 @@ class SweepWidget(widgets.VBox):
                                            value=metric, description="metric")
         self.maximize_box = widgets.ToggleButtons(options=[("maximize", True), ("minimize", False)],
                                                   value=bool(maximize),
-                                                  style={"button_width": "80px"})
+                                                  style={"button_width": "92px"})
         count, most = self._engine_choice(engines)
         self.engines_box = widgets.BoundedIntText(
             value=count, min=1, max=most, description="engines",

@@ -209,6 +209,7 @@ class ProgressWidget(widgets.VBox):
             if state.finished:
                 self.bar.bar_style = BAR_STYLES.get(state.status, "danger")
                 self.cancel_button.disabled = True
+                self.cancel_button.button_style = ""  # plainly inactive once over
             if self._table_stale and self._leaders:
                 self.table.value = self._table_html()
                 self._table_stale = False

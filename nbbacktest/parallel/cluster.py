@@ -114,7 +114,9 @@ class Cluster:
 
         n = resolve_engine_count(engines)
         _check_timeout(timeout)
-        kwargs: dict[str, Any] = {"n": n, "controller_args": ["--nodb"], "log_level": logging.WARNING}
+        # ERROR: engines exit with code 1 at stop() and ipyparallel logs their whole
+        # output as a warning, which would land in the user's notebook.
+        kwargs: dict[str, Any] = {"n": n, "controller_args": ["--nodb"], "log_level": logging.ERROR}
         if profile is not None:
             kwargs["profile"] = profile
         self._ipp_cluster: ipp.Cluster | None = ipp.Cluster(**kwargs)

@@ -1,0 +1,327 @@
+"""The notebooks as a person sees them: JupyterLab, driven by Debian's Chromium through Playwright.
+
+A JupyterLab server starts on 127.0.0.1 (a free port, a token, a copy of the
+notebooks as its root, its own settings); Chromium opens a notebook, runs every
+cell from the Run menu, and the test reads the page: the progress widget reached
+100 %, Plotly drew a table and a chart, and no cell shows a traceback. Screenshots
+go to ``build/screenshots/`` (the README's come from there).
+
+Needs /usr/bin/chromium (``apt-get install chromium``; never ``playwright install``).
+Without it the tests skip, except under CI (``CI=true``) where they fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+SCREENSHOTS = ROOT / "build" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+# Headless, and nothing that phones home: this machine has no network but its registries.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SERVER_START_SECONDS = 90
+RUN_ALL_SECONDS = 150
+# JupyterLab settings for a quiet, deterministic page: no news toast, every cell
+# attached to the DOM (so that off-screen outputs can be read too).
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
+        {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    if in_ci():
+        pytest.fail(f"{CHROMIUM} is missing under CI: .ci/run installs it (apt-get install chromium)")
+    pytest.skip(f"{CHROMIUM} is absent: `apt-get install chromium` to run the browser tests")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lab:
+    """A JupyterLab server in the background, on its own copy of the notebooks."""
+
+    def __init__(self, base: Path) -> None:
+        import psutil
+
+        self.root = base / "root"
+        shutil.copytree(NOTEBOOKS, self.root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+        settings = base / "settings"
+        for name, values in LAB_SETTINGS.items():
+            path = settings / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(values))
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        env = dict(
+            os.environ,
+            JUPYTERLAB_SETTINGS_DIR=str(settings),
+            JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
+            JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+            # a user's own Jupyter config must not change what the test sees
+            JUPYTER_CONFIG_DIR=str(base / "config"),
+            JUPYTER_PREFER_ENV_PATH="1",
+        )
+        self.log_path = base / "lab.log"
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "jupyterlab", "--allow-root",
+                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+                "--ServerApp.port_retries=0", "--ServerApp.open_browser=False",
+                f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
+            ],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.root,
+        )
+        self.server = psutil.Process(self.process.pid)
+        self._wait_until_up()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _wait_until_up(self) -> None:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited early:\n{self.log_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/status?token={self.token}", timeout=5):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"JupyterLab not up in {SERVER_START_SECONDS} s:\n{self.log_text()}")
+
+    def wait_for_idle_kernel(self, path: str, timeout: float = 60) -> None:
+        """Until the notebook at ``path`` has a kernel that is started and idle."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{self.url}/api/sessions?token={self.token}", timeout=5) as r:
+                sessions = json.load(r)
+            states = [s["kernel"]["execution_state"] for s in sessions if s["path"] == path]
+            if states == ["idle"]:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"no idle kernel for {path} in {timeout} s:\n{self.log_text()}")
+
+    def shut_down_kernels(self) -> None:
+        """End every notebook's kernel (what closing it with "Shut Down Kernel" does)."""
+        with urllib.request.urlopen(f"{self.url}/api/sessions?token={self.token}", timeout=5) as r:
+            sessions = json.load(r)
+        for session in sessions:
+            request = urllib.request.Request(
+                f"{self.url}/api/sessions/{session['id']}?token={self.token}", method="DELETE"
+            )
+            urllib.request.urlopen(request, timeout=30).close()
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        import psutil
+
+        # Kernels and the engines their notebooks started are the server's descendants
+        # until it exits: note them first, so that none outlives the test.
+        try:
+            descendants = self.server.children(recursive=True)
+        except psutil.Error:
+            descendants = []
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        _, alive = psutil.wait_procs(descendants, timeout=15)
+        for process in alive:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    require_chromium()
+    server = Lab(tmp_path_factory.mktemp("lab"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=60_000
+        )
+        yield chromium
+        chromium.close()
+
+
+# What the page shows, read in one pass over the DOM.
+READ_PAGE = """() => {
+  const texts = (selector) => Array.from(document.querySelectorAll(selector), e => e.textContent);
+  const notebook = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+  const inside = (selector) => Array.from(notebook.querySelectorAll(selector));
+  return {
+    prompts: inside('.jp-CodeCell .jp-InputArea-prompt').map(e => e.textContent.trim()),
+    kernel: (notebook.querySelector('.jp-Notebook-ExecutionIndicator') || {}).dataset?.status,
+    stderr: inside('.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"]')
+      .map(e => e.textContent),
+    // a traceback printed to stdout (by a library's logging, say) is one all the same
+    tracebacks: inside('.jp-OutputArea-output').map(e => e.textContent)
+      .filter(t => t.includes('Traceback (most recent call last)')),
+    plots: inside('.js-plotly-plot').length,
+    tables: inside('.js-plotly-plot .table').length,
+    chartTraces: inside('.js-plotly-plot .scatterlayer .trace, .js-plotly-plot .heatmaplayer .hm')
+      .length,
+    progressBars: inside('.widget-hprogress .progress-bar, .widget-vprogress .progress-bar')
+      .map(fill => fill.style.width),
+    widgetTexts: inside('.jupyter-widgets').map(e => e.textContent.trim()).filter(t => t),
+  };
+}"""
+
+
+def run_notebook(browser, lab: Lab, name: str) -> tuple[dict, object]:
+    """Open a notebook, run all cells from the Run menu, wait for the end; the page's state."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    # A workspace of its own: no tab or layout left over from another notebook's test.
+    page.goto(f"{lab.url}/lab/workspaces/{name}/tree/{name}.ipynb?token={lab.token}")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']")
+    lab.wait_for_idle_kernel(f"{name}.ipynb")
+    if page.locator("#jp-left-stack").is_visible():
+        page.keyboard.press("Control+b")  # hide the file browser: more room for the outputs
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    # Should the kernel have gone (it did once, at start), Lab asks for one: the default.
+    dialog = page.locator(".jp-Dialog .jp-mod-accept")
+    with contextlib.suppress(PlaywrightTimeout):
+        dialog.wait_for(timeout=2_000)
+        dialog.click()
+    deadline = time.monotonic() + RUN_ALL_SECONDS
+    state = page.evaluate(READ_PAGE)
+    while time.monotonic() < deadline:
+        state = page.evaluate(READ_PAGE)
+        finished = state["prompts"] and all(
+            p.startswith("[") and p[1:-2].strip().isdigit() for p in state["prompts"]
+        )
+        if finished and state["kernel"] == "idle":
+            break
+        time.sleep(0.5)
+    else:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}-timeout.png"))
+        pytest.fail(f"{name}: not finished in {RUN_ALL_SECONDS} s; prompts {state['prompts']}")
+    time.sleep(1.0)  # the last Plotly figures draw after the kernel goes idle
+    return page.evaluate(READ_PAGE), page
+
+
+def assert_sweep_progress_complete(state: dict, runs: int) -> None:
+    """Every progress bar is full, and the sweep's widget says all runs finished."""
+    assert state["progressBars"], "no progress widget was drawn"
+    assert set(state["progressBars"]) == {"100%"}, state["progressBars"]
+    assert any(f"{runs}/{runs}" in text for text in state["widgetTexts"]), state["widgetTexts"]
+
+
+def tracebacks(state: dict) -> list[str]:
+    """Outputs showing an error: stderr with a traceback or an exception, any traceback."""
+    errors = [text for text in state["stderr"] if "Traceback" in text or "Error" in text]
+    return errors + [text for text in state["tracebacks"] if text not in errors]
+
+
+def screenshot(page, name: str, cell_text: str) -> None:
+    """The window with the code cell containing ``cell_text`` at its top."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    cell = page.locator(".jp-CodeCell", has=page.locator(".jp-InputArea", has_text=cell_text))
+    cell.first.evaluate("e => e.scrollIntoView({block: 'start'})")
+    time.sleep(0.5)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def screenshot_whole_notebook(page, name: str) -> None:
+    """The whole notebook, however long: the window grows to its height for the shot."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # The notebook scrolls inside its panel, not the page.
+    height = page.evaluate(
+        """() => {
+          const scroller = document.querySelector(
+            '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer');
+          scroller.scrollTop = 0;
+          return scroller.scrollHeight;
+        }"""
+    )
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 200, 16_000)})
+    time.sleep(1.0)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-full.png"))
+    page.set_viewport_size(size)
+
+
+@contextlib.contextmanager
+def ran(browser, lab: Lab, name: str):
+    """The page of notebook ``name`` after Run All; then the page closes and kernels stop."""
+    page = None
+    try:
+        state, page = run_notebook(browser, lab, name)
+        yield state, page
+    finally:
+        if page is not None:
+            page.close()
+        lab.shut_down_kernels()
+
+
+def test_quickstart_runs_in_jupyterlab(browser, lab):
+    with ran(browser, lab, "01-quickstart") as (state, page):
+        screenshot(page, "01-quickstart-result", "result = nbb.backtest(")
+        screenshot(page, "01-quickstart-sweep", "sweep = nbb.sweep(")
+        screenshot_whole_notebook(page, "01-quickstart")
+    assert not tracebacks(state), tracebacks(state)[0][-2000:]
+    assert_sweep_progress_complete(state, runs=179)
+    assert state["tables"] >= 1, "no Plotly table was drawn"
+    assert state["chartTraces"] >= 1 and state["plots"] >= 2, "no Plotly chart was drawn"
+
+
+def test_sweep_widget_runs_in_jupyterlab(browser, lab):
+    with ran(browser, lab, "04-sweep-widget") as (state, page):
+        screenshot(page, "04-sweep-widget", "widget = nbb.SweepWidget(")
+        screenshot(page, "04-sweep-widget-explore", "explorer = nbb.explore(")
+        screenshot_whole_notebook(page, "04-sweep-widget")
+    assert not tracebacks(state), tracebacks(state)[0][-2000:]
+    assert_sweep_progress_complete(state, runs=179)
+    assert state["tables"] >= 1, "no Plotly table was drawn"
+    assert state["chartTraces"] >= 1 and state["plots"] >= 2, "no Plotly chart was drawn"
