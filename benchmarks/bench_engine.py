@@ -1,22 +1,39 @@
-"""Engine speed: vectorized backtests with all stats, and the event-driven loop.
+"""Engine speed: vectorized backtests with all stats, the event-driven loop, a sweep's loop.
 
-Prints, for the SMA crossover on the daily sample (~2,500 bars) and on a 100,000-bar
-series: milliseconds per vectorized backtest (stats included), microseconds per bar
-of event-driven simulator overhead (a trivial ``next``), and the ratio between them.
-Ratios and figures come from one run; nothing is asserted.
+Prints, measured in one run, the figures of the engine's speed targets and the
+ratios between them:
+
+1. the SMA crossover (``examples.SmaCross``) on the daily sample (~2,500 bars), all
+   stats: milliseconds per ``backtest()``, split into the strategy's own
+   ``signals`` and the rest (validation, fills, equity, stats, Result);
+2. microseconds per bar of event-driven simulator overhead (a ``next`` that does
+   nothing), and the event-driven crossover;
+3. the same vectorized backtest on 100,000 bars;
+4. the per-point loop of sweeps (``worker.run_points`` on prepared data, as an
+   engine runs it) over the 179-point SMA grid of ``bench_sweep.py``: microseconds
+   per point and backtests per second per engine.
+
+Each figure is the best and the median of several batches: the best shows what
+the code costs, the median what a busy machine makes of it. Nothing is asserted.
 
     python benchmarks/bench_engine.py
 """
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable
 
 import pandas as pd
 from common import long_series
 
 import nbbacktest as nbb
+from nbbacktest.engine.backtest import Settings
 from nbbacktest.engine.examples import SmaCross, SmaCrossEvent
+from nbbacktest.parallel import worker
+
+GRID = [(fast, slow) for fast in range(5, 60, 5) for slow in range(10, 200, 10) if fast < slow]
 
 
 class Idle(nbb.Strategy):
@@ -34,39 +51,80 @@ class Precomputed(nbb.Strategy):
 SIGNAL: pd.Series | None = None
 
 
-def per_call(fn, min_seconds: float = 1.0) -> float:
-    """Best-of-5 seconds per call, each batch running about min_seconds / 5."""
+def timed(fn: Callable[[], object], seconds: float = 1.0, batches: int = 9) -> tuple[float, float]:
+    """(best, median) seconds per call over ``batches`` batches of about ``seconds / batches``."""
     fn()
     calls, start = 0, time.perf_counter()
     while time.perf_counter() - start < 0.05:
         fn()
         calls += 1
-    batch = max(1, int(calls * min_seconds / 5 / 0.05))
-    best = float("inf")
-    for _ in range(5):
+    size = max(1, int(calls * seconds / batches / 0.05))
+    per_call = []
+    for _ in range(batches):
         start = time.perf_counter()
-        for _ in range(batch):
+        for _ in range(size):
             fn()
-        best = min(best, (time.perf_counter() - start) / batch)
-    return best
+        per_call.append((time.perf_counter() - start) / size)
+    return min(per_call), statistics.median(per_call)
+
+
+def show(label: str, figures: tuple[float, float], unit: str, scale: float, note: str = "") -> None:
+    best, median = figures
+    print(f"  {label:38s}: {best * scale:9.3f} {unit} best, {median * scale:9.3f} median{note}")
+
+
+def verdict(value: float, limit: float) -> str:
+    return f"  (target <= {limit:g}: {'met' if value <= limit else 'NOT met'})"
+
+
+def sweep_loop(data: pd.DataFrame) -> Callable[[], object]:
+    """One pass of an engine's run_points over the SMA grid, data prepared once."""
+    key = "bench-engine"
+    worker.hold_data(key, data)
+    job = worker.Job((SmaCross,), (("fast", "slow"),), Settings(commission=0.002), key)
+    worker.register_job(key, job)
+    points = [(row, 0, values, None, row) for row, values in enumerate(GRID)]
+    return lambda: worker.run_points(key, None, points)
 
 
 def main() -> None:
     global SIGNAL
-    for label, data in (("daily sample", nbb.load_sample("daily")), ("100,000 bars", long_series(100_000))):
+    daily = nbb.load_sample("daily")
+    long = long_series(100_000)
+    results = {}
+    for label, data, seconds in (("daily sample", daily, 1.0), ("100,000 bars", long, 3.0)):
         n = len(data)
-        vector = per_call(lambda: nbb.backtest(SmaCross(), data, commission=0.002))
+        vector = timed(lambda: nbb.backtest(SmaCross(), data, commission=0.002), seconds)
         SIGNAL = SmaCross().signals(data)
-        simulator = per_call(lambda: nbb.backtest(Precomputed(), data, commission=0.002))
-        event = per_call(lambda: nbb.backtest(SmaCrossEvent(), data, commission=0.002), 2.0)
-        idle = per_call(lambda: nbb.backtest(Idle(), data), 2.0)
-        print(f"{label} ({n} bars):")
-        print(f"  vectorized SMA crossover, all stats : {vector * 1e3:8.3f} ms per backtest")
-        print(f"    of which the strategy's signals   : {(vector - simulator) * 1e3:8.3f} ms")
-        print(f"    simulator + validation + stats    : {simulator * 1e3:8.3f} ms")
-        print(f"  event-driven SMA crossover          : {event * 1e3:8.3f} ms per backtest")
-        print(f"  event-driven overhead, trivial next : {idle / n * 1e6:8.3f} us per bar")
-        print(f"  ratio event / vectorized            : {event / vector:8.1f}x")
+        ours = timed(lambda: nbb.backtest(Precomputed(), data, commission=0.002), seconds)
+        signals = timed(lambda: SmaCross().signals(data), seconds)
+        event = timed(lambda: nbb.backtest(SmaCrossEvent(), data, commission=0.002), 2 * seconds)
+        idle = timed(lambda: nbb.backtest(Idle(), data), 2 * seconds)
+        results[label] = vector, ours, event, idle, n
+        print(f"{label} ({n:,} bars):")
+        limit = 0.5 if n < 10_000 else 10.0
+        show("vectorized SMA crossover, all stats", vector, "ms", 1e3,
+             verdict(vector[0] * 1e3, limit))
+        show("  the strategy's signals alone", signals, "ms", 1e3)
+        show("  the rest (same, signals precomputed)", ours, "ms", 1e3)
+        show("event-driven SMA crossover", event, "ms", 1e3)
+        show("event-driven overhead, trivial next", (idle[0] / n, idle[1] / n), "us/bar", 1e6,
+             verdict(idle[0] / n * 1e6, 2.0))
+        print(f"  ratio event / vectorized              : {event[0] / vector[0]:9.1f}x")
+    per_sweep = timed(sweep_loop(daily), 3.0, batches=7)
+    per_point = (per_sweep[0] / len(GRID), per_sweep[1] / len(GRID))
+    print(f"sweep loop (worker.run_points), {len(GRID)} SMA points on the daily sample:")
+    show("per point", per_point, "us", 1e6)
+    print(f"  backtests/s per engine                : {1 / per_point[0]:9,.0f} best, "
+          f"{1 / per_point[1]:9,.0f} median  (2 engines need >= 2,000 each for 4,000/s)")
+    daily_vector, daily_ours = results["daily sample"][:2]
+    long_vector, long_ours = results["100,000 bars"][:2]
+    print("ratios:")
+    print(f"  100,000 bars / daily, vectorized      : {long_vector[0] / daily_vector[0]:9.1f}x "
+          f"for {len(long) / len(daily):.0f}x the bars")
+    print(f"  the rest / whole backtest, daily      : {daily_ours[0] / daily_vector[0]:9.2f}")
+    print(f"  the rest / whole backtest, 100,000    : {long_ours[0] / long_vector[0]:9.2f}")
+    print(f"  sweep point / backtest(), daily       : {per_point[0] / daily_vector[0]:9.2f}")
 
 
 if __name__ == "__main__":

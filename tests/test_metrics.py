@@ -456,3 +456,61 @@ def test_matches_reference_on_random_curves(seed: int) -> None:
     assert st["max_drawdown_duration"] == expected.pop("max_drawdown_duration")
     for key, value in expected.items():
         assert st[key] == pytest.approx(value, rel=1e-9), key
+
+
+# --- the per-data-set Timeline and the per-run summarize ------------------------------
+
+def test_timeline_reads_any_unit_without_converting_the_index() -> None:
+    ns_index = pd.date_range("2024-01-01", periods=5, freq="h").as_unit("ns")
+    for unit in ("s", "ms", "us", "ns"):
+        index = ns_index.as_unit(unit)
+        line = metrics.Timeline(index)
+        assert (line.n, line.first_ns, line.last_ns) == (5, ns_index.asi8[0], ns_index.asi8[-1])
+        assert line.start == ns_index[0] and line.duration == pd.Timedelta(hours=4)
+        assert line.bars_per_year == pytest.approx(24 * 365.25)
+        as_array = metrics.Timeline(index.to_numpy())
+        assert (as_array.first_ns, as_array.ns_per_unit) == (line.first_ns, line.ns_per_unit)
+    zoned = metrics.Timeline(ns_index.tz_localize("Europe/Paris"))
+    assert str(zoned.start.tz) == "Europe/Paris"
+    assert metrics.Timeline(ns_index, tz="UTC").end == ns_index[-1].tz_localize("UTC")
+
+
+def test_timeline_rejects_empty_and_unrepresentable_times() -> None:
+    with pytest.raises(ValueError, match="`index` must hold at least one bar time"):
+        metrics.Timeline(np.array([], dtype="M8[ns]"))
+    far = pd.DatetimeIndex(["2100-01-01", "2300-01-01"]).as_unit("s")
+    with pytest.raises(pd.errors.OutOfBoundsDatetime, match="nanoseconds cannot express"):
+        metrics.Timeline(far)
+
+
+def test_stats_are_the_same_for_every_unit_of_the_index() -> None:
+    args = _random_inputs()
+    index = pd.DatetimeIndex(args[0])
+    expected = compute_stats(*args)
+    for unit in ("ms", "us"):
+        assert compute_stats(index.as_unit(unit), *args[1:]) == expected
+        assert compute_stats(index.as_unit(unit).to_numpy(), *args[1:]) == expected
+
+
+def test_summarize_with_scratch_space_matches_compute_stats() -> None:
+    index, equity, cash, close, in_market, pnl, rets = _random_inputs()
+    line = metrics.Timeline(index)
+    work = np.full((2, len(equity) + 7), np.nan)  # wider than needed, dirty
+    got = metrics.summarize(line, equity, cash, metrics.buy_and_hold_pct(close),
+                            int(in_market.sum()), pnl, rets, work)
+    assert got == compute_stats(index, equity, cash, close, in_market, pnl, rets)
+    assert metrics.buy_and_hold_pct(np.array([4.0, 5.0])) == 25.0
+    assert math.isnan(metrics.buy_and_hold_pct(np.array([0.0, 5.0])))
+
+
+@pytest.mark.parametrize(
+    ("equity", "days"),
+    [
+        ([90.0, 95.0, 100.0, 99.0, 101.0], 2),  # under water from bar 0, recovered at bar 2
+        ([90.0, 80.0, 85.0], 2),  # never back at the initial cash
+        ([100.0, 110.0, 105.0, 104.0], 2),  # never recovered after the last peak
+        ([100.0, 99.0, 100.0, 100.0, 98.0, 97.0, 96.0, 100.0], 4),  # two drawdowns, the longer last
+    ],
+)
+def test_drawdown_duration_from_flips(equity: list[float], days: int) -> None:
+    assert stats(equity)["max_drawdown_duration"] == pd.Timedelta(days=days)

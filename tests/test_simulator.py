@@ -343,3 +343,167 @@ def test_result_pickles_small_and_whole():
     assert clone.params == {"fast": 10, "slow": 30, "short": False}
     assert len(blob) < 100_000
     assert "Result SmaVector" in repr(result) and "<table>" in result._repr_html_()
+
+
+# ------------------------------------------------- the fast vectorized fill loop
+def _reference_ledger(settings, targets, bars, prices, n):
+    """The general path: Broker.follow over every change, as the event path fills."""
+    from nbbacktest.engine.broker import Broker
+
+    broker = Broker(settings["cash"], settings["commission"], settings["slippage"],
+                    settings["fractional"])
+    broker.follow(targets.tolist(), bars.tolist(), prices.tolist())
+    return broker.ledger(n)
+
+
+def _random_changes(rng, n, kind):
+    levels = {
+        "long": [0.0, 1.0],
+        "long-short": [-1.0, 0.0, 1.0],
+        "fractions": [-1.0, -0.5, 0.0, 0.25, 0.5, 1.0],  # resizes hand over mid-run
+        "leverage": [-2.0, 0.0, 1.5, 3.0],
+    }[kind]
+    exposures = rng.choice(levels, n)
+    changed = np.flatnonzero(exposures != np.concatenate(([0.0], exposures[:-1])))
+    prices = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+    return exposures[changed], changed, prices[changed]
+
+
+@pytest.mark.parametrize("n", [100, 3_000], ids=["P&L-in-loop", "P&L-in-numpy"])
+@pytest.mark.parametrize("kind", ["long", "long-short", "fractions", "leverage"])
+@pytest.mark.parametrize(
+    "costs",
+    [
+        {"cash": 10_000.0, "commission": 0.0, "slippage": 0.0, "fractional": True},
+        {"cash": 10_000.0, "commission": 0.002, "slippage": 0.001, "fractional": True},
+        {"cash": 5_000.0, "commission": 0.01, "slippage": 0.0, "fractional": False},
+    ],
+    ids=["free", "costs", "whole-units"],
+)
+def test_fast_fill_loop_matches_the_broker_bit_for_bit(kind, costs, n):
+    from nbbacktest.engine.broker import _PNL_IN_LOOP_MAX_CHANGES, follow_changes, trade_arrays
+
+    rng = np.random.default_rng(len(kind))
+    targets, bars, prices = _random_changes(rng, n, kind)
+    if kind == "long":  # both ways of working out the P&L are covered
+        assert (len(targets) <= _PNL_IN_LOOP_MAX_CHANGES) == (n == 100)
+    fast = follow_changes(costs["cash"], costs["commission"], costs["slippage"],
+                          costs["fractional"], targets, bars, prices, n)
+    reference = _reference_ledger(costs, targets, bars, prices, n)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+    for got, expected in zip(fast.mark_to_market(close), reference.mark_to_market(close)):
+        assert got.tobytes() == expected.tobytes()
+    assert fast.pnl.tobytes() == reference.pnl.tobytes()
+    assert fast.returns.tobytes() == reference.returns.tobytes()
+    assert fast.bars_in_market() == reference.bars_in_market()
+    assert fast.trades == reference.trades and len(fast.trades) == len(reference.trades) > 5
+    # resizes hand the rest of the run to Broker.follow, which books a plain list
+    assert isinstance(fast.trades, list) == (kind in ("fractions", "leverage"))
+    for field, column in trade_arrays(fast.trades).items():
+        np.testing.assert_array_equal(column, trade_arrays(reference.trades)[field], err_msg=field)
+
+
+def test_trade_book_builds_records_on_demand_and_pickles_small():
+    import pickle
+
+    from nbbacktest.engine.broker import TradeBook, trade_arrays
+
+    data = nbb.load_sample("daily")
+    run = nbb.backtest(SmaVector(), data, commission=0.001)
+    book = run._trades
+    assert isinstance(book, TradeBook)
+    records = list(book)
+    assert book == records and book[0] == records[0] and len(book) == len(records) > 10
+    assert repr(book) == repr(records)
+    clone = pickle.loads(pickle.dumps(book))
+    assert clone == records
+    for field, column in trade_arrays(records).items():
+        np.testing.assert_array_equal(trade_arrays(clone)[field], column)
+        assert trade_arrays(book)[field].dtype == column.dtype
+
+
+def test_stats_only_runs_give_the_same_stats_and_reuse_scratch_safely():
+    import importlib
+
+    backtest_module = importlib.import_module("nbbacktest.engine.backtest")
+    PreparedData, Settings = backtest_module.PreparedData, backtest_module.Settings
+    simulate, simulate_stats = backtest_module.simulate, backtest_module.simulate_stats
+    long_data = nbb.load_sample("hourly")
+    short_data = nbb.load_sample("daily")
+    settings = Settings(commission=0.002, slippage=0.001, close_at_end=True)
+    for data in (long_data, short_data, long_data):  # scratch rows of another length between
+        prepared = PreparedData.from_frame(data)
+        for strategy in (SmaVector(short=True), SmaEvent()):
+            full = simulate(strategy, prepared, settings, 3)
+            assert simulate_stats(strategy, prepared, settings, 3) == full.stats
+            assert full.stats["trades"] == len(full.trades) > 0
+            # the kept arrays are the run's own, not scratch space the next run overwrites
+            equity = full.equity.copy()
+            simulate_stats(strategy, prepared, settings, 3)
+            assert full.equity.tobytes() == equity.tobytes()
+
+
+def test_a_backtest_inside_signals_does_not_disturb_the_outer_run():
+    data = nbb.load_sample("daily")
+
+    class Nested(nbb.Strategy):
+        def signals(self, data):
+            inner = nbb.backtest(SmaVector(short=True), data)  # uses the same scratch rows
+            return SmaVector().signals(data) * (inner.stats["trades"] > 0)
+
+    nested, plain = nbb.backtest(Nested(), data), nbb.backtest(SmaVector(), data)
+    pd.testing.assert_series_equal(nested.equity, plain.equity)
+    assert nested.stats.drop("start").equals(plain.stats.drop("start"))
+
+
+def test_microsecond_and_time_zone_indexes_give_the_same_results():
+    data = nbb.load_sample("daily")
+    micro = data.set_axis(data.index.as_unit("us"))
+    base = nbb.backtest(SmaVector(), data, commission=0.001)
+    result = nbb.backtest(SmaVector(), micro, commission=0.001)
+    np.testing.assert_array_equal(result.equity.to_numpy(), base.equity.to_numpy())
+    assert result.stats.equals(base.stats)
+    zoned = data.set_axis(data.index.tz_localize("America/New_York"))
+    stats = nbb.backtest(SmaVector(), zoned, commission=0.001).stats
+    assert stats["start"] == zoned.index[0] and stats["end"] == zoned.index[-1]
+    assert stats["duration"] == zoned.index[-1] - zoned.index[0]  # an hour of DST apart
+    assert stats["sharpe"] != base.stats["sharpe"]  # bars per year from the true span
+
+
+def test_identity_cache_remembers_per_object_and_forgets_the_dead():
+    import gc
+
+    from nbbacktest.engine.data import IdentityCache
+
+    cache = IdentityCache(kept=2)
+    calls = []
+
+    def compute(index):
+        calls.append(len(index))  # not the index itself: that would keep it alive
+        return len(index)
+
+    first = pd.Index(["a", "b"])
+    assert cache.get(first, compute) == cache.get(first, compute) == 2
+    assert len(calls) == 1
+    equal_but_other = pd.Index(["a", "b"])
+    assert cache.get(equal_but_other, compute) == 2 and len(calls) == 2  # identity, not equality
+    del equal_but_other
+    gc.collect()
+    assert len(cache._entries) == 1  # the dead object's entry went with it
+    for _ in range(3):  # a full cache starts over rather than growing
+        cache.get(pd.Index(["c"]), compute)
+    assert len(cache._entries) <= 2
+
+
+def test_resizing_up_averages_the_entry_price_and_down_books_the_part_closed():
+    data = frame([10, 10, 20, 30, 30], [10, 10, 20, 30, 30])
+    result = nbb.backtest(Fixed(targets="1,0.5,1,0,0"), data, cash=1_000)
+    # 100 units at 10; at 20 the position is worth 2,000: half of it is 50 units, so
+    # 50 are sold; at 30 equity is 1,000 + 50 * 30 = 2,500: all-in is 83.33 units
+    assert result.position.tolist() == pytest.approx([0, 100, 50, 2_500 / 30, 0])
+    trades = result.trades
+    assert trades["size"].tolist() == pytest.approx([50, 2_500 / 30])
+    assert trades.pnl.tolist() == pytest.approx([50 * (20 - 10), 1_000])
+    # the second trade holds 50 units bought at 10 and 33.33 bought at 30
+    assert trades.entry_price.iloc[1] == pytest.approx((50 * 10 + (2_500 / 30 - 50) * 30) / (2_500 / 30))
+    assert result.equity.iloc[-1] == pytest.approx(2_500)

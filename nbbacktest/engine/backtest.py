@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
@@ -16,11 +15,13 @@ import pandas as pd
 from nbbacktest.engine.broker import Broker, Ledger, follow_changes
 from nbbacktest.engine.data import (
     OHLC,
+    IdentityCache,
     column_positions,
     float_values,
     is_universe,
+    scratch_rows,
     signal_exposures,
-    validate_ohlcv,
+    validated_values,
 )
 from nbbacktest.engine.event_driven import EventRunner
 from nbbacktest.engine.metrics import Timeline, buy_and_hold_pct, summarize
@@ -127,10 +128,14 @@ class PreparedData:
         self._volume = volume
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> PreparedData:
-        """Wrap an already validated OHLC frame (see ``validate_ohlcv``)."""
+    def from_frame(cls, frame: pd.DataFrame, values: np.ndarray | None = None) -> PreparedData:
+        """Wrap an already validated OHLC frame (see ``validate_ohlcv``).
+
+        ``values``, the frame's float64 block as validation found it, saves a look.
+        """
         # One view of the float block; five column lookups cost 10x more.
-        values = float_values(frame)
+        if values is None:
+            values = float_values(frame)
         if values is not None:
             position = column_positions(frame.columns)
             columns = {name: values[:, i] for name, i in position.items()}
@@ -161,13 +166,17 @@ class PreparedData:
 
     @cached_property
     def timeline(self) -> Timeline:
-        """The bar times as the statistics need them."""
-        return Timeline(self.index)
+        """The bar times as the statistics need them (shared by frames with this index)."""
+        return _TIMELINES.get(self.index, Timeline)
 
     @cached_property
     def buy_hold_pct(self) -> float:
         """The buy & hold return of the data set, in percent."""
         return buy_and_hold_pct(self.close)
+
+
+# DatetimeIndex -> Timeline: backtest() on the same frame again builds no Timestamps.
+_TIMELINES = IdentityCache(kept=64)
 
 
 def derive_seed(base_seed: int, params: Mapping[str, Any], symbol: str | None = None) -> int:
@@ -187,20 +196,26 @@ def derive_seed(base_seed: int, params: Mapping[str, Any], symbol: str | None = 
 class Run:
     """The raw outcome of one simulation: arrays, the stats dict, the trade book.
 
-    The trade records are built on first access: a sweep reads only ``stats``.
+    A vectorized run's trade records are built on first use: a sweep reads only ``stats``.
     """
 
     __slots__ = ("equity", "held", "stats", "_ledger")
 
-    def __init__(self, equity: np.ndarray, held: np.ndarray, stats: dict[str, Any], ledger: Ledger) -> None:
+    def __init__(
+        self, equity: np.ndarray, held: np.ndarray, stats: dict[str, Any], ledger: Ledger
+    ) -> None:
         self.equity = equity
         self.held = held
         self.stats = stats
         self._ledger = ledger
 
     @property
-    def trades(self) -> list[tuple]:
-        """Closed trades, records in ``TRADE_FIELDS`` order (``broker.TRADE_FIELDS``)."""
+    def trades(self) -> Sequence[tuple]:
+        """Closed trades, records in ``TRADE_FIELDS`` order (``broker.TRADE_FIELDS``).
+
+        A list, or a :class:`~nbbacktest.engine.broker.TradeBook` that builds the
+        records on first use (``broker.trade_arrays`` reads its columns directly).
+        """
         return self._ledger.trades
 
 
@@ -220,7 +235,7 @@ def simulate(strategy: Strategy, data: PreparedData, settings: Settings, seed: i
     (True, True)
     """
     ledger = _fill(strategy, data, settings, seed)
-    work = _workspace(len(data.close))
+    work = scratch_rows(len(data.close))
     equity, held = ledger.mark_to_market(data.close, work[0])
     stats = summarize(
         data.timeline, equity, settings.cash, data.buy_hold_pct, ledger.bars_in_market(),
@@ -242,37 +257,17 @@ def simulate_stats(
     >>> import nbbacktest as nbb
     >>> from nbbacktest.engine.examples import SmaCross
     >>> data = PreparedData.from_frame(nbb.load_sample("daily"))
-    >>> simulate_stats(SmaCross(), data, Settings(), 0) == simulate(SmaCross(), data, Settings(), 0).stats
+    >>> stats = simulate_stats(SmaCross(), data, Settings(), 0)
+    >>> stats == simulate(SmaCross(), data, Settings(), 0).stats
     True
     """
     ledger = _fill(strategy, data, settings, seed)
-    work = _workspace(len(data.close))
-    equity = ledger.equity_into(data.close, work)
+    work = scratch_rows(len(data.close))
+    equity = ledger.equity_into(data.close, work[2])
     return summarize(
         data.timeline, equity, settings.cash, data.buy_hold_pct, ledger.bars_in_market(),
         ledger.pnl, ledger.returns, work[:2],
     )
-
-
-#: Per-thread scratch rows (see _workspace); threads never share them.
-_SCRATCH = threading.local()
-#: Data sets up to this many bars keep their scratch rows (24 bytes per bar) between
-#: runs; longer ones get fresh rows, so that no thread holds more than 24 MiB.
-_SCRATCH_MAX_BARS = 1 << 20
-
-
-def _workspace(n: int) -> np.ndarray:
-    """Three float64 rows of ``n`` values for one run's per-bar temporaries.
-
-    Reused run after run on the same thread: a sweep then allocates no per-bar
-    memory, which on long series saves more time (page faults) than the arithmetic.
-    """
-    if n > _SCRATCH_MAX_BARS:
-        return np.empty((3, n))
-    rows = getattr(_SCRATCH, "rows", None)
-    if rows is None or rows.shape[1] < n:
-        rows = _SCRATCH.rows = np.empty((3, n))
-    return rows[:, :n]
 
 
 def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int) -> Ledger:
@@ -281,7 +276,6 @@ def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int)
     worker = cls._from_values(strategy.param_values)
     worker._seed = seed
     frame = worker.data = data.frame
-    broker = Broker(settings.cash, settings.commission, settings.slippage, settings.fractional)
     mode = cls._mode
     if mode == "vector":
         try:
@@ -291,8 +285,9 @@ def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int)
         exposures = signal_exposures(
             raw, data.index, leverage=settings.leverage, name=f"{cls.__name__}.signals()"
         )
-        return follow_targets(broker, exposures, data, settings.fill, settings.close_at_end)
+        return follow_targets(exposures, data, settings)
     if mode == "event":
+        broker = Broker(settings.cash, settings.commission, settings.slippage, settings.fractional)
         runner = EventRunner(worker, data, broker, settings.fill)
         worker._runner = runner
         try:
@@ -313,9 +308,7 @@ def _failure(strategy: Strategy, where: str, error: BaseException) -> str:
     return f"{strategy!r}: {where} raised {type(error).__name__}: {error}"
 
 
-def follow_targets(
-    broker: Broker, exposures: np.ndarray, data: PreparedData, fill: str, close_at_end: bool = False
-) -> Ledger:
+def follow_targets(exposures: np.ndarray, data: PreparedData, settings: Settings) -> Ledger:
     """Trade only where the target exposure changes (a held position is not rebalanced).
 
     With ``close_at_end`` a last change to flat at the last close closes what is
@@ -323,11 +316,11 @@ def follow_targets(
     """
     n = len(exposures)
     # The target before bar 0 is flat.
-    decided = np.flatnonzero(exposures[1:] != exposures[:-1])
+    decided = (exposures[1:] != exposures[:-1]).nonzero()[0]
     decided += 1
     if exposures[0] != 0.0:
         decided = np.concatenate((np.zeros(1, np.intp), decided))
-    if fill == "next_open":
+    if settings.fill == "next_open":
         if len(decided) and decided[-1] == n - 1:
             decided = decided[:-1]  # decided at the last close: no next open
         bars = decided + 1
@@ -336,11 +329,14 @@ def follow_targets(
         bars = decided
         prices = data.close[bars]
     targets = exposures[decided]
-    if close_at_end:
+    if settings.close_at_end:
         targets = np.append(targets, 0.0)
         bars = np.append(bars, n - 1)
         prices = np.append(prices, data.close[-1])
-    return follow_changes(broker, targets, bars, prices, n)
+    return follow_changes(
+        settings.cash, settings.commission, settings.slippage, settings.fractional,
+        targets, bars, prices, n,
+    )
 
 
 def resolve_strategy(strategy: Any, argument: str = "strategy") -> Strategy:
@@ -409,7 +405,7 @@ def backtest(
             f" {len(data)} symbols: pass one frame such as data[{next(iter(data))!r}],"
             " or use nbb.sweep() to run every symbol"
         )
-    prepared = PreparedData.from_frame(validate_ohlcv(data, name="data"))
+    prepared = PreparedData.from_frame(*validated_values(data, "data"))
     run_seed = derive_seed(seed, strategy.param_values)
     run = simulate(strategy, prepared, settings, run_seed)
     return Result(strategy, prepared.index, settings, run_seed, run)

@@ -3,9 +3,11 @@
 Both paths turn decisions into calls of :meth:`Broker.to_target` (move to a target
 exposure) or :meth:`Broker.trade_units` (trade a number of units) at a raw price;
 the broker applies slippage and commission, sizes the position, books trades and
-logs every fill. Equity is then marked at every bar's close from the fill log in one
-vectorized pass (:meth:`Broker.mark_to_market`), so the cost of a backtest grows with
-the number of fills, not with the number of bars.
+logs every fill. A vectorized run knows all its changes of target up front and
+moves through them in :func:`follow_changes`, the same arithmetic on local floats
+with less bookkeeping. Either way a :class:`Ledger` of states remains, from which
+equity is marked at every bar's close in a few vectorized passes, so the cost of a
+backtest grows with the number of fills, not with the number of bars.
 
 Rules (DESIGN §3):
 
@@ -24,15 +26,12 @@ Rules (DESIGN §3):
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
-
-#: From this many bars on, :meth:`Ledger.equity_into` gathers segment states into
-#: scratch rows instead of repeating them into fresh arrays (128 KiB of float64 and
-#: more come from fresh pages of memory, each costing a page fault).
-_GATHER_MIN_BARS = 16_384
 
 #: Columns of a trade record, in order (see :func:`trade_arrays`).
 TRADE_FIELDS = ("entry_bar", "exit_bar", "entry_price", "exit_price", "size", "pnl", "ret", "tag")
@@ -91,33 +90,16 @@ class Broker:
         """Move the position to ``exposure`` (fraction of equity) at ``raw_price``."""
         self.follow([exposure], [bar], [raw_price], tag)
 
-    def _resize(self, exposure: float, bar: int, raw_price: float, tag: str | None) -> None:
-        """Change the size of a position without changing its side (0.5 -> 1)."""
-        current = self.exposure(raw_price)
-        if exposure == current:
-            return
-        direction = 1.0 if exposure > current else -1.0
-        price = raw_price * (1.0 + self.slippage * direction)
-        equity = self.cash + self.units * price
-        if equity <= 0:
-            return  # nothing left to size a position from
-        target = exposure * equity / (price * (1.0 + self.commission))
-        if not self.fractional:
-            target = float(math.trunc(target))
-        delta = target - self.units
-        if delta * direction > 0:
-            self._fill(delta, bar, price, tag)
-
     def follow(
         self, targets: list[float], bars: list[int], prices: list[float], tag: str | None = None
     ) -> None:
         """Move to each target exposure in turn, at its bar and raw price.
 
-        The one implementation of target moves: a vectorized run passes all of its
-        changes of target in one call, an event-driven order passes one. Closing and
-        opening are :meth:`_fill`'s arithmetic written out on local variables,
-        because this loop runs once per change of target and is most of a
-        backtest's Python time; a resize within one side goes through :meth:`_resize`.
+        The general implementation of target moves: an event-driven order passes one
+        change, a vectorized run with resizes the rest of its changes (see
+        :func:`follow_changes`). Resizing, closing and opening are :meth:`_fill`'s
+        arithmetic written out on local variables, because this loop runs once per
+        change of target and is most of a backtest's Python time.
         """
         slippage, commission, fractional = self.slippage, self.commission, self.fractional
         cash, units = self.cash, self.units
@@ -129,21 +111,58 @@ class Broker:
         for exposure, bar, raw in zip(targets, bars, prices):
             if units:
                 if exposure and (exposure > 0) == (units > 0):
-                    # Same side, new size: rare; _resize works on the attributes.
-                    self.cash, self.units = cash, units
-                    self.entry_price, self.entry_bar = entry_price, entry_bar
-                    self.entry_cost, self.entry_tag = entry_cost, entry_tag
-                    self._resize(exposure, bar, raw, tag)
-                    cash, units = self.cash, self.units
-                    entry_price, entry_bar = self.entry_price, self.entry_bar
-                    entry_cost, entry_tag = self.entry_cost, self.entry_tag
+                    # Same side, new size (0.5 -> 1): sized from the exposure held now,
+                    # valued at the raw price (see exposure()).
+                    value = units * raw
+                    worth = cash + value
+                    current = value / worth if worth > 0 else math.copysign(math.inf, units)
+                    if exposure == current:
+                        continue
+                    direction = 1.0 if exposure > current else -1.0
+                    price = raw * (1.0 + slippage * direction)
+                    equity = cash + units * price
+                    if equity <= 0:
+                        continue  # nothing left to size a position from
+                    target = exposure * equity / (price * (1.0 + commission))
+                    if not fractional:
+                        target = float(math.trunc(target))
+                    qty = target - units
+                    if not qty * direction > 0:
+                        continue
+                    # |units| and |qty| without abs() calls: negation is exact
+                    size = units if units > 0 else -units
+                    more = qty if qty > 0 else -qty
+                    cost = more * price * commission
+                    cash = cash - qty * price - cost
+                    if (qty > 0) == (units > 0):
+                        # More of the same side: the entry price is the average paid.
+                        entry_price = (entry_price * size + price * more) / (size + more)
+                        entry_cost += cost
+                        units += qty
+                    else:
+                        # Less of it: a trade for the part closed (the reduce branch of _fill).
+                        closed = size if size < more else more  # min(|qty|, |units|)
+                        share = closed / size
+                        part = entry_cost * share
+                        reduced = units * share
+                        pnl = reduced * (price - entry_price) - part - cost * (closed / more)
+                        book((entry_bar, bar, entry_price, price, reduced, pnl,
+                              pnl / (closed * entry_price), entry_tag))
+                        entry_cost -= part
+                        units = 0.0 if qty == -units else units + qty
+                        if units == 0.0 or (units if units > 0 else -units) < 1e-12 * more:
+                            units = 0.0
+                            entry_price, entry_cost = math.nan, 0.0
+                    log_bar(bar)
+                    log_units(units)
+                    log_cash(cash)
                     continue
                 # Close the whole position (the reduce branch of _fill with closed == |units|).
                 price = raw * (1.0 + (slippage if units < 0 else -slippage))
                 qty = -units
-                cost = (qty if qty > 0 else -qty) * price * commission
+                closed = qty if qty > 0 else -qty  # |units|
+                cost = closed * price * commission
                 cash = cash - qty * price - cost
-                closed = abs(units)
                 pnl = units * (price - entry_price) - entry_cost - cost
                 book((entry_bar, bar, entry_price, price, units, pnl, pnl / (closed * entry_price), entry_tag))
                 units = 0.0
@@ -267,8 +286,8 @@ class Ledger:
     with the number of fills, not bars. Several fills may share a bar (a reversal);
     the last one holds at its close.
 
-    ``trades`` is the trade book (records in :data:`TRADE_FIELDS` order), or a
-    function that builds it: a sweep reads only ``pnl`` and ``returns``.
+    ``trades`` is the trade book: records in :data:`TRADE_FIELDS` order (a list,
+    or a :class:`TradeBook` that builds them on demand).
 
     Examples
     --------
@@ -279,7 +298,7 @@ class Ledger:
     ([100.0, 100.0, 110.0, 120.0], [0.0, 10.0, 10.0, 0.0], 2)
     """
 
-    __slots__ = ("initial_cash", "n", "bars", "units", "cash", "pnl", "returns", "_trades",
+    __slots__ = ("initial_cash", "n", "bars", "units", "cash", "pnl", "returns", "trades",
                  "_lengths", "_held")
 
     def __init__(
@@ -291,20 +310,16 @@ class Ledger:
         cash: list[float],
         pnl: np.ndarray,
         returns: np.ndarray,
-        trades: list[tuple] | Callable[[], list[tuple]],
+        trades: Sequence[tuple],
     ) -> None:
         count = len(bars)
         self.initial_cash, self.n = initial_cash, n
         self.bars = bars
         # Segment 0 is the state before the first fill.
-        self.units = np.empty(count + 1)
-        self.units[0] = 0.0
-        self.units[1:] = units
-        self.cash = np.empty(count + 1)
-        self.cash[0] = initial_cash
-        self.cash[1:] = cash
+        self.units = np.fromiter(itertools.chain((0.0,), units), float, count + 1)
+        self.cash = np.fromiter(itertools.chain((initial_cash,), cash), float, count + 1)
         self.pnl, self.returns = pnl, returns
-        self._trades = trades
+        self.trades = trades
         bounds = np.empty(count + 2, dtype=np.intp)
         bounds[0], bounds[-1] = 0, n
         bounds[1:-1] = bars
@@ -324,42 +339,15 @@ class Ledger:
         equity += np.multiply(held, close, out=None if scratch is None else scratch[: self.n])
         return equity, held
 
-    def equity_into(self, close: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Equity at every bar's close, written into scratch rows: a sweep's run keeps nothing.
+    def equity_into(self, close: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Equity at every bar's close, written into ``out`` (a float64 row of ``n`` values).
 
-        ``rows`` are three float64 rows of at least ``n`` values; the equity is a
-        view of the last one, the first two are left free. On long series this
-        allocates nothing per bar: fresh multi-megabyte temporaries cost more in page
-        faults than the arithmetic (the allocator hands them back to the system and
-        maps them again on the next run). Same bits as :meth:`mark_to_market`.
+        A sweep keeps no per-bar array of a run: its equity goes to scratch space
+        reused by the next run. Same bits as :meth:`mark_to_market`.
         """
-        n = self.n
-        if n < _GATHER_MIN_BARS:
-            # Small arrays come from the allocator's free lists: repeat is cheaper.
-            equity = rows[2, :n]
-            np.multiply(np.repeat(self.units, self._lengths), close, out=equity)
-            np.add(np.repeat(self.cash, self._lengths), equity, out=equity)
-            return equity
-        bars, units, cash = self.bars, self.units, self.cash
-        if len(bars) > 1 and not (bars[1:] != bars[:-1]).all():
-            # Fills sharing a bar: only the last one's state holds at the close.
-            last = np.empty(len(bars), dtype=bool)
-            last[:-1] = bars[1:] != bars[:-1]
-            last[-1] = True
-            bars = bars[last]
-            units = np.concatenate((units[:1], units[1:][last]))
-            cash = np.concatenate((cash[:1], cash[1:][last]))
-        # segment[t] = number of fills at or before bar t: the state holding at t.
-        segment = rows[1, :n].view(np.int64)
-        segment.fill(0)
-        segment[bars] = 1
-        np.cumsum(segment, out=segment)
-        held, equity = rows[0, :n], rows[2, :n]
-        np.take(units, segment, out=held, mode="clip")
-        np.multiply(held, close, out=held)
-        np.take(cash, segment, out=equity, mode="clip")
-        equity += held
-        return equity
+        np.multiply(np.repeat(self.units, self._lengths), close, out=out)
+        np.add(np.repeat(self.cash, self._lengths), out, out=out)
+        return out
 
     def held(self) -> np.ndarray:
         """Units held at every bar's close."""
@@ -371,37 +359,37 @@ class Ledger:
         """How many bars end with a position held."""
         return int(np.add.reduce(self._lengths[self.units != 0.0]))
 
-    @property
-    def trades(self) -> list[tuple]:
-        """The closed trades, records in :data:`TRADE_FIELDS` order."""
-        if callable(self._trades):
-            self._trades = self._trades()
-        return self._trades
-
 
 def follow_changes(
-    broker: Broker, targets: np.ndarray, bars: np.ndarray, raw_prices: np.ndarray, n: int
+    cash: float,
+    commission: float,
+    slippage: float,
+    fractional: bool,
+    targets: np.ndarray,
+    bars: np.ndarray,
+    raw_prices: np.ndarray,
+    n: int,
 ) -> Ledger:
-    """Move a fresh broker to each target exposure in turn: the vectorized runs' fills.
+    """Move a fresh :class:`Broker` to each target exposure in turn: the vectorized runs' fills.
 
     ``targets[k]`` is the k-th change of target, filled at bar ``bars[k]``
     (increasing) at ``raw_prices[k]``. Gives the same fills, bit for bit, as
     :meth:`Broker.follow`: this loop repeats its cash and units arithmetic on local
     floats and logs one state per change (a reversal's two fills share a bar, so the
     first state never holds at a close). Without resizes every position opens at
-    one change and closes at the next, so the trades are then worked out for all
-    changes at once (see :func:`_closed_positions`). The first same-side resize
-    (0.5 -> 1) hands the remaining changes to :meth:`Broker.follow`.
+    one change and closes at the next: with few changes the loop works out each
+    trade's P&L, with many numpy does after it (see :func:`_closed_positions`), and
+    the trade records wait in a :class:`TradeBook` until asked for. The first
+    same-side resize (0.5 -> 1) hands the remaining changes to :meth:`Broker.follow`.
 
     Examples
     --------
-    >>> broker = Broker(cash=1000.0, commission=0.0, slippage=0.0, fractional=True)
-    >>> ledger = follow_changes(broker, np.array([1.0, 0.0]), np.array([1, 2]),
-    ...                         np.array([10.0, 11.0]), 3)
+    >>> ledger = follow_changes(1000.0, 0.0, 0.0, True, np.array([1.0, 0.0]),
+    ...                         np.array([1, 2]), np.array([10.0, 11.0]), 3)
     >>> ledger.pnl.tolist(), ledger.trades
     ([100.0], [(1, 2, 10.0, 11.0, 100.0, 100.0, 0.1, None)])
     """
-    commission, slippage, fractional = broker.commission, broker.slippage, broker.fractional
+    initial_cash = cash
     if slippage:
         # The slipped prices of Broker.follow, for every change at once:
         # raw * (1 + slippage * direction), direction +1 buying and -1 selling.
@@ -411,12 +399,17 @@ def follow_changes(
     else:
         buy_array = sell_array = raw_prices  # raw * 1.0 == raw
         buy_prices = sell_prices = raw_prices.tolist()
+    # Few changes: P&L in the loop costs less than the dozen numpy calls of
+    # _closed_positions; many: the other way round. Both give the same bits.
+    pnl_in_loop = len(targets) <= _PNL_IN_LOOP_MAX_CHANGES
     gross = 1.0 + commission
-    cash, units = broker.cash, 0.0
-    entry_price = entry_cost = 0.0
+    units = entry_price = entry_cost = 0.0
     unit_log: list[float] = []
     cash_log: list[float] = []
+    pnl_log: list[float] = []
+    return_log: list[float] = []
     log_units, log_cash = unit_log.append, cash_log.append
+    log_pnl, log_return = pnl_log.append, return_log.append
     for exposure, buy, sell in zip(targets.tolist(), buy_prices, sell_prices):
         if units:
             if exposure and (exposure > 0) == (units > 0):
@@ -425,10 +418,20 @@ def follow_changes(
             # cash -= qty * price + cost, with qty = -units.
             if units > 0:
                 notional = units * sell
-                cash = cash + notional - notional * commission
+                cost = notional * commission
+                cash = cash + notional - cost
+                if pnl_in_loop:
+                    pnl = units * (sell - entry_price) - entry_cost - cost
+                    log_pnl(pnl)
+                    log_return(pnl / (units * entry_price))
             else:
                 notional = -units * buy
-                cash = cash - notional - notional * commission
+                cost = notional * commission
+                cash = cash - notional - cost
+                if pnl_in_loop:
+                    pnl = units * (buy - entry_price) - entry_cost - cost
+                    log_pnl(pnl)
+                    log_return(pnl / (-units * entry_price))
             units = 0.0
         if exposure and not cash <= 0:
             # Open: target = exposure * equity / (price * (1 + commission)).
@@ -438,50 +441,54 @@ def follow_changes(
                     target = float(math.trunc(target))
                 if target > 0:
                     notional = target * buy
-                    cash = cash - notional - notional * commission
-                    units = target
+                    entry_cost = notional * commission
+                    cash = cash - notional - entry_cost
+                    units, entry_price = target, buy
             else:
                 target = exposure * cash / (sell * gross)
                 if not fractional:
                     target = float(math.trunc(target))
                 if target < 0:
                     notional = -target * sell
-                    cash = cash + notional - notional * commission
-                    units = target
+                    entry_cost = notional * commission
+                    cash = cash + notional - entry_cost
+                    units, entry_price = target, sell
         log_units(units)
         log_cash(cash)
     done = len(unit_log)
-    if done < len(targets):
-        bars_done = bars[:done]
+    bars_done = bars[:done] if done < len(targets) else bars
+    ledger = Ledger(initial_cash, n, bars_done, unit_log, cash_log, None, None, [])
+    book = TradeBook(bars_done, ledger.units[1:], buy_array, sell_array, commission)
+    if pnl_in_loop:
+        ledger.pnl = np.fromiter(pnl_log, float, len(pnl_log))
+        ledger.returns = np.fromiter(return_log, float, len(return_log))
     else:
-        bars_done = bars
-    ledger = Ledger(broker.initial_cash, n, bars_done, unit_log, cash_log, None, None, [])
-    closed = _closed_positions(ledger.units[1:], bars_done, buy_array, sell_array, commission)
+        ledger.pnl, ledger.returns = book.pnl_and_returns()
     if done == len(targets):
-        ledger.pnl, ledger.returns = closed[5], closed[6]
-        ledger._trades = lambda: _records(closed)
+        ledger.trades = book
         return ledger
-    # Hand over: the broker takes the state, the log and the book so far. The
+    # Hand over: a broker takes the state, the log and the book so far. The
     # position open now opened at the last change done.
+    broker = Broker(initial_cash, commission, slippage, fractional)
     broker.cash, broker.units = cash, units
-    price = buy_prices[done - 1] if units > 0 else sell_prices[done - 1]
-    broker.entry_price, broker.entry_bar, broker.entry_tag = price, int(bars[done - 1]), None
-    broker.entry_cost = (units if units > 0 else -units) * price * commission
+    broker.entry_price, broker.entry_bar = entry_price, int(bars[done - 1])
+    broker.entry_cost, broker.entry_tag = entry_cost, None
     broker.fill_bars = bars_done.tolist()
     broker.fill_units, broker.fill_cash = unit_log, cash_log
-    broker.trades = _records(closed)
+    broker.trades = list(book)
     broker.follow(targets[done:].tolist(), bars[done:].tolist(), raw_prices[done:].tolist())
     return broker.ledger(n)
 
 
+#: Up to this many changes of target, :func:`follow_changes` works out each trade's
+#: P&L in its loop; beyond, with numpy after it (see :func:`_closed_positions`).
+_PNL_IN_LOOP_MAX_CHANGES = 128
+
+
 def _closed_positions(
-    units: np.ndarray,
-    bars: np.ndarray,
-    buy_prices: np.ndarray,
-    sell_prices: np.ndarray,
-    commission: float,
+    units: np.ndarray, buy_prices: np.ndarray, sell_prices: np.ndarray, commission: float
 ) -> tuple[np.ndarray, ...]:
-    """The trades of :func:`follow_changes`, one numpy column per field but the tag.
+    """The trades of :func:`follow_changes`: opening change, prices, size, P&L, return.
 
     ``units[k]`` is held after change ``k``. A position held after change ``j``
     opened there and closes at change ``j + 1`` (there are no resizes), so each
@@ -489,7 +496,7 @@ def _closed_positions(
     the same order, as :meth:`Broker.follow`'s per-fill arithmetic, hence the same bits.
     """
     # Changes after which a position is held and that are followed by its close.
-    opened = np.flatnonzero(units[:-1])
+    opened = units[:-1].nonzero()[0]
     closing = opened + 1
     size = units[opened]
     if buy_prices is sell_prices:
@@ -505,16 +512,107 @@ def _closed_positions(
     pnl -= entry_notional * commission
     pnl -= magnitude * exit_ * commission
     # return = pnl / (|units| * entry price)
-    return bars[opened], bars[closing], entry, exit_, size, pnl, pnl / entry_notional
+    return opened, entry, exit_, size, pnl, pnl / entry_notional
 
 
-def _records(columns: tuple[np.ndarray, ...]) -> list[tuple]:
-    """Trade records (:data:`TRADE_FIELDS` order, no tag) from :func:`_closed_positions`."""
-    return [(*fields, None) for fields in zip(*(column.tolist() for column in columns))]
+class TradeBook(Sequence):
+    """The closed trades of a vectorized run, worked out only when asked for.
+
+    A sequence of trade records in :data:`TRADE_FIELDS` order, like
+    :attr:`Broker.trades`, from :func:`_closed_positions`'s numpy columns; a sweep
+    never reads them and :func:`trade_arrays` reads the columns directly.
+
+    Examples
+    --------
+    >>> ledger = follow_changes(1000.0, 0.0, 0.0, True, np.array([1.0, 0.0]),
+    ...                         np.array([1, 2]), np.array([10.0, 11.0]), 3)
+    >>> book = ledger.trades
+    >>> len(book), book[0] == (1, 2, 10.0, 11.0, 100.0, 100.0, 0.1, None)
+    (1, True)
+    >>> trade_arrays(book)["pnl"]
+    array([100.])
+    """
+
+    __slots__ = ("_source", "_closed", "_columns", "_records")
+
+    def __init__(
+        self,
+        bars: np.ndarray,
+        units: np.ndarray,
+        buy_prices: np.ndarray,
+        sell_prices: np.ndarray,
+        commission: float,
+    ) -> None:
+        self._source = (bars, units, buy_prices, sell_prices, commission)
+        self._closed: tuple[np.ndarray, ...] | None = None
+        self._columns: dict[str, np.ndarray] | None = None
+        self._records: list[tuple] | None = None
+
+    @classmethod
+    def _from_columns(cls, columns: dict[str, np.ndarray]) -> TradeBook:
+        book = cls.__new__(cls)
+        book._source = book._closed = book._records = None
+        book._columns = columns
+        return book
+
+    def _positions(self) -> tuple[np.ndarray, ...]:
+        if self._closed is None:
+            self._closed = _closed_positions(*self._source[1:])
+        return self._closed
+
+    def pnl_and_returns(self) -> tuple[np.ndarray, np.ndarray]:
+        """P&L and return of every trade, as numpy works them out."""
+        closed = self._positions()
+        return closed[4], closed[5]
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """One array per field of :data:`TRADE_FIELDS` (a new dict; do not write the arrays)."""
+        if self._columns is None:
+            opened, entry, exit_, size, pnl, returns = self._positions()
+            bars = self._source[0]
+            self._columns = {
+                "entry_bar": bars[opened].astype(np.int64, copy=False),
+                "exit_bar": bars[opened + 1].astype(np.int64, copy=False),
+                "entry_price": entry, "exit_price": exit_, "size": size, "pnl": pnl,
+                "ret": returns, "tag": np.full(len(opened), None, dtype=object),
+            }
+        return dict(self._columns)
+
+    def _list(self) -> list[tuple]:
+        if self._records is None:
+            columns = self.columns()
+            self._records = list(zip(*(columns[field].tolist() for field in TRADE_FIELDS)))
+        return self._records
+
+    def __len__(self) -> int:
+        if self._columns is not None:
+            return len(self._columns["pnl"])
+        return len(self._positions()[0])
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._list()[i]
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (TradeBook, list, tuple)):
+            return self._list() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._list())
+
+    def __reduce__(self) -> tuple:
+        return (TradeBook._from_columns, (self.columns(),))
 
 
-def trade_arrays(trades: list[tuple]) -> dict[str, np.ndarray]:
+def trade_arrays(trades: Sequence[tuple]) -> dict[str, np.ndarray]:
     """A trade book (``Broker.trades``) as one numpy array per field of :data:`TRADE_FIELDS`."""
+    if isinstance(trades, TradeBook):
+        return trades.columns()
     columns = list(zip(*trades)) if trades else [()] * len(TRADE_FIELDS)
     arrays = {
         field: np.array(column, dtype=np.int64 if field.endswith("_bar") else float)

@@ -13,8 +13,10 @@ that needs fixing produces a new frame (the caller's frame is never modified).
 from __future__ import annotations
 
 import errno
+import math
 import os
 import sys
+import threading
 import warnings
 import weakref
 from collections.abc import Mapping, Sequence
@@ -42,17 +44,83 @@ Universe = Mapping[str, pd.DataFrame]
 _VOLUME = "Volume"
 # lower-case name -> canonical name, for case-insensitive matching
 _CANONICAL: dict[str, str] = {c.lower(): c for c in (*OHLC, _VOLUME)}
-# comparing the columns Index against these is much cheaper than listing them
-_CANONICAL_COLUMNS = (pd.Index([*OHLC, _VOLUME]), pd.Index(list(OHLC)))
 _DATE_NAMES = ("date", "datetime", "time", "timestamp")
 _SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 _FLOAT = np.dtype(np.float64)
 _SHOW = 3  # how many offending timestamps an error message lists
 # signals a hair above the limit come from float arithmetic, not intent
 _SIGNAL_TOLERANCE = 1e-9
-# id(columns Index) -> (weak reference to it, name -> position); see column_positions
-_POSITIONS: dict[int, tuple[weakref.ref, dict[Any, int]]] = {}
-_POSITIONS_KEPT = 256
+
+
+class IdentityCache:
+    """Values computed from immutable objects (a pandas Index), remembered per object.
+
+    A backtest on a frame already seen skips work that depends only on its column
+    names or bar times. Entries hold weak references, so an object that dies is never
+    mistaken for a new one at the same address, and its entry goes with it; the
+    cache is cleared when full.
+
+    Examples
+    --------
+    >>> cache = IdentityCache(kept=8)
+    >>> index = pd.Index(["a", "b"])
+    >>> cache.get(index, len), cache.get(index, lambda i: 0)  # computed once
+    (2, 2)
+    """
+
+    def __init__(self, kept: int) -> None:
+        self._entries: dict[int, tuple[weakref.ref, Any]] = {}
+        self._kept = kept
+
+    def get(self, key: Any, compute: Any) -> Any:
+        """``compute(key)``, or what it returned the last time for this very object."""
+        entry = self._entries.get(id(key))
+        if entry is not None and entry[0]() is key:
+            return entry[1]
+        value = compute(key)
+        entries = self._entries
+        if len(entries) >= self._kept:
+            entries.clear()
+        ident = id(key)
+
+        def forget(reference: weakref.ref) -> None:
+            if entries.get(ident, (None,))[0] is reference:
+                entries.pop(ident, None)
+
+        try:
+            entries[ident] = (weakref.ref(key, forget), value)
+        except TypeError:  # no weak references to it: just don't remember it
+            pass
+        return value
+
+
+def scratch_rows(n: int, count: int = 3) -> np.ndarray:
+    """``count`` (at most 3) float64 rows of ``n`` values for one call's per-bar temporaries.
+
+    Reused call after call on the same thread (threads never share them): a sweep
+    then allocates no per-bar memory, which on long series saves more time in page
+    faults than the arithmetic costs. The rows hold garbage; the caller must not
+    run user code while it uses them (user code may start a backtest of its own).
+
+    Examples
+    --------
+    >>> scratch_rows(10).shape, scratch_rows(10, 1).shape
+    ((3, 10), (1, 10))
+    """
+    if n > _SCRATCH_MAX_BARS:
+        return np.empty((count, n))
+    rows = getattr(_SCRATCH, "rows", None)
+    if rows is None or rows.shape[1] < n:
+        rows = _SCRATCH.rows = np.empty((3, n))
+    return rows[:count, :n]
+
+
+_SCRATCH = threading.local()
+#: Data up to this many bars keeps its scratch rows (24 bytes per bar) between calls;
+#: longer data gets fresh rows, so that no thread holds more than 24 MiB.
+_SCRATCH_MAX_BARS = 1 << 20
+# columns Index -> (name -> position, canonical names in canonical order)
+_COLUMNS = IdentityCache(kept=256)
 
 
 # --------------------------------------------------------------------- loading
@@ -317,6 +385,26 @@ def validate_ohlcv(frame: pd.DataFrame, *, name: str = "data") -> pd.DataFrame:
 def _validate_frame(
     frame: pd.DataFrame, name: str, date_column: str | None
 ) -> pd.DataFrame:
+    return validated_values(frame, name, date_column)[0]
+
+
+def validated_values(
+    frame: pd.DataFrame, name: str = "data", date_column: str | None = None
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """:func:`validate_ohlcv`, plus the frame's float64 values when it had them at hand.
+
+    The values (see :func:`float_values`) save the simulator a second look at the
+    frame; None when the frame is not a single float64 block.
+
+    Examples
+    --------
+    >>> idx = pd.date_range("2024-01-01", periods=2)
+    >>> frame = pd.DataFrame({"Open": [1.0, 2.0], "High": [2.0, 3.0],
+    ...                       "Low": [1.0, 2.0], "Close": [2.0, 3.0]}, index=idx)
+    >>> checked, values = validated_values(frame)
+    >>> checked is frame, values.shape
+    (True, (2, 4))
+    """
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
     if len(frame) == 0:
@@ -329,14 +417,13 @@ def _validate_frame(
         and isinstance(frame.index, pd.DatetimeIndex)
         and _index_ok(frame.index)
     ):
-        columns = frame.columns
-        if columns.equals(_CANONICAL_COLUMNS[0]) or columns.equals(_CANONICAL_COLUMNS[1]):
+        if _COLUMNS.get(frame.columns, _column_facts)[1]:
             # the common case, kept cheap: canonical names in canonical order
             values = float_values(frame)
             if values is not None:
-                o, h, l, c = (values[:, i] for i in range(4))
+                o, h, l, c = values[:, 0], values[:, 1], values[:, 2], values[:, 3]
                 _check_values(o, h, l, c, frame.index, name)
-                return frame
+                return frame, values
         else:
             # canonical names among other columns: still nothing to rebuild
             rename = _column_mapping(frame, name)
@@ -345,8 +432,8 @@ def _validate_frame(
                 if all(col.dtype == _FLOAT for col in cols.values()):
                     o, h, l, c = (cols[k].to_numpy() for k in OHLC)
                     _check_values(o, h, l, c, frame.index, name)
-                    return frame
-    return _normalise(frame, name, date_column)
+                    return frame, None
+    return _normalise(frame, name, date_column), None
 
 
 def float_values(frame: pd.DataFrame) -> np.ndarray | None:
@@ -377,17 +464,13 @@ def column_positions(columns: pd.Index) -> dict[Any, int]:
     >>> column_positions(pd.Index(["Open", "High", "Low", "Close"]))["Close"]
     3
     """
-    known = _POSITIONS.get(id(columns))
-    if known is not None and known[0]() is columns:
-        return known[1]
-    positions = {name: i for i, name in enumerate(columns.tolist())}
-    if len(_POSITIONS) >= _POSITIONS_KEPT:
-        _POSITIONS.clear()
-    try:
-        _POSITIONS[id(columns)] = (weakref.ref(columns), positions)
-    except TypeError:  # an Index without weak references: just don't remember it
-        pass
-    return positions
+    return _COLUMNS.get(columns, _column_facts)[0]
+
+
+def _column_facts(columns: pd.Index) -> tuple[dict[Any, int], bool]:
+    names = columns.tolist()
+    canonical = names == list(OHLC) or names == [*OHLC, _VOLUME]
+    return {name: i for i, name in enumerate(names)}, canonical
 
 
 def _index_ok(index: pd.DatetimeIndex) -> bool:
@@ -553,17 +636,22 @@ def _check_values(
     name: str,
 ) -> None:
     """Raise one DataError for the first fault found in the OHLC prices."""
-    # NaN fails every comparison and Low > 0 with Open, Close, High <= High <
-    # inf bounds all four columns, so these few checks prove the prices valid
-    # NaN propagates through minimum/maximum and fails every comparison;
-    # 0 < Low <= min(O, C) <= max(O, C) <= High < inf proves all the rest
-    if (
-        (np.minimum(o, c) >= l).all()
-        and (np.maximum(o, c) <= h).all()
-        and (l > 0).all()
-        and (h < np.inf).all()
-    ):
-        return
+    # 0 < Low <= min(O, C) <= max(O, C) <= High < inf proves all the rest, checked
+    # as four reductions over one scratch row: between finite values a difference
+    # is >= 0 exactly when the comparison holds, and NaN (in a price, or from
+    # inf - inf) propagates through minimum, maximum and subtract and fails them.
+    gap = scratch_rows(len(o), 1)[0]
+    np.minimum(o, c, out=gap)
+    np.subtract(gap, l, out=gap)
+    if float(np.minimum.reduce(gap)) >= 0.0:
+        np.maximum(o, c, out=gap)
+        np.subtract(h, gap, out=gap)
+        if (
+            float(np.minimum.reduce(gap)) >= 0.0
+            and float(np.minimum.reduce(l)) > 0.0
+            and float(np.maximum.reduce(h)) < math.inf
+        ):
+            return
     _diagnose(dict(zip(OHLC, (o, h, l, c))), index, name)
 
 

@@ -1,10 +1,11 @@
 """Performance statistics of one backtest, from plain numpy arrays.
 
 This module needs nothing but numpy and pandas (compare backtesting.py's
-``_stats.py``): the simulator, a test or a script call :func:`compute_stats` the
-same way. It runs once per backtest inside sweeps of many thousands of backtests,
-so the hot path works on numpy arrays only and builds pandas objects just for the
-few scalar outputs.
+``_stats.py``): a test or a script calls :func:`compute_stats`, which checks its
+inputs and calls :func:`summarize`. The simulator calls :func:`summarize` itself,
+once per backtest inside sweeps of many thousands of backtests: what depends only
+on the bar times (a :class:`Timeline`, with the start/end Timestamps) is built once
+per data set, and the per-run work is a few numpy passes over scratch rows.
 
 Definitions
 -----------
@@ -139,12 +140,6 @@ def _bar_times(index: object) -> tuple[np.ndarray, int, object]:
     )
 
 
-def _as_ns(index: object) -> tuple[np.ndarray, object]:
-    """Return ``index`` as int64 nanoseconds, and the tz it carries (if any)."""
-    times, per_unit, tz = _bar_times(index)
-    return (times if per_unit == 1 else times * per_unit), tz
-
-
 def _check_1d(name: str, arr: np.ndarray, n: int) -> None:
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(
@@ -256,30 +251,28 @@ def _longest_drawdown_ns(line: Timeline, at_peak: np.ndarray) -> int:
     already below the initial cash) starts at the first bar's time. Only the bars
     where ``at_peak`` flips are looked at: there are far fewer of them than peaks.
     """
-    n = line.n
-    flips = np.flatnonzero(at_peak[1:] != at_peak[:-1])
-    if not at_peak[0]:
-        if not len(flips):
-            # Below the initial cash from the first bar to the last.
-            return line.span_ns
-        # flips alternate: recoveries at odd positions from here, so drop the first
-        # one after measuring the underwater stretch from bar 0.
-        times, per_unit = line.times, line.ns_per_unit
-        longest = int(times[flips[0] + 1]) * per_unit - line.first_ns
-        flips = flips[1:]
-    else:
-        longest = 0
+    # bar i where at_peak[i] != at_peak[i + 1]: the last bar at a peak before a
+    # drawdown, or the last bar under water before a recovery at bar i + 1
+    flips = (at_peak[1:] != at_peak[:-1]).nonzero()[0]
+    underwater_first = not at_peak[0]
     if not len(flips):
-        return longest
-    times, per_unit = line.times, line.ns_per_unit
-    # Now flips[0::2] are the last bars at a peak before a drawdown and flips[1::2]
-    # the bars just before recovering; an odd count ends underwater.
-    starts, ends = flips[0::2], flips[1::2] + 1
-    if len(starts) > len(ends):
-        longest = max(longest, line.last_ns - int(times[starts[-1]]) * per_unit)
-        starts = starts[:-1]
-    if len(ends):
-        spans = times[ends] - times[starts]
+        # Below the initial cash from the first bar to the last, or never below a peak.
+        return line.span_ns if underwater_first else 0
+    # Recoveries alternate with drawdown starts, the first one first when bar 0 is
+    # under water: make them the recovery bars, then read every time at once.
+    flips[1 - underwater_first :: 2] += 1
+    per_unit = line.ns_per_unit
+    times = line.times[flips]
+    longest = 0
+    if underwater_first:
+        longest = int(times[0]) * per_unit - line.first_ns
+        times = times[1:]
+    if len(times) % 2:
+        # Never recovered after the last peak.
+        longest = max(longest, line.last_ns - int(times[-1]) * per_unit)
+        times = times[:-1]
+    if len(times):
+        spans = times[1::2] - times[0::2]
         # In the stored unit, scaled once: the same integers as scaling each time.
         longest = max(longest, int(np.maximum.reduce(spans)) * per_unit)
     return longest
@@ -471,15 +464,17 @@ def summarize(
             r = np.divide(equity[1:], equity[:-1], out=first[1:])
             r -= 1.0
             mean_r = (r0 + float(np.add.reduce(r))) / n
-            # downside deviation = sqrt(mean(min(r, 0) ** 2))
-            down = np.minimum(r, 0.0, out=second[1:])
-            down *= down
-            down_sq = float(np.add.reduce(down))
-            # std(r, ddof=1), two-pass for accuracy; r is not needed afterwards
+            # Squared deviations from the mean (std, two-pass for accuracy) in the
+            # first row, squared downside returns in the second: squared and summed
+            # row by row in one call each (each row is its own pairwise sum).
+            np.minimum(r, 0.0, out=second[1:])
             np.subtract(r, mean_r, out=r)
-            r *= r
+            squares = work[:2, 1:n]
+            np.multiply(squares, squares, out=squares)
+            deviation_sq, down_sq = np.add.reduce(squares, axis=1).tolist()
             d0 = r0 - mean_r  # x * x, not x ** 2: a float ** overflow raises
-            std_r = math.sqrt((d0 * d0 + float(np.add.reduce(r))) / (n - 1))
+            # std(r, ddof=1); downside deviation = sqrt(mean(min(r, 0) ** 2))
+            std_r = math.sqrt((d0 * d0 + deviation_sq) / (n - 1))
         else:
             mean_r = (r0 + 0.0) / n
             std_r = _NAN
