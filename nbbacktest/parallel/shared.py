@@ -832,7 +832,7 @@ class Segment:
         >>> import nbbacktest as nbb
         >>> data = nbb.load_sample("daily")
         >>> with Segment.create(data, fingerprint(data)) as segment:
-        ...     print(segment.nbytes >= data.memory_usage().sum())
+        ...     print(segment.nbytes >= data.to_numpy().nbytes)  # every column and the index
         True
         """
         layout, arrays = layout_of(data)
