@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import pytest
 
@@ -17,6 +19,46 @@ class SmaCross(nbb.Strategy):
     def signals(self, data):
         close = data["Close"]
         return (close.rolling(self.fast).mean() > close.rolling(self.slow).mean()).astype(float)
+
+
+class Fragile(SmaCross):
+    """Raises for fast=10: the failing runs of the display tests."""
+
+    def signals(self, data):
+        if self.fast == 10:
+            raise ValueError("fast=10 is not allowed")
+        return super().signals(data)
+
+
+class Sleepy(nbb.Strategy):
+    """Each run sleeps ``_pause`` seconds first: slow enough to cancel or measure mid-sweep.
+
+    ``_pause`` is not a param (underscore); a test subclasses to change it.
+    """
+
+    fast = nbb.Param(10, low=2, high=200)
+    _pause = 0.05
+
+    def signals(self, data):
+        time.sleep(self._pause)
+        close = data["Close"]
+        return (close > close.rolling(self.fast).mean()).astype(float)
+
+
+class Knobs(nbb.Strategy):
+    """One param of every kind the widgets have a control for."""
+
+    fast = nbb.Param(10, low=2, high=50, step=2, doc="average length")
+    band = nbb.Param(0.0, low=0.0, high=0.05)
+    long_only = True
+    kind = nbb.Param("sma", choices=["sma", "ema"])
+    label = "x"
+
+    def signals(self, data):
+        close = data["Close"]
+        average = close.rolling(self.fast).mean() if self.kind == "sma" else close.ewm(span=self.fast).mean()
+        signal = (close > average * (1 + self.band)).astype(float)
+        return signal if self.long_only else signal * 2 - 1
 
 
 @pytest.fixture(scope="session")

@@ -25,19 +25,10 @@ from nbbacktest.display.tables import (
 from nbbacktest.engine.metrics import STAT_LABELS
 from nbbacktest.errors import SweepError
 
-from conftest import SmaCross
+from conftest import Fragile, SmaCross
 
 GREEN, RED, GREY = "rgb(99, 190, 123)", "rgb(248, 105, 107)", "#eeeeee"
 GRID = {"fast": [5, 10, 15, 20], "slow": [30, 60]}  # 8 runs, 2 of them failing
-
-
-class Fragile(SmaCross):
-    """Raises for fast=10."""
-
-    def signals(self, data):
-        if self.fast == 10:
-            raise ValueError("fast=10 is not allowed")
-        return super().signals(data)
 
 
 class Sleepy(SmaCross):

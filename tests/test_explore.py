@@ -12,23 +12,7 @@ import nbbacktest as nbb
 import nbbacktest.display
 from nbbacktest.display.explorer import Explorer, explore, param_slider
 
-from conftest import SmaCross
-
-
-class Knobs(nbb.Strategy):
-    """One param of every kind explore has a control for."""
-
-    fast = nbb.Param(10, low=2, high=50, step=2, doc="average length")
-    band = nbb.Param(0.0, low=0.0, high=0.05)
-    long_only = True
-    kind = nbb.Param("sma", choices=["sma", "ema"])
-    label = "x"
-
-    def signals(self, data):
-        close = data["Close"]
-        average = close.rolling(self.fast).mean() if self.kind == "sma" else close.ewm(span=self.fast).mean()
-        signal = (close > average * (1 + self.band)).astype(float)
-        return signal if self.long_only else signal * 2 - 1
+from conftest import Knobs, SmaCross
 
 
 class Picky(SmaCross):

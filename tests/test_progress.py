@@ -21,27 +21,14 @@ from nbbacktest.display.progress import ProgressState, TextProgress, in_kernel, 
 from nbbacktest.display.widget import ProgressWidget
 from nbbacktest.parallel.events import Finished, PointDone, PointSlow, Started
 
-from conftest import SmaCross
+import conftest
+from conftest import Fragile, SmaCross
 
 
-class Fragile(SmaCross):
-    """Raises for fast=10: two failing runs in the grid below."""
-
-    def signals(self, data):
-        if self.fast == 10:
-            raise ValueError("fast=10 is not allowed")
-        return super().signals(data)
-
-
-class Sleepy(nbb.Strategy):
+class Sleepy(conftest.Sleepy):
     """Slow enough for a Cancel to land mid-sweep."""
 
-    fast = nbb.Param(10, low=2, high=200)
-
-    def signals(self, data):
-        time.sleep(0.15)
-        close = data["Close"]
-        return (close > close.rolling(self.fast).mean()).astype(float)
+    _pause = 0.15
 
 
 GRID = {"fast": [5, 10, 15], "slow": [30, 60]}

@@ -232,3 +232,9 @@ def test_a_second_client_disconnecting_leaves_the_first_clients_data(cluster, da
 
     infos = cluster.client[:].apply_async(worker.engine_info).get(timeout=30)
     assert all(key in info["data"] for info in infos)
+
+
+def test_run_many_names_an_unknown_setting(daily):
+    with pytest.raises(TypeError, match="run_many got an unknown option 'comission'; the simulation "
+                                        "settings are cash, commission, slippage"):
+        nbb.run_many([SmaCross(10, 30)], daily, comission=0.002, progress=False)

@@ -35,45 +35,9 @@ from nbbacktest.engine.metrics import NUMERIC_STATS
 from nbbacktest.errors import ParamError, SweepError, UnknownParamError
 from nbbacktest.parallel.grid import plan_sweep
 
-from conftest import SmaCross
+from conftest import Fragile, Knobs, Sleepy, SmaCross
 
 WAIT = 120  # seconds a Run may take at most in these tests
-
-
-class Knobs(nbb.Strategy):
-    """One param of every kind the widget has a control for."""
-
-    fast = nbb.Param(10, low=2, high=50, step=2, doc="average length")
-    band = nbb.Param(0.0, low=0.0, high=0.05)
-    long_only = True
-    kind = nbb.Param("sma", choices=["sma", "ema"])
-    label = "x"
-
-    def signals(self, data):
-        close = data["Close"]
-        average = close.rolling(self.fast).mean() if self.kind == "sma" else close.ewm(span=self.fast).mean()
-        signal = (close > average * (1 + self.band)).astype(float)
-        return signal if self.long_only else signal * 2 - 1
-
-
-class Fragile(SmaCross):
-    """Raises for fast=10."""
-
-    def signals(self, data):
-        if self.fast == 10:
-            raise ValueError("fast=10 is not allowed")
-        return super().signals(data)
-
-
-class Sleepy(nbb.Strategy):
-    """Slow enough to cancel mid-run, and to measure."""
-
-    fast = nbb.Param(10, low=2, high=200)
-
-    def signals(self, data):
-        time.sleep(0.05)
-        close = data["Close"]
-        return (close > close.rolling(self.fast).mean()).astype(float)
 
 
 class Unbounded(nbb.Strategy):

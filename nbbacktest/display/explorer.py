@@ -19,7 +19,7 @@ import html
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import asdict
 from typing import Any
 
 import ipywidgets as widgets
@@ -29,14 +29,13 @@ import plotly.graph_objects as go
 from nbbacktest.display.charts import result_figure
 from nbbacktest.display.progress import in_kernel
 from nbbacktest.display.sweep_widget import (
-    check_settings,
     error_text,
     resolve_strategy,
     show_figure,
     slider_range,
 )
 from nbbacktest.display.tables import format_value, stats_table
-from nbbacktest.engine.backtest import backtest
+from nbbacktest.engine.backtest import Settings, backtest
 from nbbacktest.engine.data import is_universe, validate_data
 from nbbacktest.engine.params import Param
 from nbbacktest.engine.result import Result
@@ -122,7 +121,7 @@ class Explorer(widgets.VBox):
     ) -> None:
         self.strategy_class, start = resolve_strategy(strategy, "explore")
         self.data = validate_data(data, name="data")
-        self.settings = check_settings(settings, "explore")
+        self.settings = Settings.from_options(settings, "explore")
         self.seed = seed
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay >= 0:
             raise ValueError(f"delay must be a number of seconds >= 0, got {delay!r}")
@@ -186,7 +185,7 @@ class Explorer(widgets.VBox):
                 strategy = self.strategy()
                 frame = self.data if self.symbol_box is None else self.data[self.symbol_box.value]
                 result = backtest(strategy, frame, seed=self.seed,
-                                  **{f.name: getattr(self.settings, f.name) for f in fields(self.settings)})
+                                  **asdict(self.settings))
             except Exception as error:  # shown in the widget, never as a traceback
                 self.message.value = f"<span style='{_ERROR_STYLE}'>{html.escape(error_text(error))}</span>"
                 return None

@@ -24,6 +24,7 @@ from that thread.
 
 from __future__ import annotations
 
+import abc
 import html
 import math
 import os
@@ -31,7 +32,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -59,7 +60,7 @@ from nbbacktest.errors import NbbacktestError, SweepError
 from nbbacktest.parallel.cluster import Cluster, resolve_engine_count
 from nbbacktest.parallel.grid import compile_where, plan_sweep
 from nbbacktest.parallel.events import Finished, SweepEvent
-from nbbacktest.parallel.sweep import SweepResult, check_metric, row_params, sweep
+from nbbacktest.parallel.sweep import SweepResult, check_metric, row_params, sweep, universe_symbols
 
 __all__ = [
     "MAX_RUNS",
@@ -67,7 +68,6 @@ __all__ = [
     "ParamControl",
     "SliderRange",
     "SweepWidget",
-    "check_settings",
     "describe_estimate",
     "error_text",
     "measure_point_cost",
@@ -262,7 +262,7 @@ def measure_point_cost(strategy: Strategy, data: pd.DataFrame, settings: Setting
     >>> 0 < measure_point_cost(SmaCross(), nbb.load_sample("daily"), Settings()) < 1
     True
     """
-    options = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    options = asdict(settings)
     best = math.inf
     spent = 0.0
     for _ in range(3):
@@ -296,7 +296,7 @@ def _decimals(number: float) -> int:
 
 
 # ---------------------------------------------------------------------- controls
-class ParamControl:
+class ParamControl(abc.ABC):
     """One param's controls (``widget``) and the grid values they stand for (:meth:`values`).
 
     Built by :func:`param_control`; ``inputs`` are the widgets whose ``value``
@@ -310,13 +310,13 @@ class ParamControl:
         self.inputs = inputs
         self.widget = widget
 
+    @abc.abstractmethod
     def values(self) -> list[Any]:
         """The values this param takes in the grid; SweepError when the controls make none."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def set_values(self, values: Sequence[Any]) -> None:
         """Show these grid values (as far as the controls can)."""
-        raise NotImplementedError
 
     def observe(self, callback: Callable[[Any], Any]) -> None:
         """Call ``callback(change)`` whenever an input changes."""
@@ -561,8 +561,8 @@ class SweepWidget(widgets.VBox):
     ) -> None:
         self.strategy_class, self.strategy = resolve_strategy(strategy, "SweepWidget")
         self.data = validate_data(data, name="data")
-        self.symbols = _symbols(self.data, symbols)
-        self.settings = check_settings(settings, "SweepWidget")
+        self.symbols = universe_symbols(self.data, symbols)
+        self.settings = Settings.from_options(settings, "SweepWidget")
         self.seed = seed
         if isinstance(top, bool) or not isinstance(top, int) or top < 1:
             raise SweepError(f"top must be a positive int, got {top!r}")
@@ -722,7 +722,7 @@ class SweepWidget(widgets.VBox):
         options: dict[str, Any] = dict(
             where=self.where(), metric=self.metric_box.value, maximize=self.maximize_box.value,
             seed=self.seed, symbols=self.symbols,
-            **{f.name: getattr(self.settings, f.name) for f in fields(self.settings)},
+            **asdict(self.settings),
         )
         engines = self.engines_box.value
         if self.cluster is not None:
@@ -1193,38 +1193,3 @@ def resolve_strategy(strategy: Any, owner: str) -> tuple[type[Strategy], type[St
         return strategy, strategy
     raise TypeError(f"{owner} needs a Strategy subclass or instance, got {type(strategy).__name__} "
                     f"{strategy!r}")
-
-
-def _symbols(data: Any, symbols: Sequence[str] | None) -> list[str] | None:
-    if not is_universe(data):
-        if symbols is not None:
-            raise SweepError("symbols= selects symbols of a universe, but data is a single frame")
-        return None
-    if symbols is None:
-        return list(data)
-    unknown = [s for s in symbols if s not in data]
-    if unknown:
-        raise SweepError(f"symbols {unknown} are not in the data; it has {', '.join(map(str, data))}")
-    return list(symbols)
-
-
-def check_settings(settings: Mapping[str, Any], owner: str) -> Settings:
-    """The simulation settings among a widget's options, checked; TypeError for an unknown option.
-
-    Examples
-    --------
-    >>> check_settings({"commission": 0.002}, "SweepWidget").commission
-    0.002
-    >>> check_settings({"comission": 0.002}, "SweepWidget")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    TypeError: SweepWidget got an unknown option 'comission'; the simulation settings are cash, commission, ...
-    """
-    known = [f.name for f in fields(Settings)]
-    unknown = [k for k in settings if k not in known]
-    if unknown:
-        raise TypeError(f"{owner} got an unknown option {unknown[0]!r}; the simulation settings are "
-                        f"{', '.join(known)}")
-    return Settings(**settings)
-
-

@@ -310,6 +310,11 @@ def results_cells(
 ) -> go.Table:
     """The ``go.Table`` trace of :func:`results_table` (to place in a larger figure)."""
     rows, params, stats, _ = _shown_rows(frame, metric, maximize, top, sort, columns)
+    return _results_trace(rows, params, stats, metric, maximize)
+
+
+def _results_trace(rows: pd.DataFrame, params: list[str], stats: list[str], metric: str,
+                   maximize: bool) -> go.Table:
     names = ["row", *params, *stats]
     values = [[str(i) for i in rows.index]] + [format_column(rows[c], c) for c in params + stats]
     fills = [[_CELL_FILL] * len(rows) for _ in names]
@@ -378,9 +383,8 @@ def results_table(
     >>> fig.data[0].cells.values[0]
     ['1', '0']
     """
-    rows, _, _, descending = _shown_rows(frame, metric, maximize, top, sort, columns)
-    table = results_cells(frame, metric=metric, maximize=maximize, top=top, sort=sort, columns=columns)
-    fig = go.Figure(table)
+    rows, params, stats, descending = _shown_rows(frame, metric, maximize, top, sort, columns)
+    fig = go.Figure(_results_trace(rows, params, stats, metric, maximize))
     fig.update_layout(
         title=_title(rows, frame, sort or metric, metric, descending),
         height=min(110 + 26 * (len(rows) + 1), 900),

@@ -68,6 +68,26 @@ class Settings:
     leverage: float | None = None
     close_at_end: bool = False
 
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], owner: str) -> Settings:
+        """Settings from keyword options, naming ``owner`` and the valid names for an unknown one.
+
+        Examples
+        --------
+        >>> Settings.from_options({"commission": 0.002}, "run_many").commission
+        0.002
+        >>> Settings.from_options({"comission": 0.002}, "run_many")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: run_many got an unknown option 'comission'; the simulation settings are cash, commission, ...
+        """
+        known = [f.name for f in fields(cls)]
+        unknown = [k for k in options if k not in known]
+        if unknown:
+            raise TypeError(f"{owner} got an unknown option {unknown[0]!r}; the simulation settings are "
+                            f"{', '.join(known)}")
+        return cls(**options)
+
     def __post_init__(self) -> None:
         _check_number("cash", self.cash, low=0.0, low_open=True)
         _check_number("commission", self.commission, low=0.0, high=1.0)

@@ -148,7 +148,8 @@ class Strategy:
         Return a Series on ``data``'s index (or an array of its length): 1 long,
         0 flat, -1 short, fractions allowed, NaN flat.
         """
-        raise NotImplementedError
+        # The hook a vectorized subclass overrides (event-driven ones override next instead).
+        raise NotImplementedError(f"{type(self).__name__} defines neither signals(data) nor next(bar)")
 
     def init(self) -> None:
         """Event-driven strategies: called once before the first bar."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import concurrent.futures
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -543,8 +544,9 @@ def sweep(
     13
     """
     settings = Settings(cash, commission, slippage, fill, fractional, leverage, close_at_end)
-    data = _checked_data(data, symbols)
-    plan = plan_sweep(strategy, grid, where=where, n=n, seed=seed, symbols=_symbols(data, symbols))
+    data = validate_data(data, name="data")
+    plan = plan_sweep(strategy, grid, where=where, n=n, seed=seed,
+                      symbols=universe_symbols(data, symbols))
     check_metric(metric, maximize)
     return _launch(plan, data, settings, metric, maximize, engines, cluster, chunksize,
                    on_result, stop_on_error, progress, block, save, resume, warn_after)
@@ -583,9 +585,9 @@ def run_many(
     >>> runs.results["trades"].gt(0).all()
     np.True_
     """
-    settings_ = Settings(**settings)
-    data = _checked_data(data, symbols)
-    plan = plan_instances(instances, seed=seed, symbols=_symbols(data, symbols))
+    settings_ = Settings.from_options(settings, "run_many")
+    data = validate_data(data, name="data")
+    plan = plan_instances(instances, seed=seed, symbols=universe_symbols(data, symbols))
     check_metric(metric, maximize)
     return _launch(plan, data, settings_, metric, maximize, engines, cluster, chunksize,
                    on_result, stop_on_error, progress, block, save, resume, warn_after)
@@ -627,23 +629,29 @@ def resume(
                    save, True, state["warn_after"])
 
 
-def _checked_data(data: Any, symbols: Sequence[str] | None) -> Any:
-    data = validate_data(data, name="data")
-    if symbols is not None:
-        if not is_universe(data):
-            raise SweepError("symbols= selects symbols of a universe, but data is a single frame")
-        unknown = [s for s in symbols if s not in data]
-        if unknown:
-            raise SweepError(
-                f"symbols {unknown} are not in the data; it has {', '.join(map(str, data))}"
-            )
-    return data
+def universe_symbols(data: Any, symbols: Sequence[str] | None) -> list[str] | None:
+    """The symbols a sweep runs on: all of a universe's, or ``symbols`` checked against it.
 
+    None for a single frame (where ``symbols`` is an error).
 
-def _symbols(data: Any, symbols: Sequence[str] | None) -> list[str] | None:
+    Examples
+    --------
+    >>> import nbbacktest as nbb
+    >>> universe_symbols(nbb.load_sample("universe"), ["BBB", "AAA"])
+    ['BBB', 'AAA']
+    >>> universe_symbols(nbb.load_sample("daily"), None) is None
+    True
+    """
     if not is_universe(data):
+        if symbols is not None:
+            raise SweepError("symbols= selects symbols of a universe, but data is a single frame")
         return None
-    return list(symbols) if symbols is not None else list(data)
+    if symbols is None:
+        return list(data)
+    unknown = [s for s in symbols if s not in data]
+    if unknown:
+        raise SweepError(f"symbols {unknown} are not in the data; it has {', '.join(map(str, data))}")
+    return list(symbols)
 
 
 def check_metric(metric: Any, maximize: Any) -> None:
@@ -765,7 +773,7 @@ def _open_checkpoint(result: SweepResult, save: Any, resume: bool, data_key: str
         "symbols": None if plan.universe is None else list(plan.universe),
         "metric": result.metric,
         "maximize": bool(result.maximize),
-        "settings": {k: getattr(result.settings, k) for k in result.settings.__dataclass_fields__},
+        "settings": dataclasses.asdict(result.settings),
         "data": data_key,
         "identity": plan_identity(plan, result.settings),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -847,17 +855,19 @@ def _dumps_by_value(job: worker.Job) -> bytes:
 def by_value(classes: Iterable[type]) -> Iterator[None]:
     """While inside, cloudpickle sends the code of these classes' modules by value.
 
-    Classes from a test file or a local module would be pickled by reference and
-    fail to import on the engines or in a later process (``__main__`` and notebook
-    classes are pickled by value already).
+    Classes from a test file or a local module (and their bases from such modules)
+    would be pickled by reference and fail to import on the engines or in a later
+    process (``__main__`` and notebook classes are pickled by value already).
     """
     import cloudpickle
 
     registered = []
+    # Base classes too: a strategy may derive from one in a local module.
+    names = {base.__module__ for cls in classes for base in cls.__mro__}
     try:
-        for cls in classes:
-            module = sys.modules.get(cls.__module__)
-            if module is None or cls.__module__.startswith(("nbbacktest", "__main__")):
+        for name in sorted(names):
+            module = sys.modules.get(name)
+            if module is None or name.startswith(("nbbacktest", "__main__", "builtins")):
                 continue
             try:
                 cloudpickle.register_pickle_by_value(module)
