@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
@@ -211,6 +211,38 @@ def derive_seed(base_seed: int, params: Mapping[str, Any], symbol: str | None = 
     """
     key = repr((int(base_seed), sorted(params.items()), symbol)).encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
+
+def derive_seeds(
+    base_seed: int, names: Sequence[str], points: Iterable[Sequence[Any]],
+    symbols: Sequence[str | None] = (None,),
+) -> list[int]:
+    """:func:`derive_seed` of many points of one class, each on every symbol, in that order.
+
+    Equal to calling :func:`derive_seed` point by point (the hashed text is built
+    the same way), about twice as fast: a sweep's plan derives every run's seed.
+
+    Examples
+    --------
+    >>> derive_seeds(0, ["slow", "fast"], [(30, 10)]) == [derive_seed(0, {"fast": 10, "slow": 30})]
+    True
+    """
+    # repr((seed, sorted(params.items()), symbol)) as one format string per symbol:
+    # the names' order is the same for every point, so it is sorted once.
+    def literal(text: str) -> str:
+        return text.replace("{", "{{").replace("}", "}}")
+
+    order = sorted(range(len(names)), key=names.__getitem__)
+    pairs = ", ".join(f"({literal(repr(names[i]))}, {{{i}!r}})" for i in order)
+    templates = [f"({int(base_seed)!r}, [{pairs}], {literal(repr(symbol))})" for symbol in symbols]
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    seeds: list[int] = []
+    add = seeds.append
+    for point in points:
+        for template in templates:
+            digest = blake2b(template.format(*point).encode(), digest_size=8).digest()
+            add(from_bytes(digest, "little") >> 1)
+    return seeds
 
 
 class Run:

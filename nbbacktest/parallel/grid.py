@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbbacktest.engine.backtest import derive_seed
+from nbbacktest.engine.backtest import derive_seeds
 from nbbacktest.engine.params import Param, unknown_param_message
 from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import ParamError, SweepError, UnknownParamError
@@ -399,23 +399,22 @@ def _build(
     grid_size: int,
 ) -> Plan:
     """Expand points over symbols (fastest) and derive every run's seed."""
+    symbols: Sequence[str | None] = (None,) if universe is None else universe
     if class_index is None:
-        point_names: Iterable[tuple[str, ...]] = itertools.repeat(names[0])
+        seeds = derive_seeds(seed, names[0], points, symbols)
     else:
-        step = len(universe) if universe is not None else 1
-        point_names = (names[k] for k in class_index[::step].tolist())
+        # Instances of several classes: one class (one set of names) per point.
+        step = len(symbols)
+        seeds = []
+        for k, p in zip(class_index[::step].tolist(), points):
+            seeds.extend(derive_seeds(seed, names[k], [p], symbols))
     if universe is None:
         values = points
         run_symbols: list[str | None] = [None] * len(points)
-        seeds = [derive_seed(seed, dict(zip(keys, p))) for keys, p in zip(point_names, points)]
     else:
         width = len(universe)
         values = [p for p in points for _ in range(width)]
         run_symbols = list(universe) * len(points)
-        seeds = []
-        for keys, p in zip(point_names, points):
-            params = dict(zip(keys, p))
-            seeds.extend(derive_seed(seed, params, symbol) for symbol in universe)
     return Plan(
         classes=classes,
         param_names=names,

@@ -252,8 +252,7 @@ def _frame_layout(
     offset = _align(offset + nrows * 8)
     columns: list[ColumnLayout] = []
     pickled: dict[int, Any] = {}
-    for position, name in enumerate(frame.columns):
-        series = frame.iloc[:, position]
+    for position, (name, series) in enumerate(frame.items()):  # by position: names may repeat
         dtype = series.dtype
         if isinstance(dtype, np.dtype) and dtype.kind in _MAPPED_KINDS:
             values = np.ascontiguousarray(series.to_numpy())  # a view when contiguous

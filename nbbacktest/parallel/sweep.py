@@ -1,8 +1,9 @@
 """Sweeps: map parameter points (or strategy instances) over engines, stream rows back.
 
 The client validates everything first (grid, where, data, strategy picklability),
-runs the first point locally to measure its cost, then sends chunks sized so each
-takes a fair share of the run, with at most two chunks outstanding per engine so
+runs the first point locally to measure its cost (or takes the cost an earlier
+sweep of the same job measured on this cluster), then hands chunks out as
+:mod:`nbbacktest.parallel.schedule` decides: at most two outstanding per engine, so
 that client and controller memory stay bounded however many points there are.
 Rows arrive out of order and are stored in grid order.
 """
@@ -20,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import deque
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,7 @@ from nbbacktest.parallel.events import (
     SweepEvent,
 )
 from nbbacktest.parallel.grid import Plan, plan_instances, plan_sweep
+from nbbacktest.parallel.schedule import ChunkPlanner, Timing
 
 if TYPE_CHECKING:
     from nbbacktest.parallel.checkpoint import Checkpoint, SavedRow
@@ -60,10 +62,11 @@ RUN_COLUMNS = ("error", "traceback", "engine", "host", "seconds", "status")
 PENDING, DONE, FAILED, CANCELLED = 0, 1, 2, 3
 _STATUS_NAMES = np.array(["pending", "done", "failed", "cancelled"], dtype=object)
 
-# A chunk should take a fair share of the run but stay short enough to rebalance
-# and report progress: between these bounds, in seconds.
+# In-process chunks: a fair share of the run, short enough to report progress (seconds).
 _CHUNK_SECONDS = (0.04, 1.0)
-_OUTSTANDING_PER_ENGINE = 2
+
+# What sweeps on a cluster measured (point cost per job, round trips), for the next one.
+_TIMINGS: weakref.WeakKeyDictionary[Cluster, Timing] = weakref.WeakKeyDictionary()
 
 ProgressFactory = Callable[["SweepResult"], Any]
 _progress_factory: ProgressFactory | None = None
@@ -1016,21 +1019,27 @@ class _ClusterRunner(_Runner):
         result.engines = len(ids)
         result.events.emit(result._started_event())
         self.rows = result.pending_rows()
+        self.timing = _TIMINGS.setdefault(self.cluster, Timing())
+        self.cost_key = "|".join([self.data_key, *(f"{c.__module__}.{c.__qualname__}" for c in result.plan.classes),
+                                   repr(result.settings)])
+        known = self.timing.point_seconds.get(self.cost_key)
         if not self.rows:
+            return
+        if known is not None:
+            self.point_seconds = known  # measured by an earlier sweep of the same job
             return
         # Measure one point here (it is also the first pending row: results are
         # identical wherever a point runs), so chunks are sized before anything is sent.
         local_key = f"local-{self.key}"
         worker.hold_data(local_key, result.data)
         try:
-            started = time.perf_counter()
             job = make_job(result.plan, result.settings, local_key, result.warn_after,
                            result.stop_on_error)
             self.watch()
             first, _ = worker.run_points(self.key, job, self.specs(self.rows[:1]))
-            self.point_seconds = time.perf_counter() - started
         finally:
             worker.release_data([local_key])
+        self.point_seconds = first[0][3]
         result._record(first, -1, worker.host_name())
         self.rows = self.rows[1:]
 
@@ -1039,15 +1048,14 @@ class _ClusterRunner(_Runner):
 
         result = self.result
         client = self.client
-        queue: deque[list[int]] = deque()
-        rows = self.rows
-        engines = list(self.engines)
-        sized = 0
+        timing = self.timing
+        planner = ChunkPlanner(self.rows, self.point_seconds, self.engines, fixed=self.fixed_chunk,
+                               round_trips=timing.round_trips, task_gap=timing.task_gap)
         outstanding: dict[Any, tuple[int, list[int], float]] = {}
-        per_engine: dict[int, int] = {e: 0 for e in engines}
         has_job: set[int] = set()
-        hosts = self.cluster.refresh_hosts(engines)
+        hosts = self.cluster.refresh_hosts(self.engines)
         known_ids = set(client.ids)
+        clock = time.perf_counter
         try:
             while True:
                 if result._cancel.is_set():
@@ -1061,58 +1069,46 @@ class _ClusterRunner(_Runner):
                             try:
                                 self.cluster.share(result.data, self.data_key, [engine])
                                 hosts.update(self.cluster.refresh_hosts([engine]))
-                                engines.append(engine)
-                                per_engine[engine] = 0
+                                planner.add_engine(engine)
                                 result.events.emit(EngineAdded(engine=engine, host=hosts.get(engine, "")))
                             except Exception:
                                 pass
                     for engine in sorted(known_ids - current):
-                        if engine in per_engine:
-                            requeued = [rows_ for e, rows_, _ in outstanding.values() if e == engine]
-                            engines.remove(engine)
-                            del per_engine[engine]
+                        if engine in planner.engines:
+                            lost = [ar for ar, (e, _, _) in outstanding.items() if e == engine]
+                            planner.remove_engine(engine)
                             self.cluster.forget_engine(engine)
-                            result.events.emit(EngineLost(engine=engine, requeued=sum(map(len, requeued))))
+                            result.events.emit(EngineLost(
+                                engine=engine, requeued=sum(len(outstanding[ar][1]) for ar in lost)))
                     known_ids = current
-                    if not engines:
+                    if not planner.engines:
                         raise ClusterError("every engine of the sweep was lost")
-                # Fill the engines' queues, one chunk per engine at a time, so that
-                # every engine starts working before any gets its second chunk.
-                for engine in [e for slot in range(_OUTSTANDING_PER_ENGINE) for e in engines
-                               if per_engine[e] <= slot]:
-                    if per_engine[engine] < _OUTSTANDING_PER_ENGINE and (queue or sized < len(rows)):
-                        if not queue:
-                            size = self.chunk_size(len(engines), len(rows) - sized)
-                            queue.append(rows[sized:sized + size])
-                            sized += size
-                        chunk = queue.popleft()
-                        blob = None if engine in has_job else self.job_blob
-                        ar = client[engine].apply_async(
-                            worker.run_points, self.key, blob, self.specs(chunk)
-                        )
-                        has_job.add(engine)
-                        outstanding[ar] = (engine, chunk, time.perf_counter())
-                        per_engine[engine] += 1
+                for engine, chunk in planner.due(clock()):
+                    blob = None if engine in has_job else self.job_blob
+                    ar = client[engine].apply_async(worker.run_points, self.key, blob, self.specs(chunk))
+                    has_job.add(engine)
+                    outstanding[ar] = (engine, chunk, clock())
                 if not outstanding:
                     break
                 finished, _ = concurrent.futures.wait(
-                    list(outstanding), timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED
+                    list(outstanding), timeout=0.05,
+                    return_when=concurrent.futures.FIRST_COMPLETED,
                 )
                 self._report_slow(outstanding)
                 for ar in finished:
                     engine, chunk, sent = outstanding.pop(ar)
-                    if engine in per_engine:
-                        per_engine[engine] -= 1
                     try:
                         out, interrupted = ar.get(timeout=0)
                     except (ipp.error.EngineError, ipp.error.TaskAborted):
-                        queue.appendleft(chunk)  # the engine died or the task was dropped
+                        planner.requeue(chunk)  # the engine died or the task was dropped
+                        planner.done(engine, 0, 0.0, clock())
                         has_job.discard(engine)
                         continue
                     except ipp.RemoteError as error:
                         if error.ename in ("EngineError", "TaskAborted"):
                             # The controller reports an engine's death as a remote error.
-                            queue.appendleft(chunk)
+                            planner.requeue(chunk)
+                            planner.done(engine, 0, 0.0, clock())
                             has_job.discard(engine)
                             continue
                         if error.ename == "KeyboardInterrupt":
@@ -1120,24 +1116,29 @@ class _ClusterRunner(_Runner):
                         raise
                     finally:
                         self._forget(ar)
+                    received = clock()
+                    planner.done(engine, len(out), sum(s for *_, s in out), received)
                     result._record(out, engine, hosts.get(engine))
-                    result.chunks.append(
-                        (engine, len(chunk), sent, time.perf_counter(), ar.started, ar.completed)
-                    )
+                    result.chunks.append((engine, len(chunk), sent, received, ar.started, ar.completed))
                     done_rows = {r for r, *_ in out}
                     missing = [r for r in chunk if r not in done_rows]
                     if missing and not interrupted:
-                        queue.appendleft(missing)
-                    if out:
-                        measured = sum(s for *_, s in out) / len(out)
-                        self.point_seconds = measured if self.point_seconds != self.point_seconds \
-                            else 0.5 * (self.point_seconds + measured)
+                        planner.requeue(missing)
         except BaseException as error:
             result._cancel.set()
             self._cancel(outstanding)
             self.finish(error)
             raise
+        self._remember(planner)
         self.finish()
+
+    def _remember(self, planner: ChunkPlanner) -> None:
+        # The next sweep of the same job on this cluster starts from these measurements.
+        costs = [clock.cost for clock in planner.engines.values() if clock.measured]
+        if costs:
+            self.timing.point_seconds[self.cost_key] = sum(costs) / len(costs)
+        self.timing.round_trips.update(planner.round_trips)
+        self.timing.task_gap = planner.task_gap
 
     def _report_slow(self, outstanding: dict[Any, tuple[int, list[int], float]]) -> None:
         # Engines publish a point that runs past warn_after into the task's metadata.
