@@ -36,7 +36,9 @@ FACTOR = 2
 FINAL_SECONDS = 0.15
 #: ... in halves while an engine's share is longer than this: point times vary by about
 #: a tenth between chunks, and one more task costs a few milliseconds.
-SPLIT_SECONDS = 0.1
+SPLIT_SECONDS = 0.05
+#: Weight of the earlier chunks in an engine's seconds per point, per chunk since.
+COST_MEMORY = 0.7
 #: Until measured: a task's trip to an idle engine and back, and the gap between
 #: two queued tasks on one engine (ipyparallel on one host: 2-6 ms and 1-3 ms).
 DEFAULT_ROUND_TRIP = 0.005
@@ -67,6 +69,9 @@ class EngineClock:
     out: deque[tuple[int, float]] = field(default_factory=deque)
     #: client time at which its last chunk came back
     last_back: float = -math.inf
+    #: decayed sums of the seconds and points measured on it
+    seconds: float = 0.0
+    points: float = 0.0
     measured: bool = False
 
 
@@ -182,8 +187,11 @@ class ChunkPlanner:
             return
         _, sent = clock.out.popleft()
         if points:
-            measured = seconds / points
-            clock.cost = measured if not clock.measured else 0.5 * (clock.cost + measured)
+            # Seconds per point over the chunks so far, older chunks weighing less:
+            # one slow chunk (the machine was busy) moves the estimate only partly.
+            clock.seconds = COST_MEMORY * clock.seconds + seconds
+            clock.points = COST_MEMORY * clock.points + points
+            clock.cost = clock.seconds / clock.points
             clock.measured = True
         # The part of the wait that was not the points: a round trip when the chunk
         # found the engine idle, else the gap between two queued tasks.
@@ -232,16 +240,19 @@ class ChunkPlanner:
             if len(taking) == 1 or finish >= free(taking[-1]):
                 break
             taking.pop()
-        smallest = self._smallest(clock)
+        # At the end an engine would otherwise wait idle, so a piece is worth a task
+        # down to a couple of task gaps.
+        smallest = max(1.0, 2 * self.task_gap / clock.cost)
         if clock not in taking:
             return 0
         share = (finish - free(clock)) / clock.cost
         if share * clock.cost > SPLIT_SECONDS:
             share = max(share / 2, SPLIT_SECONDS / clock.cost)
-        if share < smallest:
+        points = round(share)
+        if points < smallest:
             # Too little to be worth a task of its own: the engine free first takes it all.
             return left if clock is taking[0] else 0
-        return left if left - share < smallest else round(share)
+        return left if left - points < smallest else points
 
     def _smallest(self, clock: EngineClock) -> float:
         """Points in the shortest chunk worth a task on this engine."""
