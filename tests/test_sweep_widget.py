@@ -391,6 +391,7 @@ def test_cancel_keeps_the_finished_rows(daily):
     widget = make_widget(Sleepy, daily, grid={"fast": list(range(5, 85))})
     widget.run_button.click()
     assert widget.running and widget.run_button.disabled and not widget.cancel_button.disabled
+    assert widget.progress.cancel_button.layout.display == "none"  # one Cancel on screen
     assert widget.run() is None  # one run at a time
     deadline = time.monotonic() + WAIT
     while widget.result.progress < 3 and time.monotonic() < deadline:

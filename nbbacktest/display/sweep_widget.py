@@ -858,6 +858,8 @@ class SweepWidget(widgets.VBox):
                 if self.progress is not None:
                     self.progress.close()
                 self.progress = ProgressWidget(result, top=min(self.top, 10))
+                # The widget's own Cancel, next to Run, does the same: show one.
+                self.progress.cancel_button.layout.display = "none"
                 self.progress_area.children = (self.progress,)
                 self._update_buttons()
             finally:
