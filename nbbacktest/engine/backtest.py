@@ -297,12 +297,13 @@ def simulate(strategy: Strategy, data: PreparedData, settings: Settings, seed: i
 
 
 def simulate_stats(
-    strategy: Strategy, data: PreparedData, settings: Settings, seed: int
+    strategy: Strategy, data: PreparedData, settings: Settings, seed: int, *, private: bool = False
 ) -> dict[str, Any]:
     """The stats of :func:`simulate`, bit for bit, keeping nothing else: a sweep's hot path.
 
     Per-bar arrays live in scratch rows reused by the next run on this thread, and
-    the trade records are never built.
+    the trade records are never built. ``private=True`` says the instance was made
+    for this run alone (a sweep's point), so it runs as it is instead of on a copy.
 
     Examples
     --------
@@ -313,7 +314,7 @@ def simulate_stats(
     >>> stats == simulate(SmaCross(), data, Settings(), 0).stats
     True
     """
-    ledger = _fill(strategy, data, settings, seed)
+    ledger = _fill(strategy, data, settings, seed, private)
     work = scratch_rows(len(data.close))
     equity = ledger.equity_into(data.close, work[2])
     return summarize(
@@ -322,10 +323,11 @@ def simulate_stats(
     )
 
 
-def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int) -> Ledger:
+def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int,
+          private: bool = False) -> Ledger:
     """Run the strategy's body on a private copy; the fills and trades it leaves."""
     cls = type(strategy)
-    worker = cls._from_values(strategy.param_values)
+    worker = strategy if private else cls._from_values(strategy.param_values)
     worker._seed = seed
     frame = worker.data = data.frame
     mode = cls._mode

@@ -72,7 +72,6 @@ class EngineClock:
     #: decayed sums of the seconds and points measured on it
     seconds: float = 0.0
     points: float = 0.0
-    measured: bool = False
 
 
 class ChunkPlanner:
@@ -192,7 +191,6 @@ class ChunkPlanner:
             clock.seconds = COST_MEMORY * clock.seconds + seconds
             clock.points = COST_MEMORY * clock.points + points
             clock.cost = clock.seconds / clock.points
-            clock.measured = True
         # The part of the wait that was not the points: a round trip when the chunk
         # found the engine idle, else the gap between two queued tasks.
         if clock.last_back <= sent:

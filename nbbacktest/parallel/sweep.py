@@ -62,9 +62,9 @@ RUN_COLUMNS = ("error", "traceback", "engine", "host", "seconds", "status")
 PENDING, DONE, FAILED, CANCELLED = 0, 1, 2, 3
 _STATUS_NAMES = np.array(["pending", "done", "failed", "cancelled"], dtype=object)
 
-# In-process chunks: a fair share of the run, short enough to report progress (seconds).
-_CHUNK_SECONDS = (0.04, 1.0)
 
+# The engine id the in-process runner gives its planner.
+_HERE = -1
 # What sweeps on a cluster measured (point cost per job, round trips), for the next one.
 _TIMINGS: weakref.WeakKeyDictionary[Cluster, Timing] = weakref.WeakKeyDictionary()
 
@@ -891,7 +891,6 @@ class _Runner(abc.ABC):
         self.result = result
         self.fixed_chunk = fixed_chunk
         self.key = uuid.uuid4().hex
-        self.point_seconds = math.nan
 
     def specs(self, rows: Sequence[int]) -> list[worker.PointSpec]:
         return point_specs(self.result.plan, rows)
@@ -904,17 +903,15 @@ class _Runner(abc.ABC):
     def run(self) -> None:
         """Run every point (or until cancelled), then :meth:`finish`."""
 
-    def chunk_size(self, engines: int, remaining: int) -> int:
-        if self.fixed_chunk is not None:
-            return self.fixed_chunk
-        cost = self.point_seconds if self.point_seconds == self.point_seconds else 0.01
-        engines = max(engines, 1)
-        per_engine = cost * remaining / engines
-        target = min(max(per_engine / 4, _CHUNK_SECONDS[0]), _CHUNK_SECONDS[1])
-        # Never more than an engine's fair share of what is left: a short sweep is
-        # split evenly instead of going mostly to the first engine served.
-        fair = -(-remaining // engines)
-        return max(1, min(fair, int(target / max(cost, 1e-6))))
+    def hold_here(self) -> str:
+        """Hold the data and register the job in this process; returns the data's key here."""
+        result = self.result
+        key = f"local-{self.key}"
+        worker.hold_data(key, result.data)
+        worker.register_job(self.key, make_job(result.plan, result.settings, key, result.warn_after,
+                                               result.stop_on_error))
+        self.watch()
+        return key
 
     def watch(self) -> None:
         """Report points of this sweep that run in this process past ``warn_after``."""
@@ -944,15 +941,10 @@ class _Runner(abc.ABC):
 
 
 class _LocalRunner(_Runner):
-    """engines=None|1: the same worker.run_points, in this process."""
+    """engines=None|1: the same worker.run_points, in this process, chunked by the same planner."""
 
     def prepare(self) -> None:
-        self.data_key = f"local-{self.key}"
-        worker.hold_data(self.data_key, self.result.data)
-        plan = self.result.plan
-        worker.register_job(self.key, make_job(plan, self.result.settings, self.data_key,
-                                               self.result.warn_after, self.result.stop_on_error))
-        self.watch()
+        self.data_key = self.hold_here()
         self.result.engines = 0
         self.result.events.emit(self.result._started_event())
 
@@ -960,22 +952,29 @@ class _LocalRunner(_Runner):
         result = self.result
         host = worker.host_name()
         rows = result.pending_rows()
-        position = 0
+
+        def run_chunk(chunk: list[int]) -> tuple[int, float]:
+            """Run and record ``chunk``: (points run, their seconds)."""
+            try:
+                out, interrupted = worker.run_points(self.key, None, self.specs(chunk))
+            except KeyboardInterrupt:
+                out, interrupted = [], True
+            result._record(out, -1, host)
+            if interrupted:
+                result._cancel.set()
+            return len(out), sum(s for *_, s in out)
+
         try:
-            while position < len(rows) and not result._cancel.is_set():
-                size = self.chunk_size(1, len(rows) - position) if position else 1
-                chunk = rows[position:position + size]
-                started = time.perf_counter()
-                try:
-                    out, interrupted = worker.run_points(self.key, None, self.specs(chunk))
-                except KeyboardInterrupt:
-                    out, interrupted = [], True
-                result._record(out, -1, host)
-                if out:
-                    self.point_seconds = (time.perf_counter() - started) / len(out)
-                position += len(out)
-                if interrupted:
-                    result._cancel.set()
+            # The first point alone: its time sizes the chunks after it.
+            points, seconds = run_chunk(rows[:1]) if rows else (0, 0.0)
+            planner = ChunkPlanner(rows[1:], seconds / points if points else 0.01, [_HERE],
+                                   fixed=self.fixed_chunk)
+            while planner.remaining and not result._cancel.is_set():
+                for _, chunk in planner.due(time.perf_counter()):
+                    if result._cancel.is_set():
+                        break
+                    points, seconds = run_chunk(chunk)
+                    planner.done(_HERE, points, seconds, time.perf_counter())
         except BaseException as error:
             worker.release_data([self.data_key])
             self.finish(error)
@@ -1002,6 +1001,7 @@ class _ClusterRunner(_Runner):
         self.data_key = data_key
         self.job_blob = job_blob
         self.client = cluster.client
+        self.point_seconds = math.nan
 
     def prepare(self) -> None:
         result = self.result
@@ -1030,13 +1030,9 @@ class _ClusterRunner(_Runner):
             return
         # Measure one point here (it is also the first pending row: results are
         # identical wherever a point runs), so chunks are sized before anything is sent.
-        local_key = f"local-{self.key}"
-        worker.hold_data(local_key, result.data)
+        local_key = self.hold_here()
         try:
-            job = make_job(result.plan, result.settings, local_key, result.warn_after,
-                           result.stop_on_error)
-            self.watch()
-            first, _ = worker.run_points(self.key, job, self.specs(self.rows[:1]))
+            first, _ = worker.run_points(self.key, None, self.specs(self.rows[:1]))
         finally:
             worker.release_data([local_key])
         self.point_seconds = first[0][3]
@@ -1134,7 +1130,7 @@ class _ClusterRunner(_Runner):
 
     def _remember(self, planner: ChunkPlanner) -> None:
         # The next sweep of the same job on this cluster starts from these measurements.
-        costs = [clock.cost for clock in planner.engines.values() if clock.measured]
+        costs = [clock.cost for clock in planner.engines.values() if clock.points]
         if costs:
             self.timing.point_seconds[self.cost_key] = sum(costs) / len(costs)
         self.timing.round_trips.update(planner.round_trips)

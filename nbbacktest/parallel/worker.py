@@ -162,7 +162,8 @@ def run_points(
             cls = spec.classes[class_index]
             strategy = cls._from_values(dict(zip(spec.names[class_index], values)))
             try:
-                stats = simulate_stats(strategy, prepared(data_key, symbol), settings, seed)
+                stats = simulate_stats(strategy, prepared(data_key, symbol), settings, seed,
+                                       private=True)
             except Exception as error:  # a failing point is a row, not a failed sweep
                 rows.append((row, None, describe_error(error), clock() - started))
                 if spec.stop_on_error:
