@@ -213,7 +213,8 @@ class SweepResult(concurrent.futures.Future):
                 if error is None:
                     events.append(PointDone(index=row, value=value, source=self))
                 else:
-                    if self._first_error is None:
+                    # The first in grid order: failures on two engines arrive in any order.
+                    if self._first_error is None or row < self._first_error:
                         self._first_error = row
                     events.append(PointFailed(index=row, source=self))
             self._table = None
