@@ -93,12 +93,27 @@ def test_requeued_rows_go_out_first_and_a_lost_engine_gets_nothing():
 
 
 def test_an_engine_that_joins_takes_work():
-    planner = ChunkPlanner(range(1_000), 0.0004, [0])
-    planner.due(0.0)
+    planner = ChunkPlanner(range(10_000), 0.0004, [0])
+    assert [len(rows) for _, rows in planner.due(0.0)] == [2500, 2500]  # a second each
     planner.add_engine(5)
-    planner.done(0, 250, 0.1, 0.105)
-    engines = {engine for engine, _ in planner.due(0.105)}
+    planner.done(0, 2500, 1.0, 1.005)
+    engines = {engine for engine, _ in planner.due(1.005)}
     assert 5 in engines
+
+
+def test_a_single_target_gets_chunks_of_at_most_a_second_and_no_tail():
+    # Alone (one engine, or engines sharing chunks) nothing needs balancing: a short
+    # sweep is one chunk, a long one chunks of a second, however much is left.
+    assert [len(rows) for _, rows in ChunkPlanner(range(179), 0.0004, [0]).due(0.0)] == [179]
+    planner = ChunkPlanner(range(6_000), 0.0004, [7], members={7: 2})
+    finished, chunks = simulate(planner, {7: 0.0002})
+    assert [len(rows) for _, rows, _ in chunks] == [5000, 1000]
+    assert handed_out(chunks) == list(range(6_000))
+
+
+def test_chunks_are_capped_in_points_for_very_cheap_points():
+    planner = ChunkPlanner(range(100_000), 0.000001, [0])
+    assert [len(rows) for _, rows in planner.due(0.0)] == [20_000, 20_000]
 
 
 def test_round_trips_and_task_gaps_are_learned():

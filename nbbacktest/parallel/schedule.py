@@ -10,6 +10,12 @@ is long enough that a wrong estimate would cost more than one more task. A
 200-point sweep is then one task per engine; 100,000 points are tasks of about a
 second each.
 
+A target of the planner can be several engines of one host that share each chunk
+(``members``): they claim its points among themselves as they run (see
+:class:`nbbacktest.parallel.worker.ClaimBoard`), so such a target balances itself
+and its seconds per point are one member's divided by the members. A planner
+with a single target only keeps chunks under a second: there is no one to balance.
+
 Times are the client's clock (``time.perf_counter``) plus durations the engines
 measure; an engine's own clock is never compared with the client's.
 """
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 #: Chunks sent to one engine and not yet back, at most.
@@ -27,8 +33,10 @@ MAX_OUTSTANDING = 2
 MIN_CHUNK_SECONDS = 0.015
 #: ... and at least this many task gaps, so per-task costs stay a few percent ...
 MIN_CHUNK_GAPS = 8
-#: ... and at most this long, so progress, checkpoints and rebalancing stay live.
+#: ... and at most this long, so progress, checkpoints and rebalancing stay live,
 MAX_CHUNK_SECONDS = 1.0
+#: ... and at most this many points, so that a task's message stays small.
+MAX_CHUNK_POINTS = 20_000
 #: Before the end, chunks go out in batches of one per engine, each batch taking
 #: 1 / FACTOR of what is left (factoring: large tasks first, then smaller ones).
 FACTOR = 2
@@ -61,7 +69,8 @@ class Timing:
 class EngineClock:
     """What the planner knows of one engine."""
 
-    cost: float  #: seconds per point, measured on this engine
+    cost: float  #: seconds per point, measured on this engine (divided by its members)
+    members: int = 1  #: engines that share this target's chunks
     round_trip: float = DEFAULT_ROUND_TRIP  #: client to idle engine and back, beyond the points
     #: client time at which everything sent to it is expected back
     back_at: float = 0.0
@@ -84,13 +93,16 @@ class ChunkPlanner:
     point_seconds : float
         The first estimate of one point's run time (measured by the caller).
     engines : iterable of int
-        The engines' ids.
+        The engines' ids (or targets': see ``members``).
     fixed : int, optional
         Always this many points per chunk (``chunksize=N``).
     round_trips : mapping of int to float, optional
         Measured round trips of earlier sweeps, by engine.
     task_gap : float, optional
         Measured gap between two queued tasks on one engine.
+    members : mapping of int to int, optional
+        Engines sharing each target's chunks (default 1); ``point_seconds`` is one
+        engine's, and :meth:`done` takes the seconds divided by the members.
 
     Examples
     --------
@@ -108,6 +120,12 @@ class ChunkPlanner:
     >>> planner = ChunkPlanner(range(10_000), 0.0004, [0, 1])
     >>> [(engine, len(rows)) for engine, rows in planner.due(now=0.0)]
     [(0, 2500), (1, 2500), (0, 1250), (1, 1250)]
+
+    Two engines sharing chunks are one target, sent chunks of up to a second each:
+
+    >>> planner = ChunkPlanner(range(10_000), 0.0004, [0], members={0: 2})
+    >>> [(engine, len(rows)) for engine, rows in planner.due(now=0.0)]
+    [(0, 5000), (0, 5000)]
     """
 
     def __init__(
@@ -119,6 +137,7 @@ class ChunkPlanner:
         fixed: int | None = None,
         round_trips: dict[int, float] | None = None,
         task_gap: float | None = None,
+        members: Mapping[int, int] | None = None,
     ) -> None:
         self.pending: deque[int] = deque(rows)
         self.fixed = fixed
@@ -129,13 +148,13 @@ class ChunkPlanner:
         self._batch_left = 0  # chunks of the current batch still to hand out
         self.engines: dict[int, EngineClock] = {}
         for engine in engines:
-            self.add_engine(engine)
+            self.add_engine(engine, (members or {}).get(engine, 1))
 
     # ------------------------------------------------------------ membership
-    def add_engine(self, engine: int) -> None:
-        """An engine that takes work from now on."""
+    def add_engine(self, engine: int, members: int = 1) -> None:
+        """An engine (or a target of ``members`` engines) that takes work from now on."""
         self.engines[engine] = EngineClock(
-            self.cost, self.round_trips.get(engine, DEFAULT_ROUND_TRIP)
+            self.cost / members, members, self.round_trips.get(engine, DEFAULT_ROUND_TRIP)
         )
 
     def remove_engine(self, engine: int) -> None:
@@ -213,6 +232,9 @@ class ChunkPlanner:
             return self.fixed
         clock = self.engines[engine]
         left = len(self.pending)
+        largest = min(MAX_CHUNK_SECONDS / clock.cost, MAX_CHUNK_POINTS)
+        if len(self.engines) == 1:
+            return max(1, math.floor(min(left, largest)))
         mean_cost = sum(c.cost for c in self.engines.values()) / len(self.engines)
         if left * mean_cost <= FINAL_SECONDS * len(self.engines):
             return self._final_share(clock, list(self.engines.values()), left, now)
@@ -220,7 +242,6 @@ class ChunkPlanner:
             self._batch_share = left / (FACTOR * len(self.engines))
             self._batch_left = len(self.engines)
         self._batch_left -= 1
-        largest = MAX_CHUNK_SECONDS / clock.cost
         return max(1, math.ceil(min(max(self._batch_share, self._smallest(clock)), largest)))
 
     def _final_share(self, clock: EngineClock, engines: list[EngineClock], left: int,

@@ -111,11 +111,12 @@ class SweepResult(concurrent.futures.Future):
         self.data = data
         self.settings = settings
         self.metric = metric
+        self._metric_at = STAT_NAMES.index(metric)
         self.maximize = maximize
         self.stop_on_error = stop_on_error
         self.events = EventBus()
         total = len(plan)
-        self._stats: list[dict[str, Any] | None] = [None] * total
+        self._stats: list[tuple | None] = [None] * total  # packed (worker.pack_stats)
         self._errors: list[tuple[str, str, str] | None] = [None] * total
         self._engine = np.full(total, -1, dtype=np.int64)
         self._host: list[str | None] = [None] * total
@@ -205,7 +206,8 @@ class SweepResult(concurrent.futures.Future):
             fresh = [r for r in rows if self._status[r[0]] not in (DONE, FAILED)]
             if self.checkpoint is not None and fresh:
                 self.checkpoint.append(
-                    [(row, stats, error, seconds, engine, host) for row, stats, error, seconds in fresh],
+                    [(row, None if stats is None else worker.unpack_stats(stats), error, seconds,
+                      engine, host) for row, stats, error, seconds in fresh],
                     self.describe,
                 )
             for row, stats, error, seconds in fresh:
@@ -228,13 +230,14 @@ class SweepResult(concurrent.futures.Future):
         with self._lock:
             for row, stats, error, seconds, engine, host in saved.values():
                 if 0 <= row < len(self):
-                    self._store(row, stats, error, seconds, engine, host)
+                    packed = None if stats is None else worker.pack_stats(stats)
+                    self._store(row, packed, error, seconds, engine, host)
             self._restored = int(np.count_nonzero(self._status != PENDING))
             self._table = None
 
-    def _store(self, row: int, stats: dict[str, Any] | None, error: tuple[str, str, str] | None,
+    def _store(self, row: int, stats: tuple | None, error: tuple[str, str, str] | None,
                seconds: float, engine: int, host: str | None) -> float:
-        """Keep one finished run; returns its metric value (NaN for a failure)."""
+        """Keep one finished run (stats packed: :func:`worker.pack_stats`); returns its metric value (NaN for a failure)."""
         self._engine[row] = engine
         self._host[row] = host
         self._seconds[row] = seconds
@@ -269,8 +272,8 @@ class SweepResult(concurrent.futures.Future):
                        maximize=self.maximize, finished=self._restored, failed=self.failed,
                        best=self._best_value)
 
-    def _update_best(self, row: int, stats: dict[str, Any]) -> float:
-        value = stats.get(self.metric, math.nan)
+    def _update_best(self, row: int, stats: tuple) -> float:
+        value = stats[self._metric_at]
         if value is None or value != value:
             return math.nan
         best = self._best_value
@@ -291,7 +294,7 @@ class SweepResult(concurrent.futures.Future):
         out: dict[str, Any] = row_params(plan, i)
         stats = self._stats[i]
         if stats is not None:
-            out.update(stats)
+            out.update(worker.unpack_stats(stats))
         error = self._errors[i]
         out["error"] = None if error is None else f"{error[0]}: {error[1]}"
         out["traceback"] = None if error is None else error[2]
@@ -311,12 +314,19 @@ class SweepResult(concurrent.futures.Future):
 
     def _build_table(self) -> pd.DataFrame:
         table = self.plan.frame()
+        missing = (None,) * len(STAT_NAMES)
         stats = pd.DataFrame.from_records(
-            [s if s is not None else {} for s in self._stats], columns=list(STAT_NAMES)
+            [s if s is not None else missing for s in self._stats], columns=list(STAT_NAMES)
         )
         for name in NUMERIC_STATS:
             if stats[name].dtype == object:
                 stats[name] = pd.to_numeric(stats[name], errors="coerce")
+        # Packed as integer nanoseconds; int64 all the way (a float would round them).
+        at = STAT_NAMES.index("max_drawdown_duration")
+        nat = np.iinfo(np.int64).min
+        stats["max_drawdown_duration"] = np.fromiter(
+            (nat if s is None else s[at] for s in self._stats), np.int64, len(self._stats)
+        ).view("m8[ns]")
         runs = pd.DataFrame(
             {
                 "error": [None if e is None else f"{e[0]}: {e[1]}" for e in self._errors],
@@ -984,6 +994,24 @@ class _LocalRunner(_Runner):
         self.finish()
 
 
+#: Engines of one host that share chunks, at most (a shared chunk goes to each of them).
+SHARE_GROUP = 8
+
+
+@dataclasses.dataclass(eq=False)
+class _Window:
+    """A chunk out on a target: its rows, and what its engines brought back so far."""
+
+    target: int
+    rows: list[int]
+    waiting: set[int]  #: engines whose task for it has not come back
+    members: int  #: engines it went to
+    sent: float = 0.0
+    ran: set[int] = dataclasses.field(default_factory=set)
+    seconds: float = 0.0  #: points' seconds, summed over its engines
+    interrupted: bool = False
+
+
 class _ClusterRunner(_Runner):
     """Chunks over the engines, at most two outstanding each; survives lost engines."""
 
@@ -1040,17 +1068,42 @@ class _ClusterRunner(_Runner):
         result._record(first, -1, worker.host_name())
         self.rows = self.rows[1:]
 
+    def targets(self, hosts: Mapping[int, str]) -> dict[int, list[int]]:
+        """The planner's targets: engines of this host share chunks, in groups of up to
+        :data:`SHARE_GROUP` (keyed by their first engine); any other engine is its own.
+
+        Sharing needs a claim file every member can open, so only engines on the
+        client's host share, and not when the caller fixed ``chunksize`` (points per task).
+        """
+        local = [e for e in self.engines if hosts.get(e) == self.cluster.host]
+        if self.fixed_chunk is not None or len(local) < 2 or not worker.claims_supported():
+            local = []
+        groups = {group[0]: group for group in
+                  (local[i : i + SHARE_GROUP] for i in range(0, len(local), SHARE_GROUP))}
+        groups.update({e: [e] for e in self.engines if e not in local})
+        return groups
+
     def run(self) -> None:
         import ipyparallel as ipp
+
+        from nbbacktest.parallel.shared import SEGMENT_PREFIX, segment_dir
 
         result = self.result
         client = self.client
         timing = self.timing
-        planner = ChunkPlanner(self.rows, self.point_seconds, self.engines, fixed=self.fixed_chunk,
-                               round_trips=timing.round_trips, task_gap=timing.task_gap)
-        outstanding: dict[Any, tuple[int, list[int], float]] = {}
-        has_job: set[int] = set()
         hosts = self.cluster.refresh_hosts(self.engines)
+        groups = self.targets(hosts)
+        board = None
+        if any(len(members) > 1 for members in groups.values()):
+            board = str(segment_dir() / f"{SEGMENT_PREFIX}{os.getpid()}-claims-{self.key}")
+            worker.ClaimBoard.create(board)
+        planner = ChunkPlanner(self.rows, self.point_seconds, groups, fixed=self.fixed_chunk,
+                               round_trips=timing.round_trips, task_gap=timing.task_gap,
+                               members={g: len(members) for g, members in groups.items()})
+        views = {engine: client[engine] for engine in self.engines}
+        outstanding: dict[Any, tuple[int, _Window]] = {}
+        windows = 0
+        has_job: set[int] = set()
         known_ids = set(client.ids)
         clock = time.perf_counter
         try:
@@ -1066,25 +1119,30 @@ class _ClusterRunner(_Runner):
                             try:
                                 self.cluster.share(result.data, self.data_key, [engine])
                                 hosts.update(self.cluster.refresh_hosts([engine]))
+                                views[engine] = client[engine]
+                                groups[engine] = [engine]
                                 planner.add_engine(engine)
                                 result.events.emit(EngineAdded(engine=engine, host=hosts.get(engine, "")))
                             except Exception:
                                 pass
                     for engine in sorted(known_ids - current):
-                        if engine in planner.engines:
-                            lost = [ar for ar, (e, _, _) in outstanding.items() if e == engine]
-                            planner.remove_engine(engine)
-                            self.cluster.forget_engine(engine)
-                            result.events.emit(EngineLost(
-                                engine=engine, requeued=sum(len(outstanding[ar][1]) for ar in lost)))
+                        self._lose(engine, groups, planner, outstanding)
                     known_ids = current
                     if not planner.engines:
                         raise ClusterError("every engine of the sweep was lost")
-                for engine, chunk in planner.due(clock()):
-                    blob = None if engine in has_job else self.job_blob
-                    ar = client[engine].apply_async(worker.run_points, self.key, blob, self.specs(chunk))
-                    has_job.add(engine)
-                    outstanding[ar] = (engine, chunk, clock())
+                for target, chunk in planner.due(clock()):
+                    members = groups[target]
+                    specs = self.specs(chunk)
+                    window = _Window(target, chunk, set(members), len(members))
+                    shared = (board, windows, len(members)) if len(members) > 1 else None
+                    windows += 1
+                    sent = clock()
+                    for engine in members:
+                        blob = None if engine in has_job else self.job_blob
+                        ar = views[engine].apply_async(worker.run_points, self.key, blob, specs, shared)
+                        has_job.add(engine)
+                        outstanding[ar] = (engine, window)
+                    window.sent = sent
                 if not outstanding:
                     break
                 finished, _ = concurrent.futures.wait(
@@ -1093,65 +1151,87 @@ class _ClusterRunner(_Runner):
                 )
                 self._report_slow(outstanding)
                 for ar in finished:
-                    engine, chunk, sent = outstanding.pop(ar)
+                    engine, window = outstanding.pop(ar)
+                    window.waiting.discard(engine)
                     try:
                         out, interrupted = ar.get(timeout=0)
                     except (ipp.error.EngineError, ipp.error.TaskAborted):
-                        planner.requeue(chunk)  # the engine died or the task was dropped
-                        planner.done(engine, 0, 0.0, clock())
+                        out, interrupted = [], False  # the engine died or the task was dropped
                         has_job.discard(engine)
-                        continue
                     except ipp.RemoteError as error:
-                        if error.ename in ("EngineError", "TaskAborted"):
-                            # The controller reports an engine's death as a remote error.
-                            planner.requeue(chunk)
-                            planner.done(engine, 0, 0.0, clock())
-                            has_job.discard(engine)
-                            continue
-                        if error.ename == "KeyboardInterrupt":
-                            continue
-                        raise
+                        if error.ename not in ("EngineError", "TaskAborted", "KeyboardInterrupt"):
+                            raise
+                        # The controller reports an engine's death as a remote error.
+                        out, interrupted = [], error.ename == "KeyboardInterrupt"
+                        has_job.discard(engine)
                     finally:
                         self._forget(ar)
                     received = clock()
-                    planner.done(engine, len(out), sum(s for *_, s in out), received)
                     result._record(out, engine, hosts.get(engine))
-                    result.chunks.append((engine, len(chunk), sent, received, ar.started, ar.completed))
-                    done_rows = {r for r, *_ in out}
-                    missing = [r for r in chunk if r not in done_rows]
-                    if missing and not interrupted:
-                        planner.requeue(missing)
+                    if out:
+                        result.chunks.append((engine, len(out), window.sent, received, ar.started,
+                                              ar.completed))
+                    window.ran.update(r for r, *_ in out)
+                    window.seconds += sum(s for *_, s in out)
+                    window.interrupted |= interrupted
+                    if not window.waiting:  # every engine of the chunk is back
+                        planner.done(window.target, len(window.ran), window.seconds / window.members,
+                                     received)
+                        missing = [r for r in window.rows if r not in window.ran]
+                        if missing and not window.interrupted:
+                            planner.requeue(missing)
         except BaseException as error:
             result._cancel.set()
             self._cancel(outstanding)
             self.finish(error)
             raise
+        finally:
+            if board is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(board)
         self._remember(planner)
         self.finish()
 
+    def _lose(self, engine: int, groups: dict[int, list[int]], planner: ChunkPlanner,
+              outstanding: dict[Any, tuple[int, _Window]]) -> None:
+        """An engine left: its target loses it; what it had not run goes out again."""
+        target = next((t for t, members in groups.items() if engine in members), None)
+        if target is None:
+            return
+        groups[target].remove(engine)
+        if not groups[target]:
+            del groups[target]
+            planner.remove_engine(target)
+        self.cluster.forget_engine(engine)
+        # Its chunks come back as errors and their rows are requeued then; a shared
+        # chunk's other engines may still run some of them first.
+        mine = {id(window): window for e, window in outstanding.values() if e == engine}
+        requeued = sum(len(w.rows) - len(w.ran) for w in mine.values() if w.members == 1)
+        self.result.events.emit(EngineLost(engine=engine, requeued=requeued))
+
     def _remember(self, planner: ChunkPlanner) -> None:
         # The next sweep of the same job on this cluster starts from these measurements.
-        costs = [clock.cost for clock in planner.engines.values() if clock.points]
+        costs = [clock.cost * clock.members for clock in planner.engines.values() if clock.points]
         if costs:
             self.timing.point_seconds[self.cost_key] = sum(costs) / len(costs)
         self.timing.round_trips.update(planner.round_trips)
         self.timing.task_gap = planner.task_gap
 
-    def _report_slow(self, outstanding: dict[Any, tuple[int, list[int], float]]) -> None:
+    def _report_slow(self, outstanding: dict[Any, tuple[int, _Window]]) -> None:
         # Engines publish a point that runs past warn_after into the task's metadata.
         metadata = self.client.metadata
-        for ar, (engine, _chunk, _sent) in list(outstanding.items()):
+        for ar, (engine, _window) in list(outstanding.items()):
             published = metadata.get(ar.msg_ids[0], {}).get("data")
             if published and worker.SLOW_KEY in published:
                 row, seconds = published[worker.SLOW_KEY]
                 self.result._slow(row, seconds, engine)
 
-    def _cancel(self, outstanding: dict[Any, tuple[int, list[int], float]]) -> None:
+    def _cancel(self, outstanding: dict[Any, tuple[int, _Window]]) -> None:
         """Drop queued tasks, interrupt running ones, and collect the rows they finished."""
         if not outstanding:
             return
         client = self.client
-        busy = sorted({engine for engine, _, _ in outstanding.values()} & set(client.ids))
+        busy = sorted({engine for engine, _ in outstanding.values()} & set(client.ids))
         try:
             client.abort(jobs=list(outstanding), targets=busy, block=False)
             client.send_signal(signal.SIGINT, targets=busy, block=False)
@@ -1161,7 +1241,7 @@ class _ClusterRunner(_Runner):
         while outstanding and time.monotonic() < deadline:
             finished, _ = concurrent.futures.wait(list(outstanding), timeout=0.1)
             for ar in finished:
-                engine, _chunk, _ = outstanding.pop(ar)
+                engine, _window = outstanding.pop(ar)
                 try:
                     out, _ = ar.get(timeout=0)
                     self.result._record(out, engine, self.cluster._hosts.get(engine))
