@@ -71,9 +71,10 @@ def test_failing_points_carry_the_error_and_every_other_point_completes(where, c
     assert sweep.status == "complete" and sweep.failed == 2
 
 
-@pytest.mark.parametrize("where", ["in-process", "cluster"])
+@pytest.mark.parametrize("where", ["in-process", "cluster", "cluster, shared chunks"])
 def test_stop_on_error_stops_at_the_first_failure_and_names_it(where, cluster, daily):
-    options = {"cluster": cluster, "chunksize": 1} if where == "cluster" else {}
+    options = {"in-process": {}, "cluster": {"cluster": cluster, "chunksize": 1},
+               "cluster, shared chunks": {"cluster": cluster}}[where]
     events = []
     sweep = nbb.sweep(Picky, daily, {"fast": [5, 10, 15, 20, 25, 30], "slow": range(40, 200, 10)},
                       stop_on_error=True, progress=False, on_result=events.append, **options)
@@ -281,6 +282,34 @@ def test_engine_killed_mid_sweep_loses_no_row(spare, daily):
     # The cluster stays usable.
     after = nbb.sweep(SmaCross, daily, {"fast": [5, 10, 20]}, cluster=spare, progress=False)
     assert after.status == "complete" and victim not in set(after.results.engine.dropna())
+
+
+def test_engine_killed_while_sharing_a_chunk_loses_no_row(spare, daily):
+    # No chunksize: both engines claim from the same chunks; the points the killed
+    # one had claimed and not returned are run again, by the engine left.
+    if len(spare.client.ids) < 2:  # an earlier test killed one
+        spare._ipp_cluster.start_engines_sync(n=1)
+        deadline = time.monotonic() + 60
+        while len(spare.client.ids) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    whole = nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, progress=False)
+    events = []
+    victim = max(spare.client.ids)
+    pid = spare.pids[victim] if victim in spare.pids else spare.client[victim].apply_sync(os.getpid)
+
+    def kill_after_some(event):
+        events.append(event)
+        if isinstance(event, ev.PointDone) and sum(isinstance(e, ev.PointDone) for e in events) == 30:
+            os.kill(pid, signal.SIGKILL)
+
+    sweep = nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, cluster=spare, progress=False,
+                      on_result=kill_after_some)
+    assert sweep.status == "complete"
+    assert [e.engine for e in events if isinstance(e, ev.EngineLost)] == [victim]
+    table = sweep.results
+    assert len(table) == 200 and table.status.eq("done").all()
+    pd.testing.assert_frame_equal(comparable(table), comparable(whole.results))
+    assert sum(isinstance(e, ev.PointDone) for e in events) == 200
 
 
 def test_engines_that_join_mid_sweep_get_the_data_and_take_points(spare, daily):

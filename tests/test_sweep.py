@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -16,7 +18,8 @@ import nbbacktest as nbb
 from nbbacktest.errors import ClusterError, SweepError
 from nbbacktest.parallel import events as ev
 from nbbacktest.parallel.cluster import Cluster, resolve_engine_count
-from nbbacktest.parallel.shared import fingerprint
+from nbbacktest.parallel.shared import fingerprint, segment_dir
+from nbbacktest.parallel.worker import ClaimBoard
 
 from conftest import SmaCross
 
@@ -42,6 +45,40 @@ def test_in_process_one_engine_and_two_engines_give_identical_tables(cluster, da
     pd.testing.assert_frame_equal(comparable(local.results), comparable(two.results), check_exact=True)
     assert set(two.results.engine.dropna()) == set(cluster.ids) | {-1} or len(set(two.results.engine.dropna())) >= 2
     assert local.best == one.best == two.best
+
+
+def test_engines_of_one_host_share_chunks_with_the_same_results(cluster, daily):
+    # No chunksize: the two engines (on this host) take the points of each chunk
+    # from one claim file as they go; the table is still in-process's, to the bit.
+    local = nbb.sweep(SmaCross, daily, GRID, progress=False)
+    shared = nbb.sweep(SmaCross, daily, GRID, progress=False, cluster=cluster)
+    pd.testing.assert_frame_equal(comparable(local.results), comparable(shared.results), check_exact=True)
+    ran = shared.results.engine.value_counts()
+    assert set(ran.index) >= set(cluster.ids)  # both engines took points of the same chunks
+    assert {e for e, *_ in shared.chunks} == set(cluster.ids)
+    claims = [p for p in os.listdir(segment_dir()) if f"{os.getpid()}-claims-" in p]
+    assert claims == []  # the claim file went with the sweep
+
+
+def test_a_claim_file_hands_every_point_to_exactly_one_process(tmp_path):
+    path = str(tmp_path / "claims")
+    ClaimBoard.create(path)
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:
+        taken = list(pool.map(_claim_all, [path, path]))
+    points = sorted(i for blocks in taken for begin, end in blocks for i in range(begin, end))
+    assert points == list(range(2_000))
+    assert all(blocks for blocks in taken)  # both took part
+    # later blocks are smaller (guided): the last ones are single points
+    assert max(end - begin for blocks in taken for begin, end in blocks) == 500
+    assert min(end - begin for blocks in taken for begin, end in blocks) == 1
+
+
+def _claim_all(path: str) -> list[tuple[int, int]]:
+    blocks = []
+    for begin, end in ClaimBoard.open(path).claims(3, 2_000, members=2):
+        blocks.append((begin, end))
+        time.sleep(0.0002 * (end - begin))  # "run" the points
+    return blocks
 
 
 def test_rows_are_stored_in_grid_order(cluster, daily):

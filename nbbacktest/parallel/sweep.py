@@ -5,6 +5,9 @@ runs the first point locally to measure its cost (or takes the cost an earlier
 sweep of the same job measured on this cluster), then hands chunks out as
 :mod:`nbbacktest.parallel.schedule` decides: at most two outstanding per engine, so
 that client and controller memory stay bounded however many points there are.
+Engines on the client's host share each chunk: every one of them gets it and they
+claim its points from a counter in a small file as they run, so they end together
+however their speeds differ (engines on other hosts get chunks of their own).
 Rows arrive out of order and are stored in grid order.
 """
 
