@@ -259,35 +259,11 @@ def spare():
     Cluster._current = previous
 
 
-def test_engine_killed_mid_sweep_loses_no_row(spare, daily):
-    whole = nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, progress=False)
-    events = []
-    victim = max(spare.client.ids)
-    pid = spare.pids[victim] if victim in spare.pids else spare.client[victim].apply_sync(os.getpid)
-
-    def kill_after_some(event):
-        events.append(event)
-        if isinstance(event, ev.PointDone) and sum(isinstance(e, ev.PointDone) for e in events) == 40:
-            os.kill(pid, signal.SIGKILL)
-
-    sweep = nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, cluster=spare, progress=False,
-                      on_result=kill_after_some, chunksize=5)
-    assert sweep.status == "complete"
-    lost = [e for e in events if isinstance(e, ev.EngineLost)]
-    assert [e.engine for e in lost] == [victim]
-    table = sweep.results
-    assert len(table) == 200 and table.status.eq("done").all()
-    pd.testing.assert_frame_equal(comparable(table), comparable(whole.results))
-    assert sum(isinstance(e, ev.PointDone) for e in events) == 200  # none reported twice
-    # The cluster stays usable.
-    after = nbb.sweep(SmaCross, daily, {"fast": [5, 10, 20]}, cluster=spare, progress=False)
-    assert after.status == "complete" and victim not in set(after.results.engine.dropna())
-
-
-def test_engine_killed_while_sharing_a_chunk_loses_no_row(spare, daily):
-    # No chunksize: both engines claim from the same chunks; the points the killed
-    # one had claimed and not returned are run again, by the engine left.
-    if len(spare.client.ids) < 2:  # an earlier test killed one
+@pytest.mark.parametrize("chunksize", [5, "auto"], ids=["own chunks", "shared chunks"])
+def test_engine_killed_mid_sweep_loses_no_row(spare, daily, chunksize):
+    # With chunksize="auto" both engines claim points from the same chunks: the points
+    # the killed one had claimed and not returned run again, on the engine left.
+    if len(spare.client.ids) < 2:  # the first case killed one
         spare._ipp_cluster.start_engines_sync(n=1)
         deadline = time.monotonic() + 60
         while len(spare.client.ids) < 2 and time.monotonic() < deadline:
@@ -303,13 +279,17 @@ def test_engine_killed_while_sharing_a_chunk_loses_no_row(spare, daily):
             os.kill(pid, signal.SIGKILL)
 
     sweep = nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, cluster=spare, progress=False,
-                      on_result=kill_after_some)
+                      on_result=kill_after_some, chunksize=chunksize)
     assert sweep.status == "complete"
-    assert [e.engine for e in events if isinstance(e, ev.EngineLost)] == [victim]
+    lost = [e for e in events if isinstance(e, ev.EngineLost)]
+    assert [e.engine for e in lost] == [victim]
     table = sweep.results
     assert len(table) == 200 and table.status.eq("done").all()
     pd.testing.assert_frame_equal(comparable(table), comparable(whole.results))
-    assert sum(isinstance(e, ev.PointDone) for e in events) == 200
+    assert sum(isinstance(e, ev.PointDone) for e in events) == 200  # none reported twice
+    # The cluster stays usable.
+    after = nbb.sweep(SmaCross, daily, {"fast": [5, 10, 20]}, cluster=spare, progress=False)
+    assert after.status == "complete" and victim not in set(after.results.engine.dropna())
 
 
 def test_engines_that_join_mid_sweep_get_the_data_and_take_points(spare, daily):
