@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,23 +153,36 @@ class EventBus:
 
         return unsubscribe
 
+    @property
+    def observed(self) -> bool:
+        """Whether anyone listens (a sweep builds no per-row events for nobody)."""
+        return bool(self._observers)
+
     def emit(self, event: SweepEvent) -> None:
         """Deliver ``event``; an observer that raises is warned about and dropped."""
+        self.emit_many((event,))
+
+    def emit_many(self, events: Iterable[SweepEvent]) -> None:
+        """Deliver ``events`` in order, as :meth:`emit` does each (one lock for all)."""
         with self._lock:
             observers = list(self._observers)
-        for entry in observers:
-            observer, kinds = entry
-            if kinds is not None and not isinstance(event, kinds):
-                continue
-            try:
-                observer(event)
-            except Exception as error:  # an observer must never stop a sweep
-                with self._lock:
-                    if entry in self._observers:
-                        self._observers.remove(entry)
-                warnings.warn(
-                    f"sweep observer {observer!r} raised {type(error).__name__}: {error};"
-                    " it was unsubscribed",
-                    NbbacktestWarning,
-                    stacklevel=2,
-                )
+        if not observers:
+            return
+        for event in events:
+            for entry in observers:
+                observer, kinds = entry
+                if kinds is not None and not isinstance(event, kinds):
+                    continue
+                try:
+                    observer(event)
+                except Exception as error:  # an observer must never stop a sweep
+                    with self._lock:
+                        if entry in self._observers:
+                            self._observers.remove(entry)
+                    observers = [o for o in observers if o is not entry]
+                    warnings.warn(
+                        f"sweep observer {observer!r} raised {type(error).__name__}: {error};"
+                        " it was unsubscribed",
+                        NbbacktestWarning,
+                        stacklevel=2,
+                    )

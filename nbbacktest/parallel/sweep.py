@@ -206,51 +206,65 @@ class SweepResult(concurrent.futures.Future):
         """Store finished rows, save them, and emit one event per row (any thread)."""
         events: list[SweepEvent] = []
         with self._lock:
-            fresh = [r for r in rows if self._status[r[0]] not in (DONE, FAILED)]
+            rows = list(rows)
+            state = self._status[np.fromiter((r[0] for r in rows), np.intp, len(rows))]
+            # A row can come back twice (a requeued chunk): the first one counts.
+            fresh = [r for r, new in zip(rows, ((state != DONE) & (state != FAILED)).tolist()) if new]
             if self.checkpoint is not None and fresh:
                 self.checkpoint.append(
                     [(row, None if stats is None else worker.unpack_stats(stats), error, seconds,
                       engine, host) for row, stats, error, seconds in fresh],
                     self.describe,
                 )
-            for row, stats, error, seconds in fresh:
-                value = self._store(row, stats, error, seconds, engine, host)
+            values = self._store(fresh, engine, host) if fresh else []
+            observed = self.events.observed
+            for (row, _, error, _), value in zip(fresh, values):
                 if error is None:
-                    events.append(PointDone(index=row, value=value, source=self))
+                    if observed:
+                        events.append(PointDone(index=row, value=value, source=self))
                 else:
                     # The first in grid order: failures on two engines arrive in any order.
                     if self._first_error is None or row < self._first_error:
                         self._first_error = row
-                    events.append(PointFailed(index=row, source=self))
+                    if observed:
+                        events.append(PointFailed(index=row, source=self))
             self._table = None
-        for event in events:
-            self.events.emit(event)
+        self.events.emit_many(events)
         if self.stop_on_error and self._first_error is not None:
             self._cancel.set()
 
     def _restore(self, saved: Mapping[int, SavedRow]) -> None:
         """Take the runs a checkpoint holds as finished (they will not run again)."""
         with self._lock:
-            for row, stats, error, seconds, engine, host in saved.values():
-                if 0 <= row < len(self):
-                    packed = None if stats is None else worker.pack_stats(stats)
-                    self._store(row, packed, error, seconds, engine, host)
+            kept = [r for r in saved.values() if 0 <= r[0] < len(self)]
+            if kept:
+                rows = [(row, None if stats is None else worker.pack_stats(stats), error, seconds)
+                        for row, stats, error, seconds, _, _ in kept]
+                self._store(rows, np.array([r[4] for r in kept]), [r[5] for r in kept])
             self._restored = int(np.count_nonzero(self._status != PENDING))
             self._table = None
 
-    def _store(self, row: int, stats: tuple | None, error: tuple[str, str, str] | None,
-               seconds: float, engine: int, host: str | None) -> float:
-        """Keep one finished run (stats packed: :func:`worker.pack_stats`); returns its metric value (NaN for a failure)."""
-        self._engine[row] = engine
-        self._host[row] = host
-        self._seconds[row] = seconds
-        if error is None:
-            self._stats[row] = stats
-            self._status[row] = DONE
-            return self._update_best(row, stats)  # type: ignore[arg-type]
-        self._errors[row] = error
-        self._status[row] = FAILED
-        return math.nan
+    def _store(self, rows: Sequence[worker.RowResult], engine: int | np.ndarray,
+               host: str | None | Sequence[str | None]) -> list[float]:
+        """Keep finished runs (stats packed: :func:`worker.pack_stats`) on ``engine`` and
+        ``host`` (one for all, or one per row); returns their metric values (NaN for failures)."""
+        index = np.fromiter((r[0] for r in rows), np.intp, len(rows))
+        self._engine[index] = engine
+        self._seconds[index] = [r[3] for r in rows]
+        self._status[index] = DONE
+        hosts = self._host
+        one_host = host is None or isinstance(host, str)
+        values = []
+        for k, (row, stats, error, _) in enumerate(rows):
+            hosts[row] = host if one_host else host[k]  # type: ignore[index]
+            if error is None:
+                self._stats[row] = stats
+                values.append(self._update_best(row, stats))  # type: ignore[arg-type]
+            else:
+                self._errors[row] = error
+                self._status[row] = FAILED
+                values.append(math.nan)
+        return values
 
     def _slow(self, row: int, seconds: float, engine: int | None) -> None:
         """A run has been going for ``seconds`` past ``warn_after``: say so, once."""
