@@ -21,6 +21,19 @@ class SmaCross(nbb.Strategy):
         return (close.rolling(self.fast).mean() > close.rolling(self.slow).mean()).astype(float)
 
 
+#: Source of a slow strategy for tests that run cells in a real kernel (its own process).
+KERNEL_SLEEPY = """
+import time
+import nbbacktest as nbb
+
+class Sleepy(nbb.Strategy):
+    fast = nbb.Param(10, low=2, high=200)
+    def signals(self, data):
+        time.sleep(0.1)
+        return (data["Close"] > data["Close"].rolling(self.fast).mean()).astype(float)
+"""
+
+
 class Fragile(SmaCross):
     """Raises for fast=10: the failing runs of the display tests."""
 

@@ -258,6 +258,14 @@ def assert_sweep_progress_complete(state: dict, runs: int) -> None:
     assert any(f"{runs}/{runs}" in text for text in state["widgetTexts"]), state["widgetTexts"]
 
 
+def assert_ran_a_179_run_sweep_and_drew_it(state: dict) -> None:
+    """No error, a finished 179-run sweep, and Plotly tables and charts on the page."""
+    assert not tracebacks(state), tracebacks(state)[0][-2000:]
+    assert_sweep_progress_complete(state, runs=179)
+    assert state["tables"] >= 1, "no Plotly table was drawn"
+    assert state["chartTraces"] >= 1 and state["plots"] >= 2, "no Plotly chart was drawn"
+
+
 def tracebacks(state: dict) -> list[str]:
     """Outputs showing an error: stderr with a traceback or an exception, any traceback."""
     errors = [text for text in state["stderr"] if "Traceback" in text or "Error" in text]
@@ -310,10 +318,7 @@ def test_quickstart_runs_in_jupyterlab(browser, lab):
         screenshot(page, "01-quickstart-result", "result = nbb.backtest(")
         screenshot(page, "01-quickstart-sweep", "sweep = nbb.sweep(")
         screenshot_whole_notebook(page, "01-quickstart")
-    assert not tracebacks(state), tracebacks(state)[0][-2000:]
-    assert_sweep_progress_complete(state, runs=179)
-    assert state["tables"] >= 1, "no Plotly table was drawn"
-    assert state["chartTraces"] >= 1 and state["plots"] >= 2, "no Plotly chart was drawn"
+    assert_ran_a_179_run_sweep_and_drew_it(state)
 
 
 def test_sweep_widget_runs_in_jupyterlab(browser, lab):
@@ -321,7 +326,4 @@ def test_sweep_widget_runs_in_jupyterlab(browser, lab):
         screenshot(page, "04-sweep-widget", "widget = nbb.SweepWidget(")
         screenshot(page, "04-sweep-widget-explore", "explorer = nbb.explore(")
         screenshot_whole_notebook(page, "04-sweep-widget")
-    assert not tracebacks(state), tracebacks(state)[0][-2000:]
-    assert_sweep_progress_complete(state, runs=179)
-    assert state["tables"] >= 1, "no Plotly table was drawn"
-    assert state["chartTraces"] >= 1 and state["plots"] >= 2, "no Plotly chart was drawn"
+    assert_ran_a_179_run_sweep_and_drew_it(state)

@@ -273,16 +273,7 @@ def test_cancel_click_from_another_thread_stops_a_blocking_cluster_sweep(cluster
     assert widget.bar.bar_style == "warning" and widget.bar.value == sweep.progress
 
 
-KERNEL_CELL = textwrap.dedent("""
-    import time
-    import nbbacktest as nbb
-
-    class Sleepy(nbb.Strategy):
-        fast = nbb.Param(10, low=2, high=200)
-        def signals(self, data):
-            time.sleep(0.1)
-            return (data["Close"] > data["Close"].rolling(self.fast).mean()).astype(float)
-
+KERNEL_CELL = conftest.KERNEL_SLEEPY + textwrap.dedent("""
     s = nbb.sweep(Sleepy, nbb.load_sample("daily"), {"fast": list(range(5, 95))}, progress=True)
     print("STATUS", s.status, s.progress, len(s))
 """)

@@ -35,7 +35,7 @@ from nbbacktest.engine.metrics import NUMERIC_STATS
 from nbbacktest.errors import ParamError, SweepError, UnknownParamError
 from nbbacktest.parallel.grid import plan_sweep
 
-from conftest import Fragile, Knobs, Sleepy, SmaCross
+from conftest import KERNEL_SLEEPY, Fragile, Knobs, Sleepy, SmaCross
 
 WAIT = 120  # seconds a Run may take at most in these tests
 
@@ -541,16 +541,7 @@ def test_lazy_exports():
 
 
 # ---------------------------------------------------------------------- in a real kernel
-KERNEL_SETUP = textwrap.dedent("""
-    import time
-    import nbbacktest as nbb
-
-    class Sleepy(nbb.Strategy):
-        fast = nbb.Param(10, low=2, high=200)
-        def signals(self, data):
-            time.sleep(0.1)
-            return (data["Close"] > data["Close"].rolling(self.fast).mean()).astype(float)
-
+KERNEL_SETUP = KERNEL_SLEEPY + textwrap.dedent("""
     w = nbb.SweepWidget(Sleepy, nbb.load_sample("daily"), grid={"fast": list(range(5, 65))}, engines=1)
     display(w)
     print("IDS", w.run_button.model_id, w.cancel_button.model_id, "Jupyter" in repr(w))

@@ -1023,7 +1023,7 @@ class _Window:
     rows: list[int]
     waiting: set[int]  #: engines whose task for it has not come back
     members: int  #: engines it went to
-    sent: float = 0.0
+    sent: float  #: perf_counter() when it went out
     ran: set[int] = dataclasses.field(default_factory=set)
     seconds: float = 0.0  #: points' seconds, summed over its engines
     interrupted: bool = False
@@ -1119,7 +1119,7 @@ class _ClusterRunner(_Runner):
                                members={g: len(members) for g, members in groups.items()})
         views = {engine: client[engine] for engine in self.engines}
         outstanding: dict[Any, tuple[int, _Window]] = {}
-        windows = 0
+        next_slot = 0  # the claim file's slot of the next shared chunk
         has_job: set[int] = set()
         known_ids = set(client.ids)
         clock = time.perf_counter
@@ -1150,16 +1150,14 @@ class _ClusterRunner(_Runner):
                 for target, chunk in planner.due(clock()):
                     members = groups[target]
                     specs = self.specs(chunk)
-                    window = _Window(target, chunk, set(members), len(members))
-                    shared = (board, windows, len(members)) if len(members) > 1 else None
-                    windows += 1
-                    sent = clock()
+                    window = _Window(target, chunk, set(members), len(members), clock())
+                    shared = (board, next_slot, len(members)) if len(members) > 1 else None
+                    next_slot += 1
                     for engine in members:
                         blob = None if engine in has_job else self.job_blob
                         ar = views[engine].apply_async(worker.run_points, self.key, blob, specs, shared)
                         has_job.add(engine)
                         outstanding[ar] = (engine, window)
-                    window.sent = sent
                 if not outstanding:
                     break
                 finished, _ = concurrent.futures.wait(
@@ -1176,11 +1174,14 @@ class _ClusterRunner(_Runner):
                         out, interrupted = [], False  # the engine died or the task was dropped
                         has_job.discard(engine)
                     except ipp.RemoteError as error:
-                        if error.ename not in ("EngineError", "TaskAborted", "KeyboardInterrupt"):
+                        if error.ename == "KeyboardInterrupt":
+                            out, interrupted = [], True
+                        elif error.ename in ("EngineError", "TaskAborted"):
+                            # The controller reports an engine's death as a remote error.
+                            out, interrupted = [], False
+                            has_job.discard(engine)
+                        else:
                             raise
-                        # The controller reports an engine's death as a remote error.
-                        out, interrupted = [], error.ename == "KeyboardInterrupt"
-                        has_job.discard(engine)
                     finally:
                         self._forget(ar)
                     received = clock()
@@ -1222,8 +1223,8 @@ class _ClusterRunner(_Runner):
         self.cluster.forget_engine(engine)
         # Its chunks come back as errors and their rows are requeued then; a shared
         # chunk's other engines may still run some of them first.
-        mine = {id(window): window for e, window in outstanding.values() if e == engine}
-        requeued = sum(len(w.rows) - len(w.ran) for w in mine.values() if w.members == 1)
+        mine = {window for e, window in outstanding.values() if e == engine}
+        requeued = sum(len(w.rows) - len(w.ran) for w in mine if w.members == 1)
         self.result.events.emit(EngineLost(engine=engine, requeued=requeued))
 
     def _remember(self, planner: ChunkPlanner) -> None:

@@ -15,7 +15,7 @@ import socket
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,9 +156,9 @@ _DURATION = STAT_NAMES.index("max_drawdown_duration")
 def pack_stats(stats: dict[str, Any]) -> tuple:
     """A run's stats as they travel and are kept: values in :data:`STAT_NAMES` order.
 
-    The drawdown duration (the one value that differs per run and is not a float)
-    becomes integer nanoseconds: a tuple of plain numbers pickles and unpickles
-    several times faster than a dict of pandas objects, and holds a fifth the memory.
+    The drawdown duration (the one pandas object that differs per run) becomes
+    integer nanoseconds: a tuple of plain numbers pickles and unpickles faster than
+    a dict of pandas objects, and holds half the memory.
 
     Examples
     --------
@@ -177,6 +177,8 @@ def unpack_stats(packed: tuple) -> dict[str, Any]:
     stats = dict(zip(STAT_NAMES, packed))
     stats["max_drawdown_duration"] = pd.Timedelta(packed[_DURATION])
     return stats
+
+
 #: A window shared by the engines of one host: (claim file, slot, engines sharing it).
 Shared = tuple[str, int, int]
 
@@ -303,7 +305,7 @@ class ClaimBoard:
         """Take what is left of a window, so that the other engines stop (stop_on_error)."""
         self._claim(slot, size, lambda left: left)
 
-    def _claim(self, slot: int, size: int, take: Any) -> tuple[int, int] | None:
+    def _claim(self, slot: int, size: int, take: Callable[[int], int]) -> tuple[int, int] | None:
         fd = self.fd
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
