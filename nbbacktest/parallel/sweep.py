@@ -1155,7 +1155,15 @@ class _ClusterRunner(_Runner):
                     next_slot += 1
                     for engine in members:
                         blob = None if engine in has_job else self.job_blob
-                        ar = views[engine].apply_async(worker.run_points, self.key, blob, specs, shared)
+                        try:
+                            ar = views[engine].apply_async(worker.run_points, self.key, blob,
+                                                           specs, shared)
+                        except (IndexError, ipp.error.NoEnginesRegistered):
+                            # It unregistered since client.ids was read: its part of the
+                            # chunk comes back empty, and the next pass sees it lost.
+                            has_job.discard(engine)
+                            self._settle(window, engine, [], False, planner, clock())
+                            continue
                         has_job.add(engine)
                         outstanding[ar] = (engine, window)
                 if not outstanding:
@@ -1167,7 +1175,6 @@ class _ClusterRunner(_Runner):
                 self._report_slow(outstanding)
                 for ar in finished:
                     engine, window = outstanding.pop(ar)
-                    window.waiting.discard(engine)
                     try:
                         out, interrupted = ar.get(timeout=0)
                     except (ipp.error.EngineError, ipp.error.TaskAborted):
@@ -1189,15 +1196,7 @@ class _ClusterRunner(_Runner):
                     if out:
                         result.chunks.append((engine, len(out), window.sent, received, ar.started,
                                               ar.completed))
-                    window.ran.update(r for r, *_ in out)
-                    window.seconds += sum(s for *_, s in out)
-                    window.interrupted |= interrupted
-                    if not window.waiting:  # every engine of the chunk is back
-                        planner.done(window.target, len(window.ran), window.seconds / window.members,
-                                     received)
-                        missing = [r for r in window.rows if r not in window.ran]
-                        if missing and not window.interrupted:
-                            planner.requeue(missing)
+                    self._settle(window, engine, out, interrupted, planner, received)
         except BaseException as error:
             result._cancel.set()
             self._cancel(outstanding)
@@ -1209,6 +1208,22 @@ class _ClusterRunner(_Runner):
                     os.unlink(board)
         self._remember(planner)
         self.finish()
+
+    @staticmethod
+    def _settle(window: _Window, engine: int, out: Sequence[worker.RowResult], interrupted: bool,
+                planner: ChunkPlanner, received: float) -> None:
+        """One engine's part of ``window`` is back; once every part is, the planner learns
+        the chunk's speed and gets back the rows no engine ran."""
+        window.waiting.discard(engine)
+        window.ran.update(r for r, *_ in out)
+        window.seconds += sum(s for *_, s in out)
+        window.interrupted |= interrupted
+        if window.waiting:
+            return
+        planner.done(window.target, len(window.ran), window.seconds / window.members, received)
+        missing = [r for r in window.rows if r not in window.ran]
+        if missing and not window.interrupted:
+            planner.requeue(missing)
 
     def _lose(self, engine: int, groups: dict[int, list[int]], planner: ChunkPlanner,
               outstanding: dict[Any, tuple[int, _Window]]) -> None:
