@@ -83,7 +83,7 @@ def sweep_loop(data: pd.DataFrame) -> Callable[[], object]:
     worker.hold_data(key, data)
     job = worker.Job((SmaCross,), (("fast", "slow"),), Settings(commission=0.002), key)
     worker.register_job(key, job)
-    points = [(row, 0, values, None, row) for row, values in enumerate(GRID)]
+    points = [(row, 0, values, None) for row, values in enumerate(GRID)]
     return lambda: worker.run_points(key, None, points)
 
 

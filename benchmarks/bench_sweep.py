@@ -57,6 +57,10 @@ def main() -> None:
               f"(median {statistics.median(local) * 1e3:.1f} ms)")
         print(f"   2 engines    : {n / statistics.median(remote):8,.0f} backtests/s "
               f"(median {statistics.median(remote) * 1e3:.1f} ms, best {min(remote) * 1e3:.1f} ms)")
+        floor = bare_apply_floor(cluster, daily, remote_runs[0][1].plan)
+        print(f"   floor        : {n / statistics.median(floor):8,.0f} backtests/s "
+              f"(median {statistics.median(floor) * 1e3:.1f} ms, best {min(floor) * 1e3:.1f} ms): "
+              "the same points as two bare apply_async of run_points, half each")
         print(f"   identical to in-process: {identical}")
         print(f"   target >= 4,000/s: {'met' if n / statistics.median(remote) >= 4000 else 'NOT met'}")
 
@@ -88,6 +92,31 @@ def main() -> None:
         where_the_time_goes(r3, began, began + wall)
     finally:
         cluster.stop()
+
+
+def bare_apply_floor(cluster, data, plan, repeats: int = 7) -> list[float]:
+    """Wall seconds of the sweep's points sent as one task per engine, a fixed half each,
+    with no planning, claiming or recording: ipyparallel's round trip plus the points."""
+    from nbbacktest.engine.backtest import Settings
+    from nbbacktest.parallel import worker
+    from nbbacktest.parallel.shared import fingerprint
+    from nbbacktest.parallel.sweep import _job_blob, make_job, point_specs
+
+    key = fingerprint(data)
+    cluster.share(data, key)
+    blob = _job_blob(make_job(plan, Settings(), key))
+    views = [cluster.client[engine] for engine in cluster.client.ids[:2]]
+    specs = point_specs(plan, range(len(plan)))
+    halves = [specs[0::2], specs[1::2]]
+
+    def once(job=None):
+        tasks = [view.apply_async(worker.run_points, "bench-floor", job, half)
+                 for view, half in zip(views, halves)]
+        for task in tasks:
+            task.get(timeout=60)
+
+    once(blob)  # the job is registered on each engine once
+    return [timed(once)[0] for _ in range(repeats)]
 
 
 def where_the_time_goes(result, began: float, ended: float) -> None:

@@ -184,7 +184,7 @@ def test_symbols_vary_fastest():
 def test_seeds_are_derive_seed_of_each_run():
     plan = plan_sweep(SmaCross, {"fast": [5, 10], "slow": [40, 50]}, seed=7, symbols=["A", "B"])
     for i in range(len(plan)):
-        assert plan.seeds[i] == derive_seed(7, plan.params(i), plan.symbols[i])
+        assert plan.seeds[i] == plan.seed_at(i) == derive_seed(7, plan.params(i), plan.symbols[i])
     single = plan_sweep(SmaCross, {"fast": [5]}, seed=7)
     assert single.seeds == [derive_seed(7, single.params(0), None)]
 
@@ -244,7 +244,8 @@ def test_plan_instances_with_mixed_classes():
     assert [plan.strategy_at(i) for i in range(0, 6, 2)] == instances
     assert plan.symbols == ["A", "B"] * 3
     assert plan.params(2) == {"lookback": 20} and plan.names_at(3) == ("lookback",)
-    assert plan.seeds[3] == derive_seed(5, {"lookback": 20}, "B")
+    assert plan.seeds[3] == plan.seed_at(3) == derive_seed(5, {"lookback": 20}, "B")
+    assert plan.seeds == [derive_seed(5, plan.params(i), plan.symbols[i]) for i in range(6)]
     frame = plan.frame()
     assert list(frame.columns) == ["strategy", "params", "symbol"]
     assert frame["strategy"].tolist() == ["SmaCross"] * 2 + ["Breakout"] * 2 + ["SmaCross"] * 2

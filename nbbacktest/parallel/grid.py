@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import builtins
 import difflib
+import functools
 import itertools
 import keyword
 import operator
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbbacktest.engine.backtest import derive_seeds
+from nbbacktest.engine.backtest import RunSeeds
 from nbbacktest.engine.params import Param, unknown_param_message
 from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import ParamError, SweepError, UnknownParamError
@@ -54,7 +55,7 @@ class Plan:
     """The runs of a sweep (or of ``run_many``), in grid order.
 
     Run ``i`` is ``class_at(i)(**params(i))`` on symbol ``symbols[i]`` with seed
-    ``seeds[i]``. Per-run data is kept in flat lists of tuples (no dict per run),
+    ``seed_at(i)``. Per-run data is kept in flat lists of tuples (no dict per run),
     so 100,000 runs stay a few megabytes; the strategy classes are stored once.
 
     Attributes
@@ -71,9 +72,11 @@ class Plan:
         the same tuple object.
     symbols : list of str or None
         The symbol of each run; None for single-frame data.
-    seeds : list of int
-        ``derive_seed(sweep_seed, params(i), symbols[i])`` for each run: it
-        depends on the run alone, not on the rest of the grid.
+    seed : int
+        The sweep's seed. Run ``i``'s own seed, ``seed_at(i)``, is
+        ``derive_seed(seed, params(i), symbols[i])``: it depends on the run alone,
+        not on the rest of the grid. Engines derive the seeds of the runs they
+        run; ``seeds`` lists them all (derived on first use).
     grid_size : int
         Runs of the grid before ``where`` and sampling (points x symbols).
     class_index : numpy.ndarray or None
@@ -97,7 +100,7 @@ class Plan:
     param_names: tuple[tuple[str, ...], ...]
     values: list[tuple]
     symbols: list[str | None]
-    seeds: list[int]
+    seed: int
     grid_size: int
     class_index: np.ndarray | None = None
     universe: tuple[str, ...] | None = None
@@ -133,6 +136,20 @@ class Plan:
     def params(self, i: int) -> dict[str, Any]:
         """The parameter values of run ``i`` as a dict, in declaration order."""
         return dict(zip(self.param_names[self._class_number(i)], self.values[i]))
+
+    def seed_at(self, i: int) -> int:
+        """The seed of run ``i``."""
+        return RunSeeds(self.seed)(self.names_at(i), self.values[i], self.symbols[i])
+
+    @functools.cached_property
+    def seeds(self) -> list[int]:
+        """The seed of every run, in run order."""
+        seed_of = RunSeeds(self.seed)
+        if self.class_index is None:
+            names = self.param_names[0]
+            return [seed_of(names, v, s) for v, s in zip(self.values, self.symbols)]
+        return [seed_of(self.param_names[k], v, s)
+                for k, v, s in zip(self.class_index.tolist(), self.values, self.symbols)]
 
     def strategy_at(self, i: int) -> Strategy:
         """The strategy instance of run ``i`` (values were validated while planning)."""
@@ -178,7 +195,7 @@ class Plan:
             param_names=self.param_names,
             values=[self.values[r] for r in picked],
             symbols=[self.symbols[r] for r in picked],
-            seeds=[self.seeds[r] for r in picked],
+            seed=self.seed,
             grid_size=self.grid_size,
             class_index=None if self.class_index is None else self.class_index[index],
             universe=self.universe,
@@ -398,16 +415,7 @@ def _build(
     *,
     grid_size: int,
 ) -> Plan:
-    """Expand points over symbols (fastest) and derive every run's seed."""
-    symbols: Sequence[str | None] = (None,) if universe is None else universe
-    if class_index is None:
-        seeds = derive_seeds(seed, names[0], points, symbols)
-    else:
-        # Instances of several classes: one class (one set of names) per point.
-        step = len(symbols)
-        seeds = []
-        for k, p in zip(class_index[::step].tolist(), points):
-            seeds.extend(derive_seeds(seed, names[k], [p], symbols))
+    """Expand points over symbols (fastest)."""
     if universe is None:
         values = points
         run_symbols: list[str | None] = [None] * len(points)
@@ -420,7 +428,7 @@ def _build(
         param_names=names,
         values=values,
         symbols=run_symbols,
-        seeds=seeds,
+        seed=seed,
         grid_size=grid_size,
         class_index=class_index,
         universe=universe,

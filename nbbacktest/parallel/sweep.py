@@ -391,7 +391,7 @@ class SweepResult(concurrent.futures.Future):
             frame = self.data if symbol is None else self.data[symbol]
             prepared = self._prepared[symbol] = PreparedData.from_frame(frame)
         strategy = self.plan.strategy_at(int(i))
-        seed = self.plan.seeds[i]
+        seed = self.plan.seed_at(int(i))
         run = simulate(strategy, prepared, self.settings, seed)
         return Result(strategy, prepared.index, self.settings, seed, run)
 
@@ -465,12 +465,16 @@ class SweepResult(concurrent.futures.Future):
 
 
 def point_specs(plan: Plan, rows: Iterable[int]) -> list[worker.PointSpec]:
-    """What a task carries for each row: (row, class index, values, symbol, seed)."""
+    """What a task carries for each row: (row, class index, values, symbol).
+
+    No seed: the job carries the sweep's seed and each point's own is derived where
+    it runs, so a big grid's seeds are not all derived here before the first task.
+    """
     index = plan.class_index
-    return [
-        (r, 0 if index is None else int(index[r]), plan.values[r], plan.symbols[r], plan.seeds[r])
-        for r in rows
-    ]
+    values, symbols = plan.values, plan.symbols
+    if index is None:
+        return [(r, 0, values[r], symbols[r]) for r in rows]
+    return [(r, int(index[r]), values[r], symbols[r]) for r in rows]
 
 
 def row_params(plan: Plan, i: int) -> dict[str, Any]:
@@ -853,7 +857,7 @@ def make_job(plan: Plan, settings: Settings, data_key: str, warn_after: float = 
              stop_on_error: bool = False) -> worker.Job:
     """What every run of ``plan`` shares: its classes, their param names, settings, data."""
     return worker.Job(plan.classes, plan.param_names, settings, data_key, float(warn_after),
-                      bool(stop_on_error))
+                      bool(stop_on_error), plan.seed)
 
 
 def _job_blob(job: worker.Job) -> bytes:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from nbbacktest.engine.backtest import PreparedData, Settings, simulate_stats
+from nbbacktest.engine.backtest import PreparedData, RunSeeds, Settings, simulate_stats
 from nbbacktest.engine.metrics import STAT_NAMES
 from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import StrategyError
@@ -54,6 +54,8 @@ class Job:
     warn_after: float = 3600.0
     #: Stop the chunk at its first failing point (the sweep then stops too).
     stop_on_error: bool = False
+    #: The sweep's seed; a point's own seed is derived from it where the point runs.
+    seed: int = 0
 
 
 def host_name() -> str:
@@ -144,8 +146,8 @@ def register_job(key: str, job: Job | bytes) -> Job:
     return found  # type: ignore[return-value]
 
 
-#: One point of a task: (row, class index, param values, symbol, seed).
-PointSpec = tuple[int, int, tuple, "str | None", int]
+#: One point of a task: (row, class index, param values, symbol).
+PointSpec = tuple[int, int, tuple, "str | None"]
 #: One result row: (row, packed stats or None, (error type, message, traceback) or None, seconds).
 RowResult = tuple[int, "tuple | None", "tuple[str, str, str] | None", float]
 
@@ -204,7 +206,7 @@ def run_points(
     >>> from nbbacktest.engine.examples import SmaCross
     >>> hold_data("doc", nbb.load_sample("daily"))
     >>> job = register_job("doc-job", Job((SmaCross,), (("fast", "slow"),), Settings(), "doc"))
-    >>> rows, interrupted = run_points("doc-job", None, [(0, 0, (10, 30), None, 1)])
+    >>> rows, interrupted = run_points("doc-job", None, [(0, 0, (10, 30), None)])
     >>> rows[0][0], unpack_stats(rows[0][1])["trades"] > 0, rows[0][2], interrupted
     (0, True, None, False)
     >>> _ = release_data(["doc"])
@@ -214,6 +216,7 @@ def run_points(
     rows: list[RowResult] = []
     clock = time.perf_counter
     running = _RUNNING
+    seed_of = RunSeeds(spec.seed)
     watch(job_key, spec.warn_after)
     if shared is None:
         blocks: Iterator[tuple[int, int]] = iter(((0, len(points)),))
@@ -222,14 +225,14 @@ def run_points(
         blocks = board.claims(shared[1], len(points), shared[2])
     try:
         for begin, end in blocks:
-            for row, class_index, values, symbol, seed in points[begin:end]:
+            for row, class_index, values, symbol in points[begin:end]:
                 started = clock()
                 running[:] = job_key, row, started
-                cls = spec.classes[class_index]
-                strategy = cls._from_values(dict(zip(spec.names[class_index], values)))
+                names = spec.names[class_index]
+                strategy = spec.classes[class_index]._from_values(dict(zip(names, values)))
                 try:
-                    stats = simulate_stats(strategy, prepared(data_key, symbol), settings, seed,
-                                           private=True)
+                    stats = simulate_stats(strategy, prepared(data_key, symbol), settings,
+                                           seed_of(names, values, symbol), private=True)
                 except Exception as error:  # a failing point is a row, not a failed sweep
                     rows.append((row, None, describe_error(error), clock() - started))
                     if spec.stop_on_error:
