@@ -106,8 +106,23 @@ def test_detail_reruns_a_row_locally_with_the_same_result(cluster, daily):
     result = sweep.detail(2)
     assert result.strategy == SmaCross(10, 30)
     assert result.stats["sharpe"] == row.sharpe and result.stats["trades"] == row.trades
+    # Every stat the row keeps (in columns, the data's times once per symbol) is the run's own.
+    kept, stats = sweep.row(2), result.stats.to_dict()
+    assert {name: kept[name] for name in stats} == stats
+    assert list(stats) == [name for name in kept if name in stats]
     with pytest.raises(IndexError, match="from 0 to 3"):
         sweep.detail(4)
+
+
+@pytest.mark.parametrize("metric, maximize", [("sharpe", True), ("trades", False),
+                                              ("max_drawdown_pct", True)])
+def test_best_is_the_first_row_with_the_best_metric(daily, metric, maximize):
+    sweep = nbb.sweep(SmaCross, daily, {"fast": [5, 10, 20], "slow": [30, 60, 90]}, progress=False,
+                      metric=metric, maximize=maximize)
+    column = sweep.results[metric]
+    best = column.idxmax() if maximize else column.idxmin()
+    assert sweep.best_index == best and sweep.best_value == column[best]
+    assert sweep.best == SmaCross(**sweep.results.loc[best, ["fast", "slow"]].astype(int))
 
 
 def test_universe_runs_every_point_on_every_symbol(cluster, small_universe):

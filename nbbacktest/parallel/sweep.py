@@ -114,15 +114,21 @@ class SweepResult(concurrent.futures.Future):
         self.data = data
         self.settings = settings
         self.metric = metric
-        self._metric_at = STAT_NAMES.index(metric)
+        # The metric's column: trades, or one of the float stats.
+        self._metric_at = None if metric == "trades" else worker.FLOAT_STATS.index(metric)
         self.maximize = maximize
         self.stop_on_error = stop_on_error
         self.events = EventBus()
         total = len(plan)
-        self._stats: list[tuple | None] = [None] * total  # packed (worker.pack_stats)
-        self._errors: list[tuple[str, str, str] | None] = [None] * total
+        # Stats in columns (see worker.Rows): a finished run's are valid where its
+        # status is DONE; the data's start, end and duration are kept per symbol.
+        self._floats = np.full((total, len(worker.FLOAT_STATS)), np.nan)
+        self._trades = np.zeros(total, dtype=np.int64)
+        self._drawdown_ns = np.full(total, worker.NAT, dtype=np.int64)
+        self._times: dict[str | None, tuple] = {}
+        self._errors: dict[int, tuple[str, str, str]] = {}
         self._engine = np.full(total, -1, dtype=np.int64)
-        self._host: list[str | None] = [None] * total
+        self._host = np.full(total, None, dtype=object)
         self._seconds = np.full(total, np.nan)
         self._status = np.zeros(total, dtype=np.int8)
         self._lock = threading.RLock()
@@ -202,69 +208,82 @@ class SweepResult(concurrent.futures.Future):
         self._pollers.append(poll)
 
     # ------------------------------------------------------------------ rows
-    def _record(self, rows: Iterable[worker.RowResult], engine: int, host: str | None) -> None:
-        """Store finished rows, save them, and emit one event per row (any thread)."""
+    def _record(self, rows: worker.Rows, engine: int, host: str | None) -> None:
+        """Store a chunk's finished runs, save them, and emit one event per run (any thread)."""
         events: list[SweepEvent] = []
         with self._lock:
-            rows = list(rows)
-            state = self._status[np.fromiter((r[0] for r in rows), np.intp, len(rows))]
-            # A row can come back twice (a requeued chunk): the first one counts.
-            fresh = [r for r, new in zip(rows, ((state != DONE) & (state != FAILED)).tolist()) if new]
-            if self.checkpoint is not None and fresh:
-                self.checkpoint.append(
-                    [(row, None if stats is None else worker.unpack_stats(stats), error, seconds,
-                      engine, host) for row, stats, error, seconds in fresh],
-                    self.describe,
-                )
-            values = self._store(fresh, engine, host) if fresh else []
+            state = self._status[rows.rows]
+            # A run can come back twice (a requeued chunk): the first one counts.
+            fresh = np.flatnonzero((state != DONE) & (state != FAILED))
+            if not len(fresh):
+                return
+            values = self._store(rows, fresh, engine, host)
+            if self.checkpoint is not None:
+                self.checkpoint.append([self._saved(int(r)) for r in rows.rows[fresh]], self.describe)
             observed = self.events.observed
-            for (row, _, error, _), value in zip(fresh, values):
-                if error is None:
-                    if observed:
-                        events.append(PointDone(index=row, value=value, source=self))
-                else:
+            for row, value in zip(rows.rows[fresh].tolist(), values.tolist()):
+                if row in rows.errors:
                     # The first in grid order: failures on two engines arrive in any order.
                     if self._first_error is None or row < self._first_error:
                         self._first_error = row
                     if observed:
                         events.append(PointFailed(index=row, source=self))
+                elif observed:
+                    events.append(PointDone(index=row, value=value, source=self))
             self._table = None
         self.events.emit_many(events)
         if self.stop_on_error and self._first_error is not None:
             self._cancel.set()
 
+    def _store(self, rows: worker.Rows, keep: np.ndarray, engine: int, host: str | None) -> np.ndarray:
+        """Keep runs ``keep`` (positions in ``rows``) as run on ``engine`` at ``host``;
+        returns their metric values (NaN for failures)."""
+        index = rows.rows[keep]
+        self._floats[index] = rows.floats[keep]
+        self._trades[index] = rows.trades[keep]
+        self._drawdown_ns[index] = rows.drawdown_ns[keep]
+        self._seconds[index] = rows.seconds[keep]
+        self._engine[index] = engine
+        self._host[index] = host
+        self._status[index] = DONE
+        for symbol, times in rows.times.items():
+            self._times.setdefault(symbol, times)
+        if rows.errors:
+            for row in index.tolist():
+                error = rows.errors.get(row)
+                if error is not None:
+                    self._errors[row] = error
+                    self._status[row] = FAILED
+        values = (rows.trades[keep].astype(np.float64) if self._metric_at is None
+                  else rows.floats[keep, self._metric_at])
+        self._update_best(index, values)
+        return values
+
+    def _saved(self, row: int) -> SavedRow:
+        """Run ``row`` as a checkpoint keeps it."""
+        return (row, self._row_stats(row), self._errors.get(row), float(self._seconds[row]),
+                int(self._engine[row]), self._host[row])
+
+    def _row_stats(self, row: int) -> dict[str, Any] | None:
+        if self._status[row] != DONE:
+            return None
+        return worker.stats_dict(self._floats[row], int(self._trades[row]),
+                                 int(self._drawdown_ns[row]), self._times[self.plan.symbols[row]])
+
     def _restore(self, saved: Mapping[int, SavedRow]) -> None:
         """Take the runs a checkpoint holds as finished (they will not run again)."""
         with self._lock:
-            kept = [r for r in saved.values() if 0 <= r[0] < len(self)]
-            if kept:
-                rows = [(row, None if stats is None else worker.pack_stats(stats), error, seconds)
-                        for row, stats, error, seconds, _, _ in kept]
-                self._store(rows, np.array([r[4] for r in kept]), [r[5] for r in kept])
+            for row, stats, error, seconds, engine, host in saved.values():
+                if not 0 <= row < len(self):
+                    continue
+                rows = worker.RowsBuilder()
+                if stats is None:
+                    rows.failed(row, error, seconds)  # type: ignore[arg-type]
+                else:
+                    rows.ok(row, stats, self.plan.symbols[row], seconds)
+                self._store(rows.build(), np.zeros(1, np.intp), engine, host)
             self._restored = int(np.count_nonzero(self._status != PENDING))
             self._table = None
-
-    def _store(self, rows: Sequence[worker.RowResult], engine: int | np.ndarray,
-               host: str | None | Sequence[str | None]) -> list[float]:
-        """Keep finished runs (stats packed: :func:`worker.pack_stats`) on ``engine`` and
-        ``host`` (one for all, or one per row); returns their metric values (NaN for failures)."""
-        index = np.fromiter((r[0] for r in rows), np.intp, len(rows))
-        self._engine[index] = engine
-        self._seconds[index] = [r[3] for r in rows]
-        self._status[index] = DONE
-        hosts = self._host
-        one_host = host is None or isinstance(host, str)
-        values = []
-        for k, (row, stats, error, _) in enumerate(rows):
-            hosts[row] = host if one_host else host[k]  # type: ignore[index]
-            if error is None:
-                self._stats[row] = stats
-                values.append(self._update_best(row, stats))  # type: ignore[arg-type]
-            else:
-                self._errors[row] = error
-                self._status[row] = FAILED
-                values.append(math.nan)
-        return values
 
     def _slow(self, row: int, seconds: float, engine: int | None) -> None:
         """A run has been going for ``seconds`` past ``warn_after``: say so, once."""
@@ -289,14 +308,18 @@ class SweepResult(concurrent.futures.Future):
                        maximize=self.maximize, finished=self._restored, failed=self.failed,
                        best=self._best_value)
 
-    def _update_best(self, row: int, stats: tuple) -> float:
-        value = stats[self._metric_at]
-        if value is None or value != value:
-            return math.nan
-        best = self._best_value
+    def _update_best(self, rows: np.ndarray, values: np.ndarray) -> None:
+        # The first of equal values wins, in arrival order, as one run at a time would.
+        if not len(values):
+            return
+        with np.errstate(invalid="ignore"):
+            k = int(np.nanargmax(values) if self.maximize else np.nanargmin(values)) \
+                if not np.isnan(values).all() else -1
+        if k < 0:
+            return
+        value, best = float(values[k]), self._best_value
         if best != best or (value > best if self.maximize else value < best):
-            self._best_value, self._best_row = value, row
-        return float(value)
+            self._best_value, self._best_row = value, int(rows[k])
 
     def _mark_unfinished_cancelled(self) -> int:
         with self._lock:
@@ -309,10 +332,10 @@ class SweepResult(concurrent.futures.Future):
         """Row ``i`` as a dict: params (and symbol), stats, error, engine, host, seconds."""
         plan = self.plan
         out: dict[str, Any] = row_params(plan, i)
-        stats = self._stats[i]
+        stats = self._row_stats(i)
         if stats is not None:
-            out.update(worker.unpack_stats(stats))
-        error = self._errors[i]
+            out.update(stats)
+        error = self._errors.get(i)
         out["error"] = None if error is None else f"{error[0]}: {error[1]}"
         out["traceback"] = None if error is None else error[2]
         out["engine"] = None if self._engine[i] < 0 else int(self._engine[i])
@@ -331,25 +354,28 @@ class SweepResult(concurrent.futures.Future):
 
     def _build_table(self) -> pd.DataFrame:
         table = self.plan.frame()
-        missing = (None,) * len(STAT_NAMES)
-        stats = pd.DataFrame.from_records(
-            [s if s is not None else missing for s in self._stats], columns=list(STAT_NAMES)
+        done = self._status == DONE
+        symbols = self.plan.symbols
+        missing = (None,) * len(worker.TIME_STATS)
+        times = pd.DataFrame.from_records(
+            [self._times[symbols[i]] if ok else missing for i, ok in enumerate(done.tolist())],
+            columns=list(worker.TIME_STATS), nrows=len(done),
         )
-        for name in NUMERIC_STATS:
-            if stats[name].dtype == object:
-                stats[name] = pd.to_numeric(stats[name], errors="coerce")
-        # Packed as integer nanoseconds; int64 all the way (a float would round them).
-        at = STAT_NAMES.index("max_drawdown_duration")
-        nat = np.iinfo(np.int64).min
-        stats["max_drawdown_duration"] = np.fromiter(
-            (nat if s is None else s[at] for s in self._stats), np.int64, len(self._stats)
-        ).view("m8[ns]")
+        floats = np.where(done[:, None], self._floats, np.nan)
+        columns: dict[str, Any] = {name: times[name] for name in worker.TIME_STATS}
+        columns.update(zip(worker.FLOAT_STATS, floats.T))
+        # Integer trades while every run is done; NaN marks the others, as floats.
+        columns["trades"] = self._trades.copy() if done.all() else np.where(done, self._trades, np.nan)
+        # Integer nanoseconds all the way (a float would round them).
+        columns["max_drawdown_duration"] = np.where(done, self._drawdown_ns, worker.NAT).view("m8[ns]")
+        stats = pd.DataFrame({name: columns[name] for name in STAT_NAMES})
+        errors = self._errors
         runs = pd.DataFrame(
             {
-                "error": [None if e is None else f"{e[0]}: {e[1]}" for e in self._errors],
-                "traceback": [None if e is None else e[2] for e in self._errors],
+                "error": [None if (e := errors.get(i)) is None else f"{e[0]}: {e[1]}" for i in range(len(done))],
+                "traceback": [None if (e := errors.get(i)) is None else e[2] for i in range(len(done))],
                 "engine": pd.array(np.where(self._engine < 0, pd.NA, self._engine), dtype="Int64"),
-                "host": self._host,
+                "host": self._host.tolist(),
                 "seconds": self._seconds,
                 "status": _STATUS_NAMES[self._status],
             }
@@ -990,11 +1016,11 @@ class _LocalRunner(_Runner):
             try:
                 out, interrupted = worker.run_points(self.key, None, self.specs(chunk))
             except KeyboardInterrupt:
-                out, interrupted = [], True
+                out, interrupted = worker.Rows.empty(), True
             result._record(out, -1, host)
             if interrupted:
                 result._cancel.set()
-            return len(out), sum(s for *_, s in out)
+            return len(out.rows), float(out.seconds.sum())
 
         try:
             # The first point alone: its time sizes the chunks after it.
@@ -1085,7 +1111,7 @@ class _ClusterRunner(_Runner):
             first, _ = worker.run_points(self.key, None, self.specs(self.rows[:1]))
         finally:
             worker.release_data([local_key])
-        self.point_seconds = first[0][3]
+        self.point_seconds = float(first.seconds[0])
         result._record(first, -1, worker.host_name())
         self.rows = self.rows[1:]
 
@@ -1166,7 +1192,8 @@ class _ClusterRunner(_Runner):
                             # It unregistered since client.ids was read: its part of the
                             # chunk comes back empty, and the next pass sees it lost.
                             has_job.discard(engine)
-                            self._settle(window, engine, [], False, planner, clock())
+                            self._settle(window, engine, worker.Rows.empty(), False, planner,
+                                         clock())
                             continue
                         has_job.add(engine)
                         outstanding[ar] = (engine, window)
@@ -1182,14 +1209,15 @@ class _ClusterRunner(_Runner):
                     try:
                         out, interrupted = ar.get(timeout=0)
                     except (ipp.error.EngineError, ipp.error.TaskAborted):
-                        out, interrupted = [], False  # the engine died or the task was dropped
+                        # the engine died or the task was dropped
+                        out, interrupted = worker.Rows.empty(), False
                         has_job.discard(engine)
                     except ipp.RemoteError as error:
                         if error.ename == "KeyboardInterrupt":
-                            out, interrupted = [], True
+                            out, interrupted = worker.Rows.empty(), True
                         elif error.ename in ("EngineError", "TaskAborted"):
                             # The controller reports an engine's death as a remote error.
-                            out, interrupted = [], False
+                            out, interrupted = worker.Rows.empty(), False
                             has_job.discard(engine)
                         else:
                             raise
@@ -1197,9 +1225,9 @@ class _ClusterRunner(_Runner):
                         self._forget(ar)
                     received = clock()
                     result._record(out, engine, hosts.get(engine))
-                    if out:
-                        result.chunks.append((engine, len(out), window.sent, received, ar.started,
-                                              ar.completed))
+                    if len(out.rows):
+                        result.chunks.append((engine, len(out.rows), window.sent, received,
+                                              ar.started, ar.completed))
                     self._settle(window, engine, out, interrupted, planner, received)
         except BaseException as error:
             result._cancel.set()
@@ -1214,13 +1242,13 @@ class _ClusterRunner(_Runner):
         self.finish()
 
     @staticmethod
-    def _settle(window: _Window, engine: int, out: Sequence[worker.RowResult], interrupted: bool,
+    def _settle(window: _Window, engine: int, out: worker.Rows, interrupted: bool,
                 planner: ChunkPlanner, received: float) -> None:
         """One engine's part of ``window`` is back; once every part is, the planner learns
         the chunk's speed and gets back the rows no engine ran."""
         window.waiting.discard(engine)
-        window.ran.update(r for r, *_ in out)
-        window.seconds += sum(s for *_, s in out)
+        window.ran.update(out.rows.tolist())
+        window.seconds += float(out.seconds.sum())
         window.interrupted |= interrupted
         if window.waiting:
             return
