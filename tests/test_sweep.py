@@ -125,6 +125,24 @@ def test_best_is_the_first_row_with_the_best_metric(daily, metric, maximize):
     assert sweep.best == SmaCross(**sweep.results.loc[best, ["fast", "slow"]].astype(int))
 
 
+class FailsAtFive(SmaCross):
+    def signals(self, data):
+        if self.fast == 5:
+            raise ValueError("fast=5 is not allowed")
+        return super().signals(data)
+
+
+def test_a_failed_run_has_no_metric_value_even_for_trades(daily):
+    # A failed run keeps 0 in the trades column; as a metric it must be NaN, never the best.
+    events = []
+    sweep = nbb.sweep(FailsAtFive, daily, {"fast": [5, 10, 20], "slow": [60]}, progress=False,
+                      metric="trades", maximize=False, on_result=events.append)
+    assert sweep.results.status.tolist() == ["failed", "done", "done"]
+    assert sweep.best_index in (1, 2) and sweep.best_value == sweep.results.trades[1:].min()
+    assert [e.value for e in events if isinstance(e, ev.PointDone)] == \
+        sweep.results.trades[1:].tolist()
+
+
 def test_universe_runs_every_point_on_every_symbol(cluster, small_universe):
     sweep = nbb.sweep(SmaCross, small_universe, {"fast": [5, 10]}, progress=False, cluster=cluster)
     assert len(sweep) == 6

@@ -248,14 +248,14 @@ class SweepResult(concurrent.futures.Future):
         self._status[index] = DONE
         for symbol, times in rows.times.items():
             self._times.setdefault(symbol, times)
-        if rows.errors:
-            for row in index.tolist():
-                error = rows.errors.get(row)
-                if error is not None:
-                    self._errors[row] = error
-                    self._status[row] = FAILED
         values = (rows.trades[keep].astype(np.float64) if self._metric_at is None
                   else rows.floats[keep, self._metric_at])
+        if rows.errors:
+            failed = np.fromiter((row in rows.errors for row in index.tolist()), bool, len(index))
+            for row in index[failed].tolist():
+                self._errors[row] = rows.errors[row]
+            self._status[index[failed]] = FAILED
+            values[failed] = np.nan  # a failed run's trades (0) is no value
         self._update_best(index, values)
         return values
 
