@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from nbbacktest.parallel.cluster import reap
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 SCREENSHOTS = ROOT / "build" / "screenshots"
@@ -160,13 +162,7 @@ class Lab:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
-        _, alive = psutil.wait_procs(descendants, timeout=15)
-        for process in alive:
-            try:
-                process.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=5)
+        reap(descendants, timeout=15)
         self.log.close()
 
 
@@ -313,17 +309,15 @@ def ran(browser, lab: Lab, name: str):
         lab.shut_down_kernels()
 
 
-def test_quickstart_runs_in_jupyterlab(browser, lab):
-    with ran(browser, lab, "01-quickstart") as (state, page):
-        screenshot(page, "01-quickstart-result", "result = nbb.backtest(")
-        screenshot(page, "01-quickstart-sweep", "sweep = nbb.sweep(")
-        screenshot_whole_notebook(page, "01-quickstart")
-    assert_ran_a_179_run_sweep_and_drew_it(state)
-
-
-def test_sweep_widget_runs_in_jupyterlab(browser, lab):
-    with ran(browser, lab, "04-sweep-widget") as (state, page):
-        screenshot(page, "04-sweep-widget", "widget = nbb.SweepWidget(")
-        screenshot(page, "04-sweep-widget-explore", "explorer = nbb.explore(")
-        screenshot_whole_notebook(page, "04-sweep-widget")
+@pytest.mark.parametrize("name, shots", [
+    ("01-quickstart", [("01-quickstart-result", "result = nbb.backtest("),
+                       ("01-quickstart-sweep", "sweep = nbb.sweep(")]),
+    ("04-sweep-widget", [("04-sweep-widget", "widget = nbb.SweepWidget("),
+                         ("04-sweep-widget-explore", "explorer = nbb.explore(")]),
+], ids=["quickstart", "sweep-widget"])
+def test_notebook_runs_in_jupyterlab(browser, lab, name, shots):
+    with ran(browser, lab, name) as (state, page):
+        for shot, cell_text in shots:
+            screenshot(page, shot, cell_text)
+        screenshot_whole_notebook(page, name)
     assert_ran_a_179_run_sweep_and_drew_it(state)

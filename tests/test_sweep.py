@@ -10,7 +10,6 @@ import textwrap
 import threading
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -51,7 +51,7 @@ from nbbacktest.display.tables import (
 )
 from nbbacktest.display.widget import ProgressWidget
 from nbbacktest.engine.backtest import Settings, backtest
-from nbbacktest.engine.data import is_universe, validate_data
+from nbbacktest.engine.data import validate_data
 from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_LABELS
 from nbbacktest.engine.params import Param
 from nbbacktest.engine.result import Result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
@@ -211,25 +211,6 @@ def derive_seed(base_seed: int, params: Mapping[str, Any], symbol: str | None = 
     """
     key = repr((int(base_seed), sorted(params.items()), symbol)).encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
-
-
-def derive_seeds(
-    base_seed: int, names: Sequence[str], points: Iterable[Sequence[Any]],
-    symbols: Sequence[str | None] = (None,),
-) -> list[int]:
-    """:func:`derive_seed` of many points of one class, each on every symbol, in that order.
-
-    Equal to calling :func:`derive_seed` point by point (the hashed text is built
-    the same way), about twice as fast.
-
-    Examples
-    --------
-    >>> derive_seeds(0, ["slow", "fast"], [(30, 10)]) == [derive_seed(0, {"fast": 10, "slow": 30})]
-    True
-    """
-    seed_of = RunSeeds(base_seed)
-    names = tuple(names)
-    return [seed_of(names, point, symbol) for point in points for symbol in symbols]
 
 
 class RunSeeds:

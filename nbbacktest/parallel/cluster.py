@@ -319,21 +319,13 @@ class Cluster:
         except Exception:
             pass
         if self._ipp_cluster is not None:
-            import psutil
-
             processes = self._processes()
             try:
                 self._ipp_cluster.stop_cluster_sync()
             except Exception:
                 pass
             # stop_cluster_sync signals the processes; make sure none outlives stop().
-            _, alive = psutil.wait_procs(processes, timeout=10)
-            for process in alive:
-                try:
-                    process.kill()
-                except psutil.Error:
-                    pass
-            psutil.wait_procs(alive, timeout=5)
+            reap(processes, timeout=10)
             self._ipp_cluster = None
 
     def __enter__(self) -> Cluster:
@@ -459,6 +451,29 @@ class Cluster:
             "idle": len(hosts) - busy,
             "data": data,
         }
+
+
+def reap(processes: Iterable[Any], timeout: float) -> None:
+    """Give ``processes`` (``psutil.Process``) ``timeout`` seconds to exit, then kill the rest.
+
+    Examples
+    --------
+    >>> import subprocess, sys, psutil
+    >>> child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    >>> process = psutil.Process(child.pid)
+    >>> reap([process], timeout=0.1)
+    >>> process.is_running()
+    False
+    """
+    import psutil
+
+    _, alive = psutil.wait_procs(list(processes), timeout=timeout)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
 
 
 def _remote_name(key: str) -> str:

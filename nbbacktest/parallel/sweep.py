@@ -273,15 +273,19 @@ class SweepResult(concurrent.futures.Future):
     def _restore(self, saved: Mapping[int, SavedRow]) -> None:
         """Take the runs a checkpoint holds as finished (they will not run again)."""
         with self._lock:
+            # One set of columns per (engine, host), stored at once as a chunk would be.
+            by_source: dict[tuple[int, str | None], worker.RowsBuilder] = {}
             for row, stats, error, seconds, engine, host in saved.values():
                 if not 0 <= row < len(self):
                     continue
-                rows = worker.RowsBuilder()
+                rows = by_source.setdefault((engine, host), worker.RowsBuilder())
                 if stats is None:
                     rows.failed(row, error, seconds)  # type: ignore[arg-type]
                 else:
                     rows.ok(row, stats, self.plan.symbols[row], seconds)
-                self._store(rows.build(), np.zeros(1, np.intp), engine, host)
+            for (engine, host), rows in by_source.items():
+                chunk = rows.build()
+                self._store(chunk, np.arange(len(chunk.rows)), engine, host)
             self._restored = int(np.count_nonzero(self._status != PENDING))
             self._table = None
 
@@ -310,13 +314,9 @@ class SweepResult(concurrent.futures.Future):
 
     def _update_best(self, rows: np.ndarray, values: np.ndarray) -> None:
         # The first of equal values wins, in arrival order, as one run at a time would.
-        if not len(values):
+        if np.isnan(values).all():  # also no values at all
             return
-        with np.errstate(invalid="ignore"):
-            k = int(np.nanargmax(values) if self.maximize else np.nanargmin(values)) \
-                if not np.isnan(values).all() else -1
-        if k < 0:
-            return
+        k = int(np.nanargmax(values) if self.maximize else np.nanargmin(values))
         value, best = float(values[k]), self._best_value
         if best != best or (value > best if self.maximize else value < best):
             self._best_value, self._best_row = value, int(rows[k])
@@ -369,11 +369,14 @@ class SweepResult(concurrent.futures.Future):
         # Integer nanoseconds all the way (a float would round them).
         columns["max_drawdown_duration"] = np.where(done, self._drawdown_ns, worker.NAT).view("m8[ns]")
         stats = pd.DataFrame({name: columns[name] for name in STAT_NAMES})
-        errors = self._errors
+        messages: list[str | None] = [None] * len(done)
+        tracebacks: list[str | None] = [None] * len(done)
+        for row, (etype, message, text) in self._errors.items():
+            messages[row], tracebacks[row] = f"{etype}: {message}", text
         runs = pd.DataFrame(
             {
-                "error": [None if (e := errors.get(i)) is None else f"{e[0]}: {e[1]}" for i in range(len(done))],
-                "traceback": [None if (e := errors.get(i)) is None else e[2] for i in range(len(done))],
+                "error": messages,
+                "traceback": tracebacks,
                 "engine": pd.array(np.where(self._engine < 0, pd.NA, self._engine), dtype="Int64"),
                 "host": self._host.tolist(),
                 "seconds": self._seconds,
