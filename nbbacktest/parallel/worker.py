@@ -13,6 +13,7 @@ import math
 import operator
 import os
 import socket
+import threading
 import time
 import traceback
 from collections import OrderedDict
@@ -397,6 +398,8 @@ _RUNNING: list[Any] = [None, None, 0.0]
 _WATCH: dict[str, float] = {}  # job key -> warn_after
 _REPORTERS: dict[str, Any] = {}  # job key -> in-process callback
 _watchdog: Any = None
+# Set by watch(): a new job's limit may be shorter than the watchdog's current sleep.
+_WATCH_CHANGED = threading.Event()
 #: The key under which an engine publishes a slow point (``AsyncResult`` metadata "data").
 SLOW_KEY = "nbbacktest_slow"
 
@@ -413,9 +416,8 @@ def watch(job_key: str, warn_after: float, report: Any = None) -> None:
     _WATCH[job_key] = warn_after
     if report is not None:
         _REPORTERS[job_key] = report
+    _WATCH_CHANGED.set()
     if _watchdog is None or not _watchdog.is_alive():
-        import threading
-
         _watchdog = threading.Thread(target=_watch_loop, name="nbbacktest-watchdog", daemon=True)
         _watchdog.start()
 
@@ -430,7 +432,8 @@ def _watch_loop() -> None:
     reported: tuple[Any, Any, float] | None = None
     while True:
         limits = list(_WATCH.values())
-        time.sleep(min([1.0, *(w / 4 for w in limits)]) if limits else 1.0)
+        _WATCH_CHANGED.wait(min([1.0, *(w / 4 for w in limits)]))
+        _WATCH_CHANGED.clear()
         job_key, row, started = _RUNNING
         limit = _WATCH.get(job_key) if job_key is not None else None
         if limit is None or (job_key, row, started) == reported:
