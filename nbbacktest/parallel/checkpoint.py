@@ -41,6 +41,7 @@ from typing import Any
 import pandas as pd
 
 from nbbacktest.errors import SweepError
+from nbbacktest.parallel import pickling
 
 SPEC_JSON, SPEC_PICKLE, DATA_PICKLE = "spec.json", "spec.pkl", "data.pkl"
 ROWS, ERRORS = "rows.jsonl", "errors.log"
@@ -208,12 +209,7 @@ def _write_atomic(path: Path, payload: bytes) -> None:
 
 def state_bytes(state: dict[str, Any]) -> bytes:
     """Pickle ``state`` with classes from notebooks and scripts by value (cloudpickle)."""
-    import cloudpickle
-
-    from nbbacktest.parallel.sweep import by_value
-
-    with by_value(state["plan"].classes):
-        return cloudpickle.dumps(state)
+    return pickling.dumps(state, state["plan"].classes)
 
 
 def load_spec(folder: str | os.PathLike[str]) -> dict[str, Any]:

@@ -20,12 +20,11 @@ import dataclasses
 import math
 import os
 import signal
-import sys
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,7 +37,7 @@ from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_NAMES
 from nbbacktest.engine.result import Result
 from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import ClusterError, SweepError
-from nbbacktest.parallel import worker
+from nbbacktest.parallel import pickling, worker
 from nbbacktest.parallel.cluster import Cluster, current_or_start, resolve_engine_count
 from nbbacktest.parallel.events import (
     Cancelled,
@@ -894,7 +893,7 @@ def _job_blob(job: worker.Job) -> bytes:
     import cloudpickle
 
     try:
-        return _dumps_by_value(job)
+        return pickling.dumps(job, job.classes)
     except Exception as error:
         for cls in job.classes:
             for name, value in vars(cls).items():
@@ -906,42 +905,6 @@ def _job_blob(job: worker.Job) -> bytes:
                         f" attribute {name!r} ({type(value).__name__}) cannot be pickled ({error})"
                     ) from error
         raise SweepError(f"the strategy cannot be sent to the engines: {error}") from error
-
-
-def _dumps_by_value(job: worker.Job) -> bytes:
-    import cloudpickle
-
-    with by_value(job.classes):
-        return cloudpickle.dumps(job)
-
-
-@contextlib.contextmanager
-def by_value(classes: Iterable[type]) -> Iterator[None]:
-    """While inside, cloudpickle sends the code of these classes' modules by value.
-
-    Classes from a test file or a local module (and their bases from such modules)
-    would be pickled by reference and fail to import on the engines or in a later
-    process (``__main__`` and notebook classes are pickled by value already).
-    """
-    import cloudpickle
-
-    registered = []
-    # Base classes too: a strategy may derive from one in a local module.
-    names = {base.__module__ for cls in classes for base in cls.__mro__}
-    try:
-        for name in sorted(names):
-            module = sys.modules.get(name)
-            if module is None or name.startswith(("nbbacktest", "__main__", "builtins")):
-                continue
-            try:
-                cloudpickle.register_pickle_by_value(module)
-                registered.append(module)
-            except ValueError:
-                pass
-        yield
-    finally:
-        for module in registered:
-            cloudpickle.unregister_pickle_by_value(module)
 
 
 # ---------------------------------------------------------------------- runners
