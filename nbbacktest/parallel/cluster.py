@@ -193,9 +193,10 @@ class Cluster:
                 client = ipp.Client(url_file, timeout=timeout, **kwargs)
             except Exception as error:
                 where = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "the default profile"
-                error = str(error).splitlines()[0] if str(error) else error
+                # First line only: ipyparallel's message goes on with a long hint of its own.
+                reason = str(error).splitlines()[0].rstrip(".") if str(error) else type(error).__name__
                 raise ClusterError(
-                    f"no cluster to connect to ({where}): {error}. Start one with"
+                    f"no cluster to connect to ({where}): {reason}. Start one with"
                     " `ipcluster start -n 4` or nbb.Cluster(engines=4)"
                 ) from error
         self = cls.__new__(cls)
