@@ -38,6 +38,7 @@ from nbbacktest.errors import (
     ParamError,
     StrategyError,
     SweepError,
+    SweepFailedError,
     UnknownParamError,
 )
 
@@ -61,7 +62,7 @@ _SHOWN = {"sweep", "run_many", "resume"}
 
 __all__ = [
     "ClusterError", "DataError", "NbbacktestError", "NbbacktestWarning", "Param", "ParamError",
-    "Result", "Strategy", "StrategyError", "SweepError", "UnknownParamError", "backtest",
+    "Result", "Strategy", "StrategyError", "SweepError", "SweepFailedError", "UnknownParamError", "backtest",
     "load_ohlcv", "load_sample", "load_ipython_extension", "unload_ipython_extension",
     *_LAZY,
 ]

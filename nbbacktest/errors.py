@@ -36,5 +36,18 @@ class SweepError(NbbacktestError, ValueError):
     """A sweep specification (grid, where, metric, engines, ...) is invalid."""
 
 
+class SweepFailedError(NbbacktestError, RuntimeError):
+    """A sweep ended early because its execution failed (every engine lost, ...).
+
+    The cause is the ``__cause__``; ``result`` is the sweep's
+    :class:`~nbbacktest.parallel.sweep.SweepResult`, status ``failed``, with every
+    row that finished before the failure.
+    """
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class NbbacktestWarning(UserWarning):
     """Something nbbacktest fixed for you (e.g. sorted an unsorted index)."""

@@ -340,7 +340,8 @@ def test_ctrl_c_cancels_the_sweep_and_keeps_finished_rows(shell, ns):
     stopped = ns["stopped"]
     assert stopped.status == "cancelled"
     done = int((stopped.results.status == "done").sum())
-    assert 5 <= done < 300 and stopped.results.status.isin(["done", "cancelled"]).all()
+    # Cancel interrupts the running fifth run too (in-process as on engines).
+    assert 4 <= done < 300 and stopped.results.status.isin(["done", "cancelled"]).all()
     assert stopped.results.loc[stopped.results.status == "done", "equity_final"].notna().all()
     assert f"Cancelled: {done} of 300 runs finished, kept in stopped" in out.stdout
 

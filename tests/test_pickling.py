@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from IPython.testing.globalipapp import get_ipython
+from IPython.testing import globalipapp
 
 import nbbacktest as nbb
 from nbbacktest.parallel import pickling
@@ -90,7 +90,8 @@ def test_engine_traceback_of_a_strategy_from_a_file_shows_its_source(cluster, da
 
 @pytest.mark.cluster
 def test_engine_traceback_of_a_strategy_from_a_notebook_cell_shows_the_cell(cluster, daily):
-    shell = get_ipython()
+    globalipapp.start_ipython()  # once per process; then get_ipython is the shell's own
+    shell = globalipapp.get_ipython()
     shell.run_cell(FAILING, store_history=True)
     strategy = shell.user_ns.pop("Failing")
     filename = strategy.signals.__code__.co_filename

@@ -239,6 +239,80 @@ def test_ctrl_c_in_the_blocking_call_cancels_and_returns_the_rows(cluster, daily
     assert _engines_idle(cluster, timeout=5)
 
 
+def test_cancelling_one_sweep_leaves_another_on_the_same_cluster_complete(cluster, daily):
+    # The cancel interrupts the engines, and so the points the other sweep runs there:
+    # those must go out again, not stay pending under a "complete" status.
+    first = nbb.sweep(Sleepy, daily, {"fast": range(2, 202), "pause": [0.02]}, cluster=cluster,
+                      progress=False, block=False, chunksize=4)
+    second = nbb.sweep(Sleepy, daily, {"fast": range(2, 122), "pause": [0.02]}, cluster=cluster,
+                       progress=False, block=False, chunksize=4)
+    deadline = time.monotonic() + 60
+    while second.progress < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first.cancel()
+    first.result(timeout=60)
+    second.result(timeout=120)
+    assert first.status == "cancelled"
+    assert second.status == "complete" and second.results.status.eq("done").all()
+    assert second.progress == len(second) == 120
+
+
+class Spinning(nbb.Strategy):
+    """Computes for ``spin`` seconds in Python first: a point only cancel can stop."""
+
+    fast = nbb.Param(10, low=2, high=100)
+    spin = 0.0
+
+    def signals(self, data):
+        end = time.monotonic() + self.spin
+        while time.monotonic() < end:
+            pass
+        close = data["Close"]
+        return (close > close.rolling(self.fast).mean()).astype(float)
+
+
+def test_in_process_cancel_interrupts_the_running_point(daily):
+    sweep = nbb.sweep(Spinning, daily, {"fast": [5, 6, 7], "spin": [0.0, 30.0]}, progress=False,
+                      block=False)
+    deadline = time.monotonic() + 30
+    while sweep.progress < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # the 30-s point is running now
+    asked = time.monotonic()
+    assert sweep.cancel()
+    assert sweep.wait(timeout=10)
+    assert time.monotonic() - asked < 5  # not the 30 s the point would take
+    assert sweep.status == "cancelled"
+    assert sweep.results.status.iloc[0] == "done" and "done" in set(sweep.results.status)
+    assert sweep.results.status.isin(["done", "cancelled"]).all()
+    # The next in-process sweep is not disturbed by the interrupt.
+    after = nbb.sweep(SmaCross, daily, {"fast": [5, 10]}, progress=False)
+    assert after.status == "complete"
+
+
+class Exiting(nbb.Strategy):
+    """Calls sys.exit for fast == 7: one point must not take the sweep (or the caller) down."""
+
+    fast = nbb.Param(10, low=2, high=100)
+
+    def signals(self, data):
+        if self.fast == 7:
+            sys.exit(3)
+        close = data["Close"]
+        return (close > close.rolling(self.fast).mean()).astype(float)
+
+
+@pytest.mark.parametrize("where", ["in-process", "cluster"])
+def test_a_point_calling_sys_exit_is_a_failed_row(where, cluster, daily):
+    options = {"cluster": cluster} if where == "cluster" else {}
+    sweep = nbb.sweep(Exiting, daily, {"fast": [5, 6, 7, 8]}, progress=False, **options)
+    table = sweep.results
+    assert sweep.status == "complete"
+    assert table.status.tolist() == ["done", "done", "failed", "done"]
+    assert table.error.iloc[2] == "SystemExit: 3"
+    assert "sys.exit(3)" in table.traceback.iloc[2]
+
+
 def _engines_idle(cluster: Cluster, timeout: float) -> bool:
     """Every engine answers a trivial task within ``timeout``: none is still running points."""
     try:
@@ -284,6 +358,7 @@ def test_engine_killed_mid_sweep_loses_no_row(spare, daily, chunksize):
     assert sweep.status == "complete"
     lost = [e for e in events if isinstance(e, ev.EngineLost)]
     assert [e.engine for e in lost] == [victim]
+    assert lost[0].requeued > 0  # shared chunks too: what it had not run goes elsewhere
     table = sweep.results
     assert len(table) == 200 and table.status.eq("done").all()
     pd.testing.assert_frame_equal(comparable(table), comparable(whole.results))
@@ -323,6 +398,29 @@ def test_engine_that_leaves_cleanly_hands_nothing_back_twice(spare, daily):
     done_events = [e.index for e in events if isinstance(e, ev.PointDone)]
     assert sorted(done_events) == list(range(200))
     assert any(isinstance(e, ev.EngineLost) and e.engine == leaving for e in events)
+
+
+def test_a_sweep_that_loses_every_engine_raises_and_keeps_its_rows(daily):
+    own = Cluster(engines=1, timeout=120)
+    previous = Cluster.current()
+    try:
+        pid = own.client[own.client.ids[0]].apply_sync(os.getpid)
+
+        def kill_after_some(event):
+            if isinstance(event, ev.PointDone) and event.index == 20:
+                os.kill(pid, signal.SIGKILL)
+
+        with pytest.raises(nbb.SweepFailedError, match=r"every engine of the sweep was lost; \d+ of "
+                           r"200 rows finished and are kept: error.result holds them") as raised:
+            nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, cluster=own, progress=False,
+                      on_result=kill_after_some, chunksize=5)
+        kept = raised.value.result
+        assert kept.status == "failed" and "every engine" in kept.reason
+        assert kept.progress >= 20 and kept.results.status.eq("done").sum() == kept.progress
+        assert isinstance(raised.value.__cause__, nbb.ClusterError)
+    finally:
+        own.stop()
+        Cluster._current = previous
 
 
 # ------------------------------------------------------------------ long runs

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,7 +36,7 @@ from nbbacktest.engine.data import is_universe, validate_data
 from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_NAMES
 from nbbacktest.engine.result import Result
 from nbbacktest.engine.strategy import Strategy
-from nbbacktest.errors import ClusterError, SweepError
+from nbbacktest.errors import ClusterError, SweepError, SweepFailedError
 from nbbacktest.parallel import pickling, worker
 from nbbacktest.parallel.cluster import Cluster, current_or_start, resolve_engine_count
 from nbbacktest.parallel.events import (
@@ -156,6 +156,7 @@ class SweepResult(concurrent.futures.Future):
         # Called while a blocking wait loops (a notebook display keeps its widgets
         # responsive this way, so that Cancel works while the cell runs).
         self._pollers: list[Callable[[], Any]] = []
+        self._cancel_hooks: list[Callable[[], Any]] = []
 
     # ------------------------------------------------------------ Future API
     def __len__(self) -> int:
@@ -179,7 +180,13 @@ class SweepResult(concurrent.futures.Future):
         if self.done():
             return False
         self._cancel.set()
+        for hook in list(self._cancel_hooks):
+            hook()
         return True
+
+    def add_cancel_hook(self, hook: Callable[[], Any]) -> None:
+        """Call ``hook()`` when :meth:`cancel` is called (a runner interrupts its points)."""
+        self._cancel_hooks.append(hook)
 
     @property
     def cancel_requested(self) -> bool:
@@ -812,9 +819,22 @@ def _launch(
         result.wait()
         thread.join()
         error = result.exception()
+        if isinstance(error, Exception):
+            raise failed_error(result, error, save) from error
         if error is not None:
             raise error
     return result
+
+
+def failed_error(result: SweepResult, error: BaseException, save: Any = None) -> SweepFailedError:
+    """The error a blocking sweep raises when it fails: what went wrong, and where its rows are."""
+    kept = result.progress
+    where = ("error.result holds them (error.result.results is the table)" if save is None else
+             f"error.result holds them, and so does the checkpoint: sweep(..., save={str(save)!r},"
+             " resume=True) runs the rest")
+    return SweepFailedError(
+        f"the sweep failed: {type(error).__name__}: {error}; {kept} of {len(result)} rows"
+        f" finished and are kept: {where}", result)
 
 
 def _drive(runner: _Runner) -> None:
@@ -960,7 +980,10 @@ class _Runner(abc.ABC):
                 status = "cancelled"
             result.events.emit(Cancelled(done=result.progress, total=len(result)))
         else:
+            unfinished = result._mark_unfinished_cancelled()
             status = "complete"
+            if unfinished:  # a sweep is complete only when every row is done or failed
+                status, reason = "failed", f"{unfinished} row(s) never came back from the engines"
         result._finish(status, reason, crash)
 
 
@@ -976,11 +999,14 @@ class _LocalRunner(_Runner):
         result = self.result
         host = worker.host_name()
         rows = result.pending_rows()
+        interrupter = _Interrupter(threading.get_ident())
+        result.add_cancel_hook(interrupter.interrupt)
 
         def run_chunk(chunk: list[int]) -> tuple[int, float]:
             """Run and record ``chunk``: (points run, their seconds)."""
             try:
-                out, interrupted = worker.run_points(self.key, None, self.specs(chunk))
+                with interrupter.armed():
+                    out, interrupted = worker.run_points(self.key, None, self.specs(chunk))
             except KeyboardInterrupt:
                 out, interrupted = worker.Rows.empty(), True
             result._record(out, -1, host)
@@ -999,12 +1025,48 @@ class _LocalRunner(_Runner):
                         break
                     points, seconds = run_chunk(chunk)
                     planner.done(_HERE, points, seconds, time.perf_counter())
+        except KeyboardInterrupt:  # cancel's interrupt, landed just outside a chunk
+            result._cancel.set()
         except BaseException as error:
             worker.release_data([self.data_key])
             self.finish(error)
             raise
         worker.release_data([self.data_key])
         self.finish()
+
+
+class _Interrupter:
+    """Raises KeyboardInterrupt in the in-process runner's thread while a chunk runs there.
+
+    An engine's running point is stopped by SIGINT; in this process the sweep runs
+    in a thread of its own, which no signal reaches, so cancel raises the
+    interrupt in that thread instead (delivered between two bytecodes: a point in
+    one long C call stops when the call returns).
+    """
+
+    def __init__(self, thread_id: int) -> None:
+        self.thread_id = thread_id
+        self._lock = threading.Lock()
+        self._armed = False
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[None]:
+        with self._lock:
+            self._armed = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._armed = False
+
+    def interrupt(self) -> None:
+        import ctypes
+
+        with self._lock:
+            if self._armed:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id),
+                                                           ctypes.py_object(KeyboardInterrupt))
+                self._armed = False  # one interrupt per cancel
 
 
 #: Engines of one host that share chunks, at most (a shared chunk goes to each of them).
@@ -1023,6 +1085,7 @@ class _Window:
     ran: set[int] = dataclasses.field(default_factory=set)
     seconds: float = 0.0  #: points' seconds, summed over its engines
     interrupted: bool = False
+    lost: set[int] = dataclasses.field(default_factory=set)  #: engines that died with it out
 
 
 class _ClusterRunner(_Runner):
@@ -1044,6 +1107,8 @@ class _ClusterRunner(_Runner):
         self.job_blob = job_blob
         self.client = cluster.client
         self.point_seconds = math.nan
+        #: Rows requeued because an engine died with them: EngineLost reports them.
+        self._requeued: dict[int, int] = {}
 
     def prepare(self) -> None:
         result = self.result
@@ -1159,7 +1224,7 @@ class _ClusterRunner(_Runner):
                             # chunk comes back empty, and the next pass sees it lost.
                             has_job.discard(engine)
                             self._settle(window, engine, worker.Rows.empty(), False, planner,
-                                         clock())
+                                         clock(), lost=True)
                             continue
                         has_job.add(engine)
                         outstanding[ar] = (engine, window)
@@ -1172,11 +1237,13 @@ class _ClusterRunner(_Runner):
                 self._report_slow(outstanding)
                 for ar in finished:
                     engine, window = outstanding.pop(ar)
+                    lost = False
                     try:
                         out, interrupted = ar.get(timeout=0)
-                    except (ipp.error.EngineError, ipp.error.TaskAborted):
+                    except (ipp.error.EngineError, ipp.error.TaskAborted) as error:
                         # the engine died or the task was dropped
                         out, interrupted = worker.Rows.empty(), False
+                        lost = isinstance(error, ipp.error.EngineError)
                         has_job.discard(engine)
                     except ipp.RemoteError as error:
                         if error.ename == "KeyboardInterrupt":
@@ -1184,6 +1251,7 @@ class _ClusterRunner(_Runner):
                         elif error.ename in ("EngineError", "TaskAborted"):
                             # The controller reports an engine's death as a remote error.
                             out, interrupted = worker.Rows.empty(), False
+                            lost = error.ename == "EngineError"
                             has_job.discard(engine)
                         else:
                             raise
@@ -1194,7 +1262,10 @@ class _ClusterRunner(_Runner):
                     if len(out.rows):
                         result.chunks.append((engine, len(out.rows), window.sent, received,
                                               ar.started, ar.completed))
-                    self._settle(window, engine, out, interrupted, planner, received)
+                    # Another sweep's cancel interrupts the engines it shares with this
+                    # one: only this sweep's own cancel (or stop_on_error) drops rows.
+                    self._settle(window, engine, out, interrupted and result._cancel.is_set(),
+                                 planner, received, lost)
         except BaseException as error:
             result._cancel.set()
             self._cancel(outstanding)
@@ -1207,11 +1278,13 @@ class _ClusterRunner(_Runner):
         self._remember(planner)
         self.finish()
 
-    @staticmethod
-    def _settle(window: _Window, engine: int, out: worker.Rows, interrupted: bool,
-                planner: ChunkPlanner, received: float) -> None:
-        """One engine's part of ``window`` is back; once every part is, the planner learns
-        the chunk's speed and gets back the rows no engine ran."""
+    def _settle(self, window: _Window, engine: int, out: worker.Rows, interrupted: bool,
+                planner: ChunkPlanner, received: float, lost: bool = False) -> None:
+        """One engine's part of ``window`` is back (``lost``: as an error, the engine
+        died); once every part is, the planner learns the chunk's speed and gets back
+        the rows no engine ran."""
+        if lost:
+            window.lost.add(engine)
         window.waiting.discard(engine)
         window.ran.update(out.rows.tolist())
         window.seconds += float(out.seconds.sum())
@@ -1222,6 +1295,8 @@ class _ClusterRunner(_Runner):
         missing = [r for r in window.rows if r not in window.ran]
         if missing and not window.interrupted:
             planner.requeue(missing)
+            for dead in window.lost:
+                self._requeued[dead] = self._requeued.get(dead, 0) + len(missing)
 
     def _lose(self, engine: int, groups: dict[int, list[int]], planner: ChunkPlanner,
               outstanding: dict[Any, tuple[int, _Window]]) -> None:
@@ -1234,10 +1309,11 @@ class _ClusterRunner(_Runner):
             del groups[target]
             planner.remove_engine(target)
         self.cluster.forget_engine(engine)
-        # Its chunks come back as errors and their rows are requeued then; a shared
-        # chunk's other engines may still run some of them first.
-        mine = {window for e, window in outstanding.values() if e == engine}
-        requeued = sum(len(w.rows) - len(w.ran) for w in mine if w.members == 1)
+        # Its chunks come back as errors and their rows are requeued then; what it
+        # had not run of a shared chunk is run by the chunk's other engines or requeued
+        # once they are back: either way other engines run it.
+        mine = {window for e, window in outstanding.values() if e == engine or engine in window.lost}
+        requeued = sum(len(w.rows) - len(w.ran) for w in mine) + self._requeued.pop(engine, 0)
         self.result.events.emit(EngineLost(engine=engine, requeued=requeued))
 
     def _remember(self, planner: ChunkPlanner) -> None:

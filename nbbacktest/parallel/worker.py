@@ -298,7 +298,7 @@ def run_points(
                 try:
                     stats = simulate_stats(strategy, prepared(data_key, symbol), settings,
                                            seed_of(names, values, symbol), private=True)
-                except Exception as error:  # a failing point is a row, not a failed sweep
+                except (Exception, SystemExit) as error:  # a failing point is a row, not a failed sweep
                     rows.failed(row, describe_error(error), clock() - started)
                     if spec.stop_on_error:
                         if shared is not None:
