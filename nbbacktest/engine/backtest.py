@@ -19,6 +19,8 @@ from nbbacktest.engine.data import (
     column_positions,
     float_values,
     is_universe,
+    read_only_frame,
+    read_only_index,
     scratch_rows,
     signal_exposures,
     validated_values,
@@ -123,7 +125,9 @@ class PreparedData:
 
     The price columns are numpy views of the frame. What only depends on the data
     set (bar times for the statistics, buy & hold return, a missing volume column)
-    is computed on first use and then shared by every run on the frame.
+    is computed on first use and then shared by every run on the frame. A run's
+    strategy never sees ``frame`` itself but :meth:`run_frame`: a private frame
+    over read-only views of the same columns.
 
     Examples
     --------
@@ -143,9 +147,12 @@ class PreparedData:
         volume: np.ndarray | None = None,
     ) -> None:
         self.frame = frame
-        self.index: pd.DatetimeIndex = frame.index
+        # Read-only bar times: the strategy's frame and every result share them.
+        self.index: pd.DatetimeIndex = read_only_index(frame.index)
         self.open, self.high, self.low, self.close = open, high, low, close
         self._volume = volume
+        self._shared: pd.DataFrame | None = None
+        self._handed_out = False
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, values: np.ndarray | None = None) -> PreparedData:
@@ -168,6 +175,33 @@ class PreparedData:
 
     def __len__(self) -> int:
         return len(self.close)
+
+    def run_frame(self) -> pd.DataFrame:
+        """The frame one run's strategy gets: its own, over read-only shared columns.
+
+        A column the strategy adds or replaces stays in its frame, and a write into
+        the values raises (see :func:`~nbbacktest.engine.data.read_only_frame`), so
+        no run sees another's changes and the caller's frame is never modified.
+        The first call builds a frame and hands it out (one backtest needs no
+        more); later calls copy an untouched one shallowly (about 10 us, no data
+        copied: pandas is copy-on-write).
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> data = PreparedData.from_frame(nbb.load_sample("daily"))
+        >>> first = data.run_frame()
+        >>> first["sma"] = first["Close"].rolling(5).mean()
+        >>> "sma" in data.run_frame(), "sma" in data.frame
+        (False, False)
+        """
+        shared = self._shared
+        if shared is None:
+            if not self._handed_out:
+                self._handed_out = True
+                return read_only_frame(self.frame, index=self.index)
+            shared = self._shared = read_only_frame(self.frame, index=self.index)
+        return shared.copy(deep=False)
 
     @property
     def tz(self) -> Any:
@@ -335,7 +369,7 @@ def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int,
     cls = type(strategy)
     worker = strategy if private else cls._from_values(strategy.param_values)
     worker._seed = seed
-    frame = worker.data = data.frame
+    frame = worker.data = data.run_frame()
     mode = cls._mode
     if mode == "vector":
         try:
@@ -348,7 +382,7 @@ def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int,
         return follow_targets(exposures, data, settings)
     if mode == "event":
         broker = Broker(settings.cash, settings.commission, settings.slippage, settings.fractional)
-        runner = EventRunner(worker, data, broker, settings.fill)
+        runner = EventRunner(worker, data, broker, settings.fill, frame)
         worker._runner = runner
         try:
             runner.run()

@@ -27,6 +27,8 @@ from nbbacktest.engine.broker import Broker
 from nbbacktest.engine.strategy import Bar, Order, Position
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from nbbacktest.engine.backtest import PreparedData
     from nbbacktest.engine.strategy import Strategy
 
@@ -34,7 +36,10 @@ if TYPE_CHECKING:
 class EventRunner:
     """Runs one event-driven strategy over one instrument through a Broker."""
 
-    def __init__(self, strategy: Strategy, data: PreparedData, broker: Broker, fill: str) -> None:
+    def __init__(
+        self, strategy: Strategy, data: PreparedData, broker: Broker, fill: str,
+        frame: pd.DataFrame | None = None,
+    ) -> None:
         self.strategy = strategy
         self.broker = broker
         self.fill_at_close = fill == "close"
@@ -45,7 +50,8 @@ class EventRunner:
         self.low = data.low.tolist()
         self.close = data.close.tolist()
         self.volume = data.volume.tolist()
-        self.frame = data.frame
+        # The strategy's own frame (``data.run_frame()``): indicators read what it reads.
+        self.frame = data.run_frame() if frame is None else frame
         self.n = len(self.close)
         self.i = -1
         self.market: list[Order] = []
