@@ -337,6 +337,34 @@ def test_csv_errors_name_the_file(frame: pd.DataFrame, tmp_path: Path) -> None:
         load_ohlcv(path)
 
 
+@pytest.mark.parametrize("name", ["prices.csv", "prices.csv.gz"])
+def test_csv_not_in_utf8_names_the_file_and_the_encoding(
+    frame: pd.DataFrame, tmp_path: Path, name: str
+) -> None:
+    path = tmp_path / name
+    frame.assign(Exchange="Bourse de Z\u00fcrich").to_csv(path, encoding="latin-1")
+    expected = rf"^file {re.escape(repr(str(path)))} is not utf-8 text: .*\(byte\(s\) b'\\xfc'\).*encoding='latin-1'"
+    with pytest.raises(DataError, match=expected) as caught:
+        load_ohlcv(path)
+    assert isinstance(caught.value.__cause__, UnicodeDecodeError)
+    with pytest.raises(DataError, match=r"^data\['AAA'\] \(file .*\) is not utf-8 text"):
+        load_ohlcv({"AAA": path})
+    out = load_ohlcv(path, encoding="latin-1")
+    assert out["Exchange"].iloc[0] == "Bourse de Z\u00fcrich"
+    pd.testing.assert_frame_equal(out[list(frame.columns)], frame, check_freq=False, check_index_type=False)
+    assert load_ohlcv({"AAA": path}, encoding="cp1252")["AAA"]["Exchange"].iloc[-1] == "Bourse de Z\u00fcrich"
+
+
+def test_encoding_must_be_a_known_encoding(frame: pd.DataFrame, tmp_path: Path) -> None:
+    path = tmp_path / "prices.csv"
+    frame.to_csv(path)
+    with pytest.raises(ValueError, match=r"encoding='utf9' is not a known text encoding"):
+        load_ohlcv(path, encoding="utf9")
+    with pytest.raises(TypeError, match=r"encoding must be a str"):
+        load_ohlcv(path, encoding=None)  # type: ignore[arg-type]
+    pd.testing.assert_frame_equal(load_ohlcv(path, encoding="utf-8"), load_ohlcv(path))
+
+
 def test_mapping_of_paths(frame: pd.DataFrame, tmp_path: Path) -> None:
     frame.to_csv(tmp_path / "a.csv")
     out = load_ohlcv({"AAA": tmp_path / "a.csv", "BBB": frame})

@@ -12,6 +12,7 @@ that needs fixing produces a new frame (the caller's frame is never modified).
 
 from __future__ import annotations
 
+import codecs
 import errno
 import math
 import os
@@ -235,6 +236,7 @@ def load_ohlcv(
     source: str | os.PathLike[str] | pd.DataFrame | Mapping[str, Any],
     *,
     date_column: str | None = None,
+    encoding: str = "utf-8",
 ) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """Load OHLCV market data from a file, a DataFrame or a mapping of them.
 
@@ -248,6 +250,9 @@ def load_ohlcv(
         column is parsed as the dates, and a DataFrame without a
         DatetimeIndex uses a column named date, datetime, time or timestamp
         (any case).
+    encoding : str, default "utf-8"
+        The text encoding of CSV files, e.g. ``"latin-1"`` or ``"cp1252"``
+        for files saved by Excel on Windows. Parquet files ignore it.
 
     Returns
     -------
@@ -260,9 +265,12 @@ def load_ohlcv(
     FileNotFoundError
         The file does not exist.
     DataError
-        The file type is not supported, or the data is malformed.
+        The file type is not supported, a CSV file is not text in
+        ``encoding``, or the data is malformed.
     TypeError
         ``source`` is none of the accepted types.
+    ValueError
+        ``encoding`` is not a known text encoding.
 
     Examples
     --------
@@ -273,11 +281,20 @@ def load_ohlcv(
     >>> df = load_ohlcv(raw)
     >>> list(df.columns), isinstance(df.index, pd.DatetimeIndex)
     (['Open', 'High', 'Low', 'Close'], True)
+
+    A CSV file in another encoding than UTF-8 names its encoding:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "caf\u00e9.csv")
+    >>> raw.assign(note="caf\u00e9").to_csv(path, index=False, encoding="latin-1")
+    >>> load_ohlcv(path, encoding="latin-1")["note"].iloc[0]
+    'caf\u00e9'
     """
+    _check_encoding(encoding)
     if isinstance(source, pd.DataFrame):
         return _validate_frame(source, "data", date_column)
     if isinstance(source, (str, os.PathLike)):
-        return _load_path(source, f"file {os.fspath(source)!r}", date_column)
+        return _load_path(source, f"file {os.fspath(source)!r}", date_column, encoding)
     if isinstance(source, Mapping):
         symbols = _check_universe_keys(source, "data")
         out: dict[str, pd.DataFrame] = {}
@@ -288,7 +305,7 @@ def load_ohlcv(
                 out[symbol] = _validate_frame(value, name, date_column)
             elif isinstance(value, (str, os.PathLike)):
                 name = f"{name} (file {os.fspath(value)!r})"
-                out[symbol] = _load_path(value, name, date_column)
+                out[symbol] = _load_path(value, name, date_column, encoding)
             else:
                 raise TypeError(
                     f"{name} must be a pandas DataFrame or a path (str or "
@@ -306,8 +323,22 @@ def _suffix_list() -> str:
     return ", ".join(_SUFFIXES)
 
 
+def _check_encoding(encoding: Any) -> None:
+    if not isinstance(encoding, str):
+        raise TypeError(
+            f"encoding must be a str such as 'utf-8' or 'latin-1', got {type(encoding).__name__}"
+        )
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(
+            f"encoding={encoding!r} is not a known text encoding; use e.g. 'utf-8', "
+            "'latin-1' or 'cp1252'"
+        ) from None
+
+
 def _load_path(
-    path: str | os.PathLike[str], name: str, date_column: str | None
+    path: str | os.PathLike[str], name: str, date_column: str | None, encoding: str = "utf-8"
 ) -> pd.DataFrame:
     p = Path(path)
     lower = p.name.lower()
@@ -329,7 +360,16 @@ def _load_path(
                 f"reading {str(p)!r} needs pyarrow: pip install 'nbbacktest[parquet]'"
             ) from e
         return _validate_frame(frame, name, date_column)
-    frame = pd.read_csv(p)  # compression inferred from the .gz suffix
+    try:
+        frame = pd.read_csv(p, encoding=encoding)  # compression inferred from the .gz suffix
+    except UnicodeDecodeError as e:
+        # pandas' message names neither the file nor the way out
+        bad = e.object[e.start:e.end]
+        raise DataError(
+            f"{name} is not {encoding} text: {e.reason} (byte(s) {bad!r}). "
+            "Pass the file's encoding, e.g. load_ohlcv(path, encoding='latin-1') or "
+            "encoding='cp1252' for a file saved by Excel on Windows."
+        ) from e
     if len(frame.columns) == 0:
         raise DataError(f"{name} is empty: it has no columns")
     if date_column is None:
