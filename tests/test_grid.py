@@ -430,3 +430,79 @@ def test_compile_where_unknown_name():
         compile_where("zzz", ["fast", "slow"])
     with pytest.raises(TypeError, match="where must be a str expression"):
         compile_where(42, ["fast"])
+
+
+# ----------------------------------------------------------------- grids too big to expand
+HUGE = {"fast": range(2, 10_002), "slow": np.arange(5, 10_005)}  # 10**8 points
+
+
+class Wide(nbb.Strategy):
+    fast = nbb.Param(10, low=0, high=10**9)
+    slow = nbb.Param(30, low=0, high=10**9)
+
+    def signals(self, data):
+        return data["Close"] * 0
+
+
+def _peak_bytes(call):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_grid_over_the_limit_fails_at_once_with_its_size_and_the_way_out():
+    huge = {"fast": range(10_000), "slow": range(10_000)}
+    with pytest.raises(SweepError, match=r"would hold 100,000,000 runs \(100,000,000 points "
+                       r"\(10,000 x 10,000\)\), over the limit of 1,000,000: sample it with n="):
+        _peak_bytes(lambda: plan_sweep(Wide, huge))
+    _, peak = _peak_bytes(lambda: pytest.raises(SweepError, plan_sweep, Wide, huge))
+    assert peak < 20 * 2**20  # counted, not expanded (expanding took ~4.7 GB)
+    with pytest.raises(SweepError, match=r"x 3 symbols\), over the limit"):
+        plan_sweep(Wide, {"fast": range(1000), "slow": range(1000)}, symbols=["A", "B", "C"])
+    with pytest.raises(SweepError, match=r"1,000,000 \+ 1,000 points"):
+        plan_sweep(Wide, [{"fast": range(1000), "slow": range(1000)}, {"fast": range(1000)}])
+
+
+def test_sampling_a_huge_grid_expands_only_the_sample():
+    plan, peak = _peak_bytes(lambda: plan_sweep(Wide, HUGE, n=10, seed=3))
+    assert len(plan) == 10 and plan.grid_size == 10**8 and peak < 20 * 2**20
+    rows = [plan.params(i) for i in range(10)]
+    assert rows == sorted(rows, key=lambda p: (p["fast"], p["slow"]))  # grid order
+    # The same points as drawing from the expanded grid: index i is product's i-th.
+    chosen = np.sort(np.random.default_rng(3).choice(10**8, size=10, replace=False))
+    assert [(r["fast"], r["slow"]) for r in rows] == [(2 + i // 10_000, 5 + i % 10_000)
+                                                      for i in chosen.tolist()]
+
+
+def test_lazy_sampling_equals_sampling_the_expanded_grid():
+    grid = {"slow": range(5, 60, 7), "kind": ["sma", "ema"], "fast": range(2, 30, 3)}
+    expanded = [dict(zip(["slow", "kind", "fast"], values))
+                for values in itertools.product(*grid.values())]
+    for n, where in [(17, None), (5, "fast < slow"), (40, lambda p: p.kind == "ema")]:
+        plan = plan_sweep(SmaCross, grid, n=n, where=where, seed=11)
+        kept = [p for p in expanded if where is None or (
+            p["fast"] < p["slow"] if isinstance(where, str) else where(SimpleNamespace(**p)))]
+        chosen = np.sort(np.random.default_rng(11).choice(len(kept), size=n, replace=False))
+        want = [kept[i] for i in chosen.tolist()]
+        got = [{k: plan.params(i)[k] for k in ("slow", "kind", "fast")} for i in range(len(plan))]
+        assert got == want
+
+
+def test_where_on_a_huge_grid_fails_at_once_and_runs_lazily_below_the_scan_limit():
+    with pytest.raises(SweepError, match=r"too many for where to test \(at most 20,000,000\)"):
+        plan_sweep(Wide, HUGE, where="fast == slow")
+    with pytest.raises(SweepError, match="too many for where to test"):
+        plan_sweep(Wide, HUGE, where="fast < 0", n=10)
+    # 1.5 million points, of which where keeps 1,500: only those are kept.
+    plan, peak = _peak_bytes(lambda: plan_sweep(Wide, {"fast": range(1500), "slow": range(1500)},
+                                                where="fast == slow"))
+    assert len(plan) == 1500 and plan.grid_size == 1500**2 and peak < 20 * 2**20
+    with pytest.raises(SweepError, match="more than 1,000,000 points pass where"):
+        plan_sweep(Wide, {"fast": range(1500), "slow": range(1500)}, where="fast != slow")
+    with pytest.raises(SweepError, match=r"where filtered out all 2250000 points"):
+        plan_sweep(Wide, {"fast": range(1500), "slow": range(1500)}, where="fast < 0")

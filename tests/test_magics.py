@@ -377,6 +377,8 @@ def test_ctrl_c_cancels_the_sweep_and_keeps_finished_rows(shell, ns):
         ("Knobs daily --grid side=flat", "Knobs parameter 'side' must be one of ['long', 'short']"),
         ("SmaCross daily --grid fast=0:1:1e-9", "has 1,000,000,000 values; at most 1,000,000"),
         ("SmaCross daily --grid fast", "--grid 'fast' must be NAME=VALUE"),
+        ("Knobs daily --grid n=1:100:1 stop=0:1:0.00001",
+         "runs (9,900,000 points (99 x 100,000)), over the limit of 1,000,000: sample it with n=..."),
         ("SmaCross daily --grid fast=5 fast=10", "--grid gives 'fast' twice"),
         ("SmaCross daily --grid fast=1", "--grid fast=1: SmaCross parameter 'fast' must be >= 2, got 1"),
         ("SmaCross daily --grid fast=5.5", "SmaCross parameter 'fast' must be int, got float 5.5"),

@@ -58,7 +58,7 @@ from nbbacktest.engine.result import Result
 from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import NbbacktestError, SweepError
 from nbbacktest.parallel.cluster import Cluster, resolve_engine_count
-from nbbacktest.parallel.grid import compile_where, plan_sweep
+from nbbacktest.parallel.grid import MAX_RUNS, compile_where, plan_sweep
 from nbbacktest.parallel.events import Finished, SweepEvent
 from nbbacktest.parallel.sweep import SweepResult, check_metric, row_params, sweep, universe_symbols
 
@@ -82,8 +82,6 @@ __all__ = [
 
 #: Most values one control may give (a float range with a tiny step).
 MAX_VALUES = 10_000
-#: Most runs a Run may start from the widget.
-MAX_RUNS = 1_000_000
 #: Grids up to this size are planned in full as you type (with ``where`` applied);
 #: a larger one is counted before ``where``, whose expression is still checked.
 PREVIEW_LIMIT = 50_000

@@ -34,7 +34,17 @@ from nbbacktest.engine.params import Param, unknown_param_message
 from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import ParamError, SweepError, UnknownParamError
 
-__all__ = ["WHERE_BUILTINS", "Plan", "compile_where", "plan_instances", "plan_sweep"]
+__all__ = ["MAX_RUNS", "MAX_SCANNED", "WHERE_BUILTINS", "Plan", "compile_where", "plan_instances", "plan_sweep"]
+
+#: Most runs (parameter points times symbols) one sweep may hold. A plan keeps each
+#: run's values and a sweep a row of stats per run: a million runs take about
+#: 300 MB on the client, and at a typical 0.4 ms a run, seven minutes of one core.
+#: A larger grid fails at once, before anything is expanded: sample it with ``n=``,
+#: narrow its ranges, or split it into several sweeps.
+MAX_RUNS = 1_000_000
+#: Most grid points a ``where`` may test, one by one and without keeping the points
+#: it drops: about ten seconds of a simple expression.
+MAX_SCANNED = 20_000_000
 
 #: The only builtins a ``where`` expression may call.
 WHERE_BUILTINS: dict[str, Any] = {
@@ -310,26 +320,139 @@ def plan_sweep(
             f" ('fast < slow'), got {type(where).__name__} {where!r}"
         )
 
-    parts = [_expand(label, sub, declared, owner, base) for label, sub in subgrids]
-    # One dict: values are de-duplicated per name, so the product has no repeats.
-    points = parts[0] if len(parts) == 1 else list(dict.fromkeys(itertools.chain(*parts)))
-    grid_points = len(points)
-
-    if test_point is not None:
-        points = _filter(points, test_point, names)
-        if not points:
-            shown = f" (where={where!r})" if isinstance(where, str) else ""
-            raise SweepError(f"where filtered out all {grid_points} points of the grid{shown}")
-
-    if n is not None and n < len(points):
-        rng = np.random.default_rng(seed if seed >= 0 else seed % 2**64)
-        chosen = np.sort(rng.choice(len(points), size=n, replace=False))
-        points = [points[i] for i in chosen.tolist()]
-
+    products = [_Product.of(label, sub, declared, owner, base) for label, sub in subgrids]
     per_point = len(universe) if universe is not None else 1
+    rng = np.random.default_rng(seed if seed >= 0 else seed % 2**64)
+    if len(products) == 1:
+        # Counted, sampled and filtered without expanding: a grid of 10**8 points
+        # with n=10 or a narrow where costs what it keeps.
+        product = products[0]
+        grid_points = len(product)
+        if test_point is None:
+            taken = (n * per_point if n is not None and n < grid_points else grid_points * per_point)
+            _check_runs(taken, product.describe(per_point))
+            if n is not None and n < grid_points:
+                chosen = np.sort(rng.choice(grid_points, size=n, replace=False))
+                points = [product.point(i) for i in chosen.tolist()]
+            else:
+                points = product.points()
+        else:
+            if grid_points > MAX_SCANNED:
+                raise SweepError(
+                    f"the grid has {product.describe(1)}: too many for where to test (at most"
+                    f" {MAX_SCANNED:,}); narrow the ranges, or sample without where (n=...)"
+                )
+            kept = _filter(product.iterate(), test_point, names,
+                           limit=None if n is not None else MAX_RUNS // per_point)
+            points = _after_where(kept, grid_points, where, per_point, n, rng, product.point)
+    else:
+        sizes = [len(product) for product in products]
+        _check_runs(sum(sizes) * per_point, " + ".join(f"{size:,}" for size in sizes)
+                    + " points" + (f" x {per_point} symbols" if per_point > 1 else ""))
+        # One dict: values are de-duplicated per name, so the product has no repeats.
+        points = list(dict.fromkeys(itertools.chain(*(p.points() for p in products))))
+        grid_points = len(points)
+        if test_point is not None:
+            kept = _filter(enumerate(points), test_point, names,
+                           limit=None if n is not None else MAX_RUNS // per_point)
+            points = _after_where(kept, grid_points, where, per_point, n, rng, points.__getitem__)
+        elif n is not None and n < len(points):
+            chosen = np.sort(rng.choice(len(points), size=n, replace=False))
+            points = [points[i] for i in chosen.tolist()]
+
     return _build(
         (cls,), (names,), points, None, seed, universe, grid_size=grid_points * per_point
     )
+
+
+def _after_where(kept: list[int] | list[tuple], grid_points: int, where: Any, per_point: int,
+                 n: int | None, rng: np.random.Generator,
+                 point_at: Callable[[int], tuple]) -> list[tuple]:
+    """The points ``where`` kept (their tuples, or their grid positions when sampling)."""
+    if not kept:
+        shown = f" (where={where!r})" if isinstance(where, str) else ""
+        raise SweepError(f"where filtered out all {grid_points} points of the grid{shown}")
+    if n is None:
+        return kept  # type: ignore[return-value]
+    if n < len(kept):
+        chosen = np.sort(rng.choice(len(kept), size=n, replace=False))
+        kept = [kept[i] for i in chosen.tolist()]  # type: ignore[misc]
+    _check_runs(len(kept) * per_point, f"{len(kept):,} points after where")
+    return [point_at(i) for i in kept]  # type: ignore[arg-type]
+
+
+def _check_runs(runs: int, described: str) -> None:
+    if runs > MAX_RUNS:
+        raise SweepError(
+            f"the sweep would hold {runs:,} runs ({described}), over the limit of {MAX_RUNS:,}:"
+            " sample it with n=..., narrow the ranges, or split the grid into several sweeps"
+        )
+
+
+@dataclass(frozen=True)
+class _Product:
+    """One grid dict's cartesian product, counted and indexed without expanding it.
+
+    ``lists`` are the values in the grid's order (its names first, then the
+    parameters it leaves at their defaults); a point is a tuple in declaration
+    order. Point ``i`` is the ``i``-th of ``itertools.product(*lists)``.
+    """
+
+    lists: tuple[list[Any], ...]
+    reorder: Callable[[tuple], tuple] | None  #: grid order -> declaration order
+    keys: tuple[str, ...]
+
+    @classmethod
+    def of(cls, label: str, grid: Mapping[str, Any], declared: Mapping[str, Param], owner: str,
+           base: Mapping[str, Any]) -> _Product:
+        names = list(declared)
+        keys: list[str] = []
+        lists: list[list[Any]] = []
+        for key, raw in grid.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{label} keys must be parameter names (str), got {type(key).__name__} {key!r}"
+                )
+            if key not in declared:
+                raise UnknownParamError(unknown_param_message(owner, key, names))
+            keys.append(key)
+            lists.append(_grid_values(f"{label}[{key!r}]", raw, declared[key], owner))
+        rest = [name for name in names if name not in grid]
+        order = keys + rest
+        lists += [[base[name]] for name in rest]
+        reorder = None
+        if order != names and len(names) >= 2:
+            getter = operator.itemgetter(*(order.index(name) for name in names))
+            reorder = getter
+        return cls(tuple(lists), reorder, tuple(keys))
+
+    def __len__(self) -> int:
+        return int(np.prod([len(values) for values in self.lists], dtype=object))
+
+    def describe(self, per_point: int) -> str:
+        sizes = " x ".join(f"{len(values):,}" for values, _ in zip(self.lists, self.keys))
+        shown = f"{len(self):,} points" + (f" ({sizes})" if len(self.keys) > 1 else "")
+        return shown + (f" x {per_point} symbols" if per_point > 1 else "")
+
+    def iterate(self) -> Iterable[tuple[int, tuple]]:
+        """(position, point) for every point, in grid order, made one at a time."""
+        product = itertools.product(*self.lists)
+        if self.reorder is not None:
+            product = map(self.reorder, product)
+        return enumerate(product)
+
+    def points(self) -> list[tuple]:
+        product = itertools.product(*self.lists)
+        return list(product) if self.reorder is None else list(map(self.reorder, product))
+
+    def point(self, i: int) -> tuple:
+        """Point ``i`` of the product (the last list varies fastest)."""
+        values = []
+        for candidates in reversed(self.lists):
+            i, at = divmod(i, len(candidates))
+            values.append(candidates[at])
+        point = tuple(reversed(values))
+        return point if self.reorder is None else self.reorder(point)
 
 
 def plan_instances(
@@ -511,37 +634,6 @@ def _normalise_grid(grid: Any) -> list[tuple[str, Mapping[str, Any]]]:
     )
 
 
-def _expand(
-    label: str,
-    grid: Mapping[str, Any],
-    declared: Mapping[str, Param],
-    owner: str,
-    base: Mapping[str, Any],
-) -> list[tuple]:
-    """The points of one grid dict, each a full tuple in declaration order."""
-    names = list(declared)
-    keys: list[str] = []
-    lists: list[list[Any]] = []
-    for key, raw in grid.items():
-        if not isinstance(key, str):
-            raise TypeError(
-                f"{label} keys must be parameter names (str), got {type(key).__name__} {key!r}"
-            )
-        if key not in declared:
-            raise UnknownParamError(unknown_param_message(owner, key, names))
-        keys.append(key)
-        lists.append(_grid_values(f"{label}[{key!r}]", raw, declared[key], owner))
-    rest = [name for name in names if name not in grid]
-    order = keys + rest
-    lists += [[base[name]] for name in rest]
-    product = itertools.product(*lists)
-    if order == names or len(names) < 2:
-        return list(product)
-    # Product in the grid's order (first name slowest), tuples in declaration order.
-    reorder = operator.itemgetter(*(order.index(name) for name in names))
-    return list(map(reorder, product))
-
-
 def _grid_values(label: str, raw: Any, param: Param, owner: str) -> list[Any]:
     """The validated, de-duplicated values of one grid entry."""
     if isinstance(raw, (str, bytes, np.generic)) or not isinstance(raw, Iterable):
@@ -575,10 +667,13 @@ def _namespace_test(
 
 
 def _filter(
-    points: list[tuple], test: Callable[[tuple], Any], names: tuple[str, ...]
-) -> list[tuple]:
-    kept = []
-    for point in points:
+    points: Iterable[tuple[int, tuple]], test: Callable[[tuple], Any], names: tuple[str, ...],
+    limit: int | None,
+) -> list[tuple] | list[int]:
+    """The points ``test`` keeps; their positions instead when ``limit`` is None (to
+    sample from, 8 bytes each), else the points, failing once more than ``limit`` pass."""
+    kept: list[Any] = []
+    for position, point in points:
         try:
             keep = bool(test(point))
         except (AttributeError, NameError) as error:
@@ -593,7 +688,16 @@ def _filter(
         except Exception as error:
             raise _where_failed(error, names, point) from error
         if keep:
-            kept.append(point)
+            if limit is None:
+                kept.append(position)
+            elif len(kept) < limit:
+                kept.append(point)
+            else:
+                raise SweepError(
+                    f"more than {limit:,} points pass where, over the limit of {MAX_RUNS:,}"
+                    " runs a sweep holds: sample them with n=..., narrow the ranges or where,"
+                    " or split the grid into several sweeps"
+                )
     return kept
 
 
