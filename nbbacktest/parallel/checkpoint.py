@@ -2,20 +2,38 @@
 
 A directory holds
 
-- ``spec.json``: what the sweep is (strategy, grid size, settings, data fingerprint),
-  for people; ``spec.pkl``: the same for :func:`nbbacktest.resume` (the plan with its
-  strategy classes by value, settings, metric), so a new process can go on;
+- ``spec.json``: what the sweep is (strategy, grid size, settings, data fingerprint,
+  a digest of each strategy class's source), for people and for resuming;
+  ``spec.pkl``: what :func:`nbbacktest.resume` needs to go on in a new process (the
+  plan with its strategy classes by value, settings, metric);
 - ``data.pkl``: the data, written once, so that ``resume(dir)`` needs nothing else;
+- ``signature.json``: an HMAC-SHA256 of each pickled file under this user's secret
+  key (see below);
 - ``rows.jsonl``: one JSON line per finished run (done or failed), appended as rows
   arrive. A line is written with a single ``write`` on a file opened for appending;
   a process killed mid-write leaves at most a last line without its newline, which
   :func:`read_rows` detects and skips (and the next writer cuts off). Files are not
   fsync'ed (that would cost more than the sweep on fast points): a killed process
   loses nothing, a machine that loses power may lose the last rows the OS held;
-- ``errors.log``: each failed run's params, error and engine-side traceback, as text.
+- ``errors.log``: each failed run's params, error and engine-side traceback, as text;
+- ``lock``: locked (``flock``) while a sweep writes the directory, so that a second
+  sweep on it fails at once instead of corrupting it. The OS releases the lock when
+  the sweep ends or its process dies.
 
 Floats survive the JSON round trip to the bit (``repr`` is exact), so a resumed sweep's
 table equals an uninterrupted run's.
+
+A checkpoint holds code: ``spec.pkl`` carries the strategy classes, and unpickling it
+runs whatever its author put there. So :func:`load_state` unpickles only checkpoints
+signed on this machine by this user: the pickled files are signed with HMAC-SHA256
+under a random per-user key, created on first use in a file only its owner can
+read (``checkpoint_secret`` in ``$NBBACKTEST_DATA_DIR``, or else the user's data
+directory: ``~/.local/share/nbbacktest`` on Linux), as Jupyter signs notebooks.
+Any other checkpoint is refused unless the caller says it is trusted.
+
+Resuming with ``sweep(..., resume=True)`` compares the source of each strategy class
+(and of its bases outside nbbacktest) with the digest the checkpoint recorded, and
+refuses when it changed: the saved rows were computed by the old code.
 
 Examples
 --------
@@ -30,27 +48,69 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import hmac
+import inspect
 import json
+import marshal
 import os
 import pickle
+import re
+import socket
+import sys
 import time
-from collections.abc import Iterable
+import types
+import weakref
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from nbbacktest.engine.data import _warn
 from nbbacktest.errors import SweepError
 from nbbacktest.parallel import pickling
 
+try:
+    import fcntl
+except ImportError:  # Windows: msvcrt's byte-range lock instead
+    fcntl = None  # type: ignore[assignment]
+
 SPEC_JSON, SPEC_PICKLE, DATA_PICKLE = "spec.json", "spec.pkl", "data.pkl"
-ROWS, ERRORS = "rows.jsonl", "errors.log"
-FORMAT = 1
+ROWS, ERRORS, SIGNATURE, LOCK = "rows.jsonl", "errors.log", "signature.json", "lock"
+#: 2: spec.json records each strategy class's code digest; the pickled files are signed.
+FORMAT = 2
+#: Environment variable naming the directory of this user's key (for a test, or a
+#: home directory that cannot be written).
+DATA_DIR_ENV = "NBBACKTEST_DATA_DIR"
+#: The key's file name in :func:`data_dir`.
+SECRET = "checkpoint_secret"
 
 #: One saved run: (row, stats or None, (type, message, traceback) or None, seconds, engine, host).
 SavedRow = tuple[int, "dict[str, Any] | None", "tuple[str, str, str] | None", float, int, "str | None"]
 
+# What a spec.json must hold to be one of ours, and a spec.pkl's state.
+_SPEC_KEYS = ("format", "strategy", "runs", "identity", "data")
+_STATE_KEYS = ("plan", "settings", "metric", "maximize", "stop_on_error", "warn_after")
+# data.pkl can be gigabytes: its MAC is computed a block at a time.
+_BLOCK = 1 << 20
+# How long a reader waits for a key another process is creating at that moment.
+_KEY_WAIT = 2.0
+# The lock could not be taken because another holds it (flock: EWOULDBLOCK; msvcrt: EACCES).
+_HELD = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK}
+# Class attributes that are not code: moving a class or editing its docstring changes them.
+_NOT_CODE = frozenset({"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__",
+                       "__firstlineno__", "__static_attributes__"})
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_HEAPTYPE = 1 << 9  # a class defined in Python (not a built-in type like object)
+# The digest each class loaded from a checkpoint was saved with: a class unpickled
+# from spec.pkl is that checkpoint's code, whatever its file holds now.
+_LOADED_CODE: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
 
+
+# ---------------------------------------------------------------------- rows
 def _encode(value: Any) -> Any:
     # Timestamps and Timedeltas keep their unit and zone, so the table rebuilds identically.
     if isinstance(value, pd.Timestamp):
@@ -73,29 +133,70 @@ def _decode(obj: dict[str, Any]) -> Any:
     return obj
 
 
-def read_rows(folder: str | os.PathLike[str]) -> dict[int, SavedRow]:
-    """The runs saved in ``folder``, by row; a half-written last line is skipped.
+def _parse_row(line: bytes) -> SavedRow:
+    """One line of rows.jsonl as a saved run; ValueError, KeyError or TypeError if it is none."""
+    record = json.loads(line, object_hook=_decode)
+    row, stats, error = record["row"], record["stats"], record["error"]
+    if type(row) is not int or row < 0:
+        raise ValueError(f"row {row!r} is not a row number")
+    # A finished run has stats, a failed one an error: exactly one of them.
+    if not (isinstance(stats, dict) and error is None
+            or stats is None and isinstance(error, list) and len(error) == 3):
+        raise ValueError("neither stats nor an error")
+    return (row, stats, None if error is None else tuple(error), float(record["seconds"]),
+            int(record["engine"]), record["host"])
 
-    A row saved twice (an engine's chunk requeued after it had reported) keeps its
-    first record.
+
+def _line_numbers(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:5]))
+    more = f" and {len(numbers) - 5} more" if len(numbers) > 5 else ""
+    return f"line {shown}" if len(numbers) == 1 else f"lines {shown}{more}"
+
+
+def read_rows(folder: str | os.PathLike[str]) -> dict[int, SavedRow]:
+    """The runs saved in ``folder``, by row.
+
+    A half-written last line (its writer was killed mid-line) is skipped. A damaged
+    line anywhere else is skipped with a warning that names the file and the line;
+    the rows after it are kept. A row saved twice (an engine's chunk requeued after
+    it had reported) keeps its first record.
+
+    Parameters
+    ----------
+    folder : str or path
+        A save directory (``sweep(..., save=folder)``).
+
+    Returns
+    -------
+    dict of int to SavedRow
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> read_rows(tempfile.mkdtemp())
+    {}
     """
     path = Path(folder) / ROWS
     rows: dict[int, SavedRow] = {}
     if not path.exists():
         return rows
+    damaged = []
     with open(path, "rb") as file:
-        for line in file:
+        for number, line in enumerate(file, 1):
             if not line.endswith(b"\n"):
-                break  # the writer died mid-line
+                break  # the last line: the writer died mid-line
             try:
-                record = json.loads(line, object_hook=_decode)
-            except ValueError:
-                break
-            row = record["row"]
-            if row not in rows:
-                error = record["error"]
-                rows[row] = (row, record["stats"], None if error is None else tuple(error),
-                             record["seconds"], record["engine"], record["host"])
+                saved = _parse_row(line)
+            except (ValueError, KeyError, TypeError):
+                damaged.append(number)
+                continue
+            rows.setdefault(saved[0], saved)
+    if damaged:
+        _warn(
+            f"{path}: {_line_numbers(damaged)} damaged (not a saved run), skipped; the "
+            f"{len(rows)} saved rows before and after are kept, and a resume runs the "
+            "skipped rows again"
+        )
     return rows
 
 
@@ -106,21 +207,287 @@ def _complete_length(path: Path) -> int:
     return data.rfind(b"\n") + 1
 
 
+def _write(fd: int, payload: bytes) -> None:
+    """Write all of ``payload``: ``os.write`` may write less (a disk that fills up midway)."""
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+# ---------------------------------------------------------------------- code
+def _user_classes(classes: Iterable[type]) -> Iterator[type]:
+    """``classes`` and their bases, except nbbacktest's and built-in types, once each."""
+    seen: set[type] = set()
+    for cls in classes:
+        for klass in cls.__mro__:
+            module = klass.__module__ or ""
+            if (klass in seen or not klass.__flags__ & _HEAPTYPE
+                    or module == "nbbacktest" or module.startswith("nbbacktest.")):
+                continue
+            seen.add(klass)
+            yield klass
+
+
+def _class_name(klass: type) -> str:
+    return f"{klass.__module__}.{klass.__qualname__}"
+
+
+def _member_code(value: Any) -> bytes:
+    """What a class attribute contributes to its class's digest when the class has no source."""
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    if isinstance(value, property):
+        return b"property(" + b",".join(_member_code(f) for f in (value.fget, value.fset, value.fdel)) + b")"
+    if isinstance(value, types.FunctionType):
+        defaults = _ADDRESS.sub("", repr((value.__defaults__, value.__kwdefaults__))).encode()
+        try:
+            # A notebook cell's methods have source (in linecache) where their class has none.
+            return inspect.getsource(value).encode() + defaults
+        except (OSError, TypeError):
+            return marshal.dumps(value.__code__) + defaults
+    # Addresses differ from one process (or cell run) to the next; the rest is the value.
+    return _ADDRESS.sub("", repr(value)).encode()
+
+
+def _digest(klass: type) -> str:
+    try:
+        source = inspect.getsource(klass)
+    except (OSError, TypeError):
+        # No source (a class from a notebook cell, exec or ``python -c``): its members'.
+        digest = hashlib.sha256()
+        for name, value in sorted(vars(klass).items()):
+            if name not in _NOT_CODE:
+                digest.update(name.encode() + b"=" + _member_code(value) + b"\n")
+        return "members:" + digest.hexdigest()
+    return "source:" + hashlib.sha256(source.encode()).hexdigest()
+
+
+def code_digests(classes: Iterable[type]) -> dict[str, str]:
+    """A digest of the code of each class and of its bases outside nbbacktest.
+
+    The digest is of the class's source (:func:`inspect.getsource`); a class with
+    no source (from a notebook cell, ``exec`` or ``python -c``) gets one of its
+    methods' source or code and its other attributes. A class loaded from a
+    checkpoint keeps the digest it was saved with.
+
+    Parameters
+    ----------
+    classes : iterable of classes
+
+    Returns
+    -------
+    dict of str to str
+        By qualified name (``module.QualName``).
+
+    Examples
+    --------
+    >>> from nbbacktest.engine.examples import SmaCross
+    >>> code_digests([SmaCross])   # nbbacktest's own classes are not recorded
+    {}
+    """
+    return {_class_name(klass): _LOADED_CODE.get(klass) or _digest(klass)
+            for klass in _user_classes(classes)}
+
+
+def _code_changes(saved: Any, current: dict[str, str]) -> list[str]:
+    """What differs between the code digests of a checkpoint and of this sweep, in words."""
+    saved = saved if isinstance(saved, dict) else {}
+    changes = [f"the code of {name} changed" for name in current
+               if name in saved and saved[name] != current[name]]
+    changes += [f"{name} is new" for name in current if name not in saved]
+    changes += [f"{name} is gone" for name in saved if name not in current]
+    return changes
+
+
+# ---------------------------------------------------------------------- signing
+def data_dir() -> Path:
+    """The directory of this user's nbbacktest files (the checkpoint key).
+
+    ``$NBBACKTEST_DATA_DIR`` when set; otherwise the platform's per-user data
+    directory: ``$XDG_DATA_HOME/nbbacktest`` or ``~/.local/share/nbbacktest`` on
+    Linux, ``~/Library/Application Support/nbbacktest`` on macOS,
+    ``%APPDATA%\\nbbacktest`` on Windows.
+
+    Examples
+    --------
+    >>> data_dir().name in ("nbbacktest", os.path.basename(os.environ.get(DATA_DIR_ENV, "")))
+    True
+    """
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return base / "nbbacktest"
+
+
+def secret_key() -> bytes:
+    """This user's key for signing checkpoints; made on first use (mode 0600).
+
+    The key lives in ``data_dir() / "checkpoint_secret"``. Deleting it makes a new
+    one: checkpoints signed with the old one then need ``resume(dir, trusted=True)``.
+
+    Examples
+    --------
+    >>> len(secret_key())
+    32
+    """
+    path = data_dir() / SECRET
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # O_EXCL: of two processes making it at once, one writes it, the other reads it.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                _write(fd, os.urandom(32).hex().encode())
+            finally:
+                os.close(fd)
+    deadline = time.monotonic() + _KEY_WAIT
+    while True:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+        if re.fullmatch(r"[0-9a-f]{64}", text):
+            return bytes.fromhex(text)
+        if time.monotonic() > deadline:
+            raise SweepError(
+                f"the checkpoint signing key {str(path)!r} is damaged (not 64 hex digits): "
+                "delete it and a new one is made (checkpoints signed with the old one then "
+                "need nbb.resume(dir, trusted=True))"
+            )
+        time.sleep(0.01)  # its maker is writing it
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as file:
+        while block := file.read(_BLOCK):
+            yield block
+
+
+def _mac(key: bytes, name: str, chunks: Iterable[bytes]) -> str:
+    # The file's name is signed too: a checkpoint's spec.pkl cannot pass for its data.pkl.
+    mac = hmac.new(key, name.encode() + b"\0", hashlib.sha256)
+    for chunk in chunks:
+        mac.update(chunk)
+    return mac.hexdigest()
+
+
+def _sign(folder: Path, payloads: dict[str, bytes] | None = None) -> None:
+    """Sign ``folder``'s pickled files (``payloads``: their bytes, when at hand)."""
+    try:
+        key = secret_key()
+    except OSError as error:
+        _warn(f"checkpoint {str(folder)!r} is not signed: this user's key cannot be made "
+              f"({error}); set {DATA_DIR_ENV} to a writable directory, or resume it with "
+              "nbb.resume(dir, trusted=True)")
+        return
+    files = {name: _mac(key, name, [payloads[name]] if payloads else _chunks(folder / name))
+             for name in (SPEC_PICKLE, DATA_PICKLE)}
+    _write_atomic(folder / SIGNATURE,
+                  json.dumps({"algorithm": "hmac-sha256", "files": files}, indent=2).encode())
+
+
+def _refuse(folder: Path, why: str) -> SweepError:
+    return SweepError(
+        f"nbb.resume will not load the checkpoint {str(folder)!r}: {why}. A checkpoint holds "
+        f"code (the strategy classes in {SPEC_PICKLE}) that loading it runs, so only those "
+        "made by this user on this machine load without asking. If you trust where it came "
+        f"from: nbb.resume({str(folder)!r}, trusted=True) (which then signs it as yours)"
+    )
+
+
+def _check_signature(folder: Path) -> None:
+    """Raise unless ``folder``'s pickled files carry this user's signature (reads, never unpickles)."""
+    try:
+        files = json.loads((folder / SIGNATURE).read_bytes())["files"]
+    except FileNotFoundError:
+        raise _refuse(folder, f"it is not signed (no {SIGNATURE}: made by another program, "
+                              "or by an older nbbacktest)") from None
+    except (ValueError, KeyError, TypeError):
+        raise _refuse(folder, f"its {SIGNATURE} is damaged") from None
+    key = secret_key()
+    for name in (SPEC_PICKLE, DATA_PICKLE):
+        expected = files.get(name) if isinstance(files, dict) else None
+        if not isinstance(expected, str) or not hmac.compare_digest(
+                _mac(key, name, _chunks(folder / name)), expected):
+            raise _refuse(folder, f"{name} does not match its signature (made by another user "
+                                  "or on another machine, or changed since)")
+
+
+# ---------------------------------------------------------------------- the directory
+def _damaged(folder: Path, what: str) -> SweepError:
+    return SweepError(
+        f"{str(folder)!r} is not a usable checkpoint: {what}. It is damaged, or was not "
+        "written by nbbacktest: save a new sweep in another directory (or delete this one)"
+    )
+
+
+def _lock_owner(path: Path) -> str:
+    try:
+        owner = json.loads(path.read_bytes())
+        pid, host, since = owner["pid"], owner["host"], owner["since"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if pid == os.getpid() and host == socket.gethostname():
+        return f" (in this process, since {since})"
+    return f" (process {pid} on {host}, since {since})"
+
+
+def _lock(folder: Path) -> int | None:
+    """Lock ``folder`` for one sweep; the returned descriptor holds the lock until closed.
+
+    The OS drops the lock when the descriptor is closed or its process dies, so a
+    killed sweep never leaves its directory locked.
+    """
+    path = folder / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            # flock (not lockf): two sweeps in one process exclude each other too.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError as error:
+        os.close(fd)
+        if error.errno not in _HELD:
+            return None  # a file system without locks (ENOLCK): sweep on, unguarded
+        raise SweepError(
+            f"save={str(folder)!r} is in use by another sweep{_lock_owner(path)}: two sweeps "
+            "cannot write one checkpoint. Wait for that sweep to end (or cancel it), or save "
+            "this one in another directory"
+        ) from None
+    os.ftruncate(fd, 0)
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.write(fd, json.dumps(owner).encode())
+    return fd
+
+
 class Checkpoint:
     """An open save directory: appends rows and errors as they arrive.
 
-    Use :meth:`open` to create or reopen one.
+    Use :meth:`open` to create or reopen one; it holds the directory's lock until
+    :meth:`close`.
     """
 
-    def __init__(self, folder: Path, spec: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, spec: dict[str, Any], lock: int | None = None) -> None:
         self.folder = folder
         self.spec = spec
+        self._lock = lock
+        self._failed: SweepError | None = None
         rows = folder / ROWS
         if rows.exists():
             good = _complete_length(rows)
             if good < rows.stat().st_size:
                 os.truncate(rows, good)  # drop a half-written last line before appending
-        self._rows = os.open(rows, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._rows: int | None = os.open(rows, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._errors: int | None = None
 
     @classmethod
@@ -131,46 +498,88 @@ class Checkpoint:
         spec: dict[str, Any],
         state: dict[str, Any],
         data: Any,
-        resume: bool,
+        resume: bool | str,
     ) -> tuple[Checkpoint, dict[int, SavedRow]]:
         """Create ``save`` (or reopen it with ``resume``); returns it and the rows saved.
 
-        ``spec`` identifies the sweep (compared on resume); ``state`` is what
-        ``nbbacktest.resume`` needs to rebuild it (pickled by value).
+        ``spec`` identifies the sweep (compared on resume, with the code of its
+        strategy classes); ``state`` is what ``nbbacktest.resume`` needs to rebuild it
+        (pickled by value). ``resume="force"`` keeps the saved rows although the
+        strategy's code changed, and records the new code.
         """
         if not isinstance(save, (str, os.PathLike)):
             raise TypeError(f"save must be a directory path, got {type(save).__name__}")
         folder = Path(save)
         if folder.exists() and not folder.is_dir():
             raise SweepError(f"save={str(save)!r} is a file, not a directory")
-        saved_spec = load_spec(folder) if (folder / SPEC_JSON).exists() else None
-        rows: dict[int, SavedRow] = {}
-        if saved_spec is not None:
-            if not resume:
-                count = len(read_rows(folder))
-                raise SweepError(
-                    f"save={str(save)!r} already holds a checkpoint ({count} of "
-                    f"{saved_spec['runs']} runs saved): pass resume=True to go on from it, "
-                    "or choose another directory"
-                )
-            different = [k for k in ("identity", "data") if saved_spec.get(k) != spec[k]]
-            if different:
-                what = " and ".join("the data" if k == "data" else "the strategy, grid or settings"
-                                    for k in different)
-                raise SweepError(
-                    f"cannot resume from save={str(save)!r}: {what} differ from the saved sweep's "
-                    f"({saved_spec['strategy']}, {saved_spec['runs']} runs); use another directory"
-                )
-            rows = read_rows(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = _lock(folder)  # before anything is read: a sweep writing it now is refused
+        try:
+            spec = {**spec, "format": FORMAT, "code": code_digests(state["plan"].classes)}
+            saved_spec = load_spec(folder) if (folder / SPEC_JSON).exists() else None
+            if saved_spec is None and (folder / ROWS).exists() and (folder / ROWS).stat().st_size:
+                raise _damaged(folder, f"it has saved rows ({ROWS}) but no {SPEC_JSON}")
+            rows: dict[int, SavedRow] = {}
+            write = saved_spec is None
+            if saved_spec is not None:
+                rows = cls._check_resume(folder, saved_spec, spec, resume)
+                write = resume == "force" and saved_spec.get("code") != spec["code"]
+            if write:
+                payloads = {DATA_PICKLE: pickle.dumps(data, protocol=5), SPEC_PICKLE: state_bytes(state)}
+                for name, payload in payloads.items():
+                    _write_atomic(folder / name, payload)
+                _sign(folder, payloads)
+                # Last: a directory with spec.json is a complete checkpoint.
+                _write_atomic(folder / SPEC_JSON, json.dumps(spec, indent=2, default=str).encode())
+            return cls(folder, spec, lock), rows
+        except BaseException:
+            if lock is not None:
+                os.close(lock)
+            raise
+
+    @staticmethod
+    def _check_resume(folder: Path, saved: dict[str, Any], spec: dict[str, Any],
+                      resume: bool | str) -> dict[int, SavedRow]:
+        """The saved rows, if this sweep may go on from the checkpoint ``saved`` describes."""
+        if not resume:
+            raise SweepError(
+                f"save={str(folder)!r} already holds a checkpoint ({len(read_rows(folder))} of "
+                f"{saved['runs']} runs saved): pass resume=True to go on from it, "
+                "or choose another directory"
+            )
+        different = [k for k in ("identity", "data") if saved.get(k) != spec[k]]
+        if different:
+            what = " and ".join("the data" if k == "data" else "the strategy, grid or settings"
+                                for k in different)
+            raise SweepError(
+                f"cannot resume from save={str(folder)!r}: {what} differ from the saved sweep's "
+                f"({saved['strategy']}, {saved['runs']} runs); use another directory"
+            )
+        rows = read_rows(folder)
+        if "code" not in saved:
+            _warn(f"checkpoint {str(folder)!r} was made by an older nbbacktest, which did not "
+                  "record the strategy's code: its saved rows are kept without checking that "
+                  "the code is the same")
         else:
-            folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(folder / DATA_PICKLE, pickle.dumps(data, protocol=5))
-            _write_atomic(folder / SPEC_PICKLE, state_bytes(state))
-            _write_atomic(folder / SPEC_JSON, json.dumps(spec, indent=2, default=str).encode())
-        return cls(folder, spec), rows
+            changes = _code_changes(saved["code"], spec["code"])
+            if changes and resume != "force":
+                raise SweepError(
+                    f"cannot resume from save={str(folder)!r}: {'; '.join(changes)} since the "
+                    f"checkpoint was made, so its {len(rows)} saved rows come from other code. "
+                    "Save in a new directory to run the new code on every point, or pass "
+                    "resume='force' to keep the saved rows anyway (when the change cannot "
+                    "alter results)"
+                )
+        return rows
 
     def append(self, rows: Iterable[SavedRow], describe: Any) -> None:
-        """Save finished runs; ``describe(row)`` gives the params shown in errors.log."""
+        """Save finished runs; ``describe(row)`` gives the params shown in errors.log.
+
+        A write that fails (a full disk) raises a SweepError naming the directory;
+        the runs are saved no further, as the next line would follow a cut one.
+        """
+        if self._failed is not None:
+            raise self._failed
         lines = []
         errors = []
         for row, stats, error, seconds, engine, host in rows:
@@ -182,22 +591,46 @@ class Checkpoint:
                     f"--- row {row} ({describe(row)}) on engine {engine}, host {host}, "
                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n{error[0]}: {error[1]}\n{error[2]}\n"
                 )
-        if lines:
-            os.write(self._rows, ("\n".join(lines) + "\n").encode())
-        if errors:
-            if self._errors is None:
-                self._errors = os.open(self.folder / ERRORS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            os.write(self._errors, "".join(errors).encode())
+        try:
+            if lines and self._rows is not None:
+                _write(self._rows, ("\n".join(lines) + "\n").encode())
+            if errors:
+                if self._errors is None:
+                    self._errors = os.open(self.folder / ERRORS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                _write(self._errors, "".join(errors).encode())
+        except OSError as error:
+            self._failed = self._write_failed(error)
+            raise self._failed from error
+
+    def _write_failed(self, error: OSError) -> SweepError:
+        if error.errno == errno.ENOSPC:
+            reason = "the disk is full"
+        elif error.errno == getattr(errno, "EDQUOT", None):  # not on Windows
+            reason = "the disk quota is exceeded"
+        else:
+            reason = "a write failed"
+        return SweepError(
+            f"cannot save rows to the checkpoint save={str(self.folder)!r}: {reason} "
+            f"({error.strerror or error}). The sweep stops; its finished rows are kept in "
+            "memory (in its results), and the rows saved before stay in the directory: free "
+            "some space, then sweep(..., resume=True) with the same save= runs the rest"
+        )
 
     def close(self) -> None:
-        """Close the files (each write already reached the OS: a killed process loses nothing)."""
-        for fd in (self._rows, self._errors):
+        """Close the files and release the lock (each write already reached the OS)."""
+        for fd in (self._rows, self._errors, self._lock):
             if fd is not None:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-        self._rows = self._errors = None
+        self._rows = self._errors = self._lock = None
+
+    def __del__(self) -> None:
+        # A sweep that failed to start after opening its checkpoint never closes it:
+        # its lock goes with it (at the latest when the process ends).
+        with contextlib.suppress(AttributeError, TypeError):  # at exit, os may be gone already
+            self.close()
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
@@ -213,21 +646,104 @@ def state_bytes(state: dict[str, Any]) -> bytes:
 
 
 def load_spec(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """The readable spec of the sweep saved in ``folder``."""
-    with open(Path(folder) / SPEC_JSON, encoding="utf-8") as file:
-        return json.load(file)
+    """The readable spec of the sweep saved in ``folder``.
 
+    Raises
+    ------
+    SweepError
+        When ``folder`` holds no checkpoint, or its ``spec.json`` is damaged or is
+        not one nbbacktest wrote; the message names the directory and the fault.
 
-def load_state(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], Any]:
-    """What :func:`nbbacktest.resume` needs: the pickled state and the saved data."""
+    Examples
+    --------
+    >>> import tempfile, nbbacktest as nbb
+    >>> from nbbacktest.engine.examples import SmaCross
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = nbb.sweep(SmaCross, nbb.load_sample("daily"), grid={"fast": [5, 10]},
+    ...               save=folder, progress=False)
+    >>> load_spec(folder)["runs"]
+    2
+    """
     folder = Path(folder)
-    if not (folder / SPEC_PICKLE).exists():
+    try:
+        spec = json.loads((folder / SPEC_JSON).read_bytes())
+    except FileNotFoundError:
+        raise SweepError(f"{str(folder)!r} holds no checkpoint (no {SPEC_JSON}); "
+                         "sweep(..., save=DIR) writes one") from None
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise _damaged(folder, f"its {SPEC_JSON} cannot be read ({error})") from error
+    if not isinstance(spec, dict):
+        raise _damaged(folder, f"its {SPEC_JSON} holds a JSON {type(spec).__name__}, not a sweep's spec")
+    missing = [key for key in _SPEC_KEYS if key not in spec]
+    if missing:
+        raise _damaged(folder, f"its {SPEC_JSON} has no {', '.join(map(repr, missing))}")
+    if not isinstance(spec["format"], int) or spec["format"] > FORMAT:
         raise SweepError(
-            f"{str(folder)!r} holds no checkpoint (no {SPEC_PICKLE}); "
-            "sweep(..., save=DIR) writes one"
+            f"the checkpoint {str(folder)!r} was written by a newer nbbacktest (format "
+            f"{spec['format']!r}; this one reads up to {FORMAT}): upgrade nbbacktest to resume it"
         )
-    with open(folder / SPEC_PICKLE, "rb") as file:
-        state = pickle.load(file)
-    with open(folder / DATA_PICKLE, "rb") as file:
-        data = pickle.load(file)
+    return spec
+
+
+def _unpickle(folder: Path, name: str) -> Any:
+    try:
+        with open(folder / name, "rb") as file:
+            return pickle.load(file)
+    except Exception as error:  # unpickling raises anything: EOFError, UnpicklingError, ImportError, ...
+        raise _damaged(folder, f"its {name} cannot be loaded ({type(error).__name__}: {error})") from error
+
+
+def load_state(folder: str | os.PathLike[str], trusted: bool = False) -> tuple[dict[str, Any], Any]:
+    """What :func:`nbbacktest.resume` needs: the pickled state and the saved data.
+
+    A checkpoint holds code: nothing is unpickled before the signature of its pickled
+    files is checked against this user's key, unless ``trusted`` (which then signs it).
+
+    Parameters
+    ----------
+    folder : str or path
+        A save directory.
+    trusted : bool
+        Load a checkpoint not signed by this user (received from someone else).
+
+    Returns
+    -------
+    (dict, DataFrame or dict of DataFrame)
+
+    Examples
+    --------
+    >>> import tempfile, nbbacktest as nbb
+    >>> from nbbacktest.engine.examples import SmaCross
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = nbb.sweep(SmaCross, nbb.load_sample("daily"), grid={"fast": [5, 10]},
+    ...               save=folder, progress=False)
+    >>> state, data = load_state(folder)
+    >>> len(state["plan"]), len(data) > 0
+    (2, True)
+    """
+    from nbbacktest.parallel.grid import Plan
+
+    folder = Path(folder)
+    spec = load_spec(folder)
+    for name in (SPEC_PICKLE, DATA_PICKLE):
+        if not (folder / name).is_file():
+            raise _damaged(folder, f"its {name} is missing")
+    if not trusted:
+        _check_signature(folder)
+    state = _unpickle(folder, SPEC_PICKLE)
+    if not isinstance(state, dict):
+        raise _damaged(folder, f"its {SPEC_PICKLE} holds a {type(state).__name__}, not a sweep's state")
+    missing = [key for key in _STATE_KEYS if key not in state]
+    if missing or not isinstance(state["plan"], Plan):
+        what = f"no {', '.join(map(repr, missing))}" if missing else "a plan that is no Plan"
+        raise _damaged(folder, f"its {SPEC_PICKLE} is not a sweep's state (it has {what})")
+    data = _unpickle(folder, DATA_PICKLE)
+    if trusted:
+        _sign(folder)  # the user vouched for it: later resumes need no flag
+    recorded = spec.get("code")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    for klass in _user_classes(state["plan"].classes):
+        digest = recorded.get(_class_name(klass))
+        if isinstance(digest, str):
+            _LOADED_CODE[klass] = digest
     return state, data
