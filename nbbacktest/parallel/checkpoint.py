@@ -3,30 +3,27 @@
 A directory holds
 
 - ``spec.json``: what the sweep is (strategy, grid size, settings, data fingerprint,
-  a digest of each strategy class's source), for people and for resuming;
-  ``spec.pkl``: what :func:`nbbacktest.resume` needs to go on in a new process (the
-  plan with its strategy classes by value, settings, metric);
+  a digest of each strategy class's source, the signature of the pickled files), for
+  people and for resuming; ``spec.pkl``: what :func:`nbbacktest.resume` needs to go
+  on in a new process (the plan with its strategy classes by value, settings, metric);
 - ``data.pkl``: the data, written once, so that ``resume(dir)`` needs nothing else;
-- ``signature.json``: an HMAC-SHA256 of each pickled file under this user's secret
-  key (see below);
 - ``rows.jsonl``: one JSON line per finished run (done or failed), appended as rows
-  arrive. A line is written with a single ``write`` on a file opened for appending;
+  arrive. A sweep holds a lock (``flock``) on it while it runs, so that a second
+  sweep on the directory fails at once instead of corrupting it; the OS releases
+  the lock when the sweep ends or its process dies. A line is written with a single ``write`` on a file opened for appending;
   a process killed mid-write leaves at most a last line without its newline, which
   :func:`read_rows` detects and skips (and the next writer cuts off). Files are not
   fsync'ed (that would cost more than the sweep on fast points): a killed process
   loses nothing, a machine that loses power may lose the last rows the OS held;
-- ``errors.log``: each failed run's params, error and engine-side traceback, as text;
-- ``lock``: locked (``flock``) while a sweep writes the directory, so that a second
-  sweep on it fails at once instead of corrupting it. The OS releases the lock when
-  the sweep ends or its process dies.
+- ``errors.log``: each failed run's params, error and engine-side traceback, as text.
 
 Floats survive the JSON round trip to the bit (``repr`` is exact), so a resumed sweep's
 table equals an uninterrupted run's.
 
 A checkpoint holds code: ``spec.pkl`` carries the strategy classes, and unpickling it
 runs whatever its author put there. So :func:`load_state` unpickles only checkpoints
-signed on this machine by this user: the pickled files are signed with HMAC-SHA256
-under a random per-user key, created on first use in a file only its owner can
+signed on this machine by this user: ``spec.json`` holds an HMAC-SHA256 of each
+pickled file under a random per-user key, created on first use in a file only its owner can
 read (``checkpoint_secret`` in ``$NBBACKTEST_DATA_DIR``, or else the user's data
 directory: ``~/.local/share/nbbacktest`` on Linux), as Jupyter signs notebooks.
 Any other checkpoint is refused unless the caller says it is trusted.
@@ -58,7 +55,6 @@ import marshal
 import os
 import pickle
 import re
-import socket
 import sys
 import time
 import types
@@ -79,7 +75,7 @@ except ImportError:  # Windows: msvcrt's byte-range lock instead
     fcntl = None  # type: ignore[assignment]
 
 SPEC_JSON, SPEC_PICKLE, DATA_PICKLE = "spec.json", "spec.pkl", "data.pkl"
-ROWS, ERRORS, SIGNATURE, LOCK = "rows.jsonl", "errors.log", "signature.json", "lock"
+ROWS, ERRORS = "rows.jsonl", "errors.log"
 #: 2: spec.json records each strategy class's code digest; the pickled files are signed.
 FORMAT = 2
 #: Environment variable naming the directory of this user's key (for a test, or a
@@ -98,8 +94,10 @@ _STATE_KEYS = ("plan", "settings", "metric", "maximize", "stop_on_error", "warn_
 _BLOCK = 1 << 20
 # How long a reader waits for a key another process is creating at that moment.
 _KEY_WAIT = 2.0
-# The lock could not be taken because another holds it (flock: EWOULDBLOCK; msvcrt: EACCES).
-_HELD = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK}
+# flock's errors when another holds the lock.
+_BUSY = {errno.EAGAIN, errno.EWOULDBLOCK}
+# The save directories this process holds locks on (to say whose the lock is).
+_LOCKED_HERE: set[Path] = set()
 # Class attributes that are not code: moving a class or editing its docstring changes them.
 _NOT_CODE = frozenset({"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__",
                        "__firstlineno__", "__static_attributes__"})
@@ -378,19 +376,18 @@ def _mac(key: bytes, name: str, chunks: Iterable[bytes]) -> str:
     return mac.hexdigest()
 
 
-def _sign(folder: Path, payloads: dict[str, bytes] | None = None) -> None:
-    """Sign ``folder``'s pickled files (``payloads``: their bytes, when at hand)."""
+def _signature(folder: Path, payloads: dict[str, bytes] | None = None) -> dict[str, str] | None:
+    """The signature of ``folder``'s pickled files (``payloads``: their bytes, when at hand)."""
     try:
         key = secret_key()
     except OSError as error:
         _warn(f"checkpoint {str(folder)!r} is not signed: this user's key cannot be made "
               f"({error}); set {DATA_DIR_ENV} to a writable directory, or resume it with "
               "nbb.resume(dir, trusted=True)")
-        return
+        return None
     files = {name: _mac(key, name, [payloads[name]] if payloads else _chunks(folder / name))
              for name in (SPEC_PICKLE, DATA_PICKLE)}
-    _write_atomic(folder / SIGNATURE,
-                  json.dumps({"algorithm": "hmac-sha256", "files": files}, indent=2).encode())
+    return {"algorithm": "hmac-sha256", **files}
 
 
 def _refuse(folder: Path, why: str) -> SweepError:
@@ -402,18 +399,16 @@ def _refuse(folder: Path, why: str) -> SweepError:
     )
 
 
-def _check_signature(folder: Path) -> None:
+def _check_signature(folder: Path, spec: dict[str, Any]) -> None:
     """Raise unless ``folder``'s pickled files carry this user's signature (reads, never unpickles)."""
-    try:
-        files = json.loads((folder / SIGNATURE).read_bytes())["files"]
-    except FileNotFoundError:
-        raise _refuse(folder, f"it is not signed (no {SIGNATURE}: made by another program, "
-                              "or by an older nbbacktest)") from None
-    except (ValueError, KeyError, TypeError):
-        raise _refuse(folder, f"its {SIGNATURE} is damaged") from None
+    signature = spec.get("signature")
+    if signature is None:
+        raise _refuse(folder, "it is not signed (made by another program, or by an older nbbacktest)")
+    if not isinstance(signature, dict) or signature.get("algorithm") != "hmac-sha256":
+        raise _refuse(folder, f"the signature in its {SPEC_JSON} is damaged")
     key = secret_key()
     for name in (SPEC_PICKLE, DATA_PICKLE):
-        expected = files.get(name) if isinstance(files, dict) else None
+        expected = signature.get(name)
         if not isinstance(expected, str) or not hmac.compare_digest(
                 _mac(key, name, _chunks(folder / name)), expected):
             raise _refuse(folder, f"{name} does not match its signature (made by another user "
@@ -428,46 +423,37 @@ def _damaged(folder: Path, what: str) -> SweepError:
     )
 
 
-def _lock_owner(path: Path) -> str:
-    try:
-        owner = json.loads(path.read_bytes())
-        pid, host, since = owner["pid"], owner["host"], owner["since"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
-    if pid == os.getpid() and host == socket.gethostname():
-        return f" (in this process, since {since})"
-    return f" (process {pid} on {host}, since {since})"
-
-
-def _lock(folder: Path) -> int | None:
-    """Lock ``folder`` for one sweep; the returned descriptor holds the lock until closed.
+def _open_locked(folder: Path) -> int:
+    """Open ``folder``'s rows.jsonl for appending, locked for this sweep until closed.
 
     The OS drops the lock when the descriptor is closed or its process dies, so a
-    killed sweep never leaves its directory locked.
+    killed sweep never leaves its directory locked. The lock is on rows.jsonl (never
+    replaced, unlike the files written whole) so that the directory holds nothing more.
     """
-    path = folder / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(folder / ROWS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    if fcntl is None:  # Windows: no flock; a second sweep is not kept out
+        return fd
     try:
-        if fcntl is not None:
-            # flock (not lockf): two sweeps in one process exclude each other too.
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        else:
-            import msvcrt
-
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        # flock (not lockf): two sweeps in one process exclude each other too.
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
+        if error.errno not in _BUSY:
+            return fd  # a file system without locks (ENOLCK): sweep on, unguarded
         os.close(fd)
-        if error.errno not in _HELD:
-            return None  # a file system without locks (ENOLCK): sweep on, unguarded
+        who = ("another sweep in this process" if folder.resolve() in _LOCKED_HERE
+               else "a sweep in another process")
         raise SweepError(
-            f"save={str(folder)!r} is in use by another sweep{_lock_owner(path)}: two sweeps "
-            "cannot write one checkpoint. Wait for that sweep to end (or cancel it), or save "
-            "this one in another directory"
+            f"save={str(folder)!r} is in use by {who}: two sweeps cannot write one checkpoint. "
+            "Wait for that sweep to end (or cancel it), or save this one in another directory"
         ) from None
-    os.ftruncate(fd, 0)
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-    os.write(fd, json.dumps(owner).encode())
+    _LOCKED_HERE.add(folder.resolve())
     return fd
+
+
+def _close_locked(folder: Path, fd: int) -> None:
+    _LOCKED_HERE.discard(folder.resolve())
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 class Checkpoint:
@@ -477,17 +463,15 @@ class Checkpoint:
     :meth:`close`.
     """
 
-    def __init__(self, folder: Path, spec: dict[str, Any], lock: int | None = None) -> None:
+    def __init__(self, folder: Path, spec: dict[str, Any], rows: int) -> None:
+        """``rows``: rows.jsonl, opened for appending and locked by :func:`_open_locked`."""
         self.folder = folder
         self.spec = spec
-        self._lock = lock
         self._failed: SweepError | None = None
-        rows = folder / ROWS
-        if rows.exists():
-            good = _complete_length(rows)
-            if good < rows.stat().st_size:
-                os.truncate(rows, good)  # drop a half-written last line before appending
-        self._rows: int | None = os.open(rows, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        good = _complete_length(folder / ROWS)
+        if good < (folder / ROWS).stat().st_size:
+            os.truncate(folder / ROWS, good)  # drop a half-written last line before appending
+        self._rows: int | None = rows
         self._errors: int | None = None
 
     @classmethod
@@ -513,11 +497,13 @@ class Checkpoint:
         if folder.exists() and not folder.is_dir():
             raise SweepError(f"save={str(save)!r} is a file, not a directory")
         folder.mkdir(parents=True, exist_ok=True)
-        lock = _lock(folder)  # before anything is read: a sweep writing it now is refused
+        created = not (folder / ROWS).exists()
+        # Locked before anything is read: a sweep writing the directory now is refused.
+        fd = _open_locked(folder)
         try:
             spec = {**spec, "format": FORMAT, "code": code_digests(state["plan"].classes)}
             saved_spec = load_spec(folder) if (folder / SPEC_JSON).exists() else None
-            if saved_spec is None and (folder / ROWS).exists() and (folder / ROWS).stat().st_size:
+            if saved_spec is None and (folder / ROWS).stat().st_size:
                 raise _damaged(folder, f"it has saved rows ({ROWS}) but no {SPEC_JSON}")
             rows: dict[int, SavedRow] = {}
             write = saved_spec is None
@@ -528,13 +514,18 @@ class Checkpoint:
                 payloads = {DATA_PICKLE: pickle.dumps(data, protocol=5), SPEC_PICKLE: state_bytes(state)}
                 for name, payload in payloads.items():
                     _write_atomic(folder / name, payload)
-                _sign(folder, payloads)
+                signature = _signature(folder, payloads)
+                if signature is not None:
+                    spec["signature"] = signature
                 # Last: a directory with spec.json is a complete checkpoint.
-                _write_atomic(folder / SPEC_JSON, json.dumps(spec, indent=2, default=str).encode())
-            return cls(folder, spec, lock), rows
+                _write_spec(folder, spec)
+            return cls(folder, spec, fd), rows
         except BaseException:
-            if lock is not None:
-                os.close(lock)
+            if created and not (folder / ROWS).stat().st_size:
+                # Leave a refused directory as it was (unlinked before the lock goes,
+                # so that no other sweep has opened this file meanwhile).
+                (folder / ROWS).unlink()
+            _close_locked(folder, fd)
             raise
 
     @staticmethod
@@ -618,13 +609,12 @@ class Checkpoint:
 
     def close(self) -> None:
         """Close the files and release the lock (each write already reached the OS)."""
-        for fd in (self._rows, self._errors, self._lock):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._rows = self._errors = self._lock = None
+        if self._errors is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._errors)
+        if self._rows is not None:
+            _close_locked(self.folder, self._rows)
+        self._rows = self._errors = None
 
     def __del__(self) -> None:
         # A sweep that failed to start after opening its checkpoint never closes it:
@@ -638,6 +628,10 @@ def _write_atomic(path: Path, payload: bytes) -> None:
     with open(temporary, "wb") as file:
         file.write(payload)
     os.replace(temporary, path)
+
+
+def _write_spec(folder: Path, spec: dict[str, Any]) -> None:
+    _write_atomic(folder / SPEC_JSON, json.dumps(spec, indent=2, default=str).encode())
 
 
 def state_bytes(state: dict[str, Any]) -> bytes:
@@ -729,7 +723,7 @@ def load_state(folder: str | os.PathLike[str], trusted: bool = False) -> tuple[d
         if not (folder / name).is_file():
             raise _damaged(folder, f"its {name} is missing")
     if not trusted:
-        _check_signature(folder)
+        _check_signature(folder, spec)
     state = _unpickle(folder, SPEC_PICKLE)
     if not isinstance(state, dict):
         raise _damaged(folder, f"its {SPEC_PICKLE} holds a {type(state).__name__}, not a sweep's state")
@@ -738,8 +732,10 @@ def load_state(folder: str | os.PathLike[str], trusted: bool = False) -> tuple[d
         what = f"no {', '.join(map(repr, missing))}" if missing else "a plan that is no Plan"
         raise _damaged(folder, f"its {SPEC_PICKLE} is not a sweep's state (it has {what})")
     data = _unpickle(folder, DATA_PICKLE)
-    if trusted:
-        _sign(folder)  # the user vouched for it: later resumes need no flag
+    if trusted:  # the user vouched for it: later resumes need no flag
+        signature = _signature(folder)
+        if signature is not None:
+            _write_spec(folder, {**spec, "signature": signature})
     recorded = spec.get("code")
     recorded = recorded if isinstance(recorded, dict) else {}
     for klass in _user_classes(state["plan"].classes):
