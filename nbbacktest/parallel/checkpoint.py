@@ -71,7 +71,7 @@ from nbbacktest.parallel import pickling
 
 try:
     import fcntl
-except ImportError:  # Windows: msvcrt's byte-range lock instead
+except ImportError:  # Windows: no flock, no lock (see _open_locked)
     fcntl = None  # type: ignore[assignment]
 
 SPEC_JSON, SPEC_PICKLE, DATA_PICKLE = "spec.json", "spec.pkl", "data.pkl"
