@@ -282,6 +282,23 @@ def test_universe_values_must_be_frames(frame: pd.DataFrame) -> None:
         validate_data([frame])  # type: ignore[arg-type]
 
 
+def test_one_symbol_given_as_a_str_selects_that_symbol(frame: pd.DataFrame) -> None:
+    # nbb.sweep's check of symbols= against a universe (parallel/sweep.py, universe_symbols)
+    import nbbacktest as nbb
+    from nbbacktest.engine.examples import SmaCross
+    from nbbacktest.errors import SweepError
+
+    universe = {"AAA": frame, "BBB": frame * 1.5}
+    sweep = nbb.sweep(SmaCross, universe, {"fast": [2, 3], "slow": [5]}, symbols="BBB", progress=False)
+    assert sweep.results["symbol"].tolist() == ["BBB", "BBB"]
+    runs = nbb.run_many([SmaCross(2, 5)], universe, symbols="AAA", progress=False)
+    assert runs.results["symbol"].tolist() == ["AAA"]
+    with pytest.raises(SweepError, match=r"symbols \['ZZZ'\] are not in the data; it has AAA, BBB"):
+        nbb.sweep(SmaCross, universe, {"fast": [2]}, symbols="ZZZ", progress=False)
+    with pytest.raises(SweepError, match=r"symbols must be a list of symbols .* got int 5"):
+        nbb.sweep(SmaCross, universe, {"fast": [2]}, symbols=5, progress=False)  # type: ignore[arg-type]
+
+
 # -------------------------------------------------------------------- loading
 
 

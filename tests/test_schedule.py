@@ -121,3 +121,22 @@ def test_round_trips_and_task_gaps_are_learned():
     simulate(planner, {0: 0.0004, 1: 0.0004}, round_trip=0.008, gap=0.003)
     assert 0.004 < planner.round_trips[0] <= 0.008  # one idle arrival per engine
     assert 0.0015 < planner.task_gap <= 0.003
+
+
+def test_rows_requeued_alone_go_out_first_one_per_chunk():
+    planner = ChunkPlanner(range(100), 0.001, [0, 1])
+    planner.requeue([107, 109, 111], alone=True)  # came back unrun
+    assert planner.remaining == 103
+    # Each to an idle engine, which then gets nothing else until it is back: were the
+    # suspect to kill it, no other row would be lost with it.
+    assert planner.due(now=0.0) == [(0, [107]), (1, [109])]
+    assert planner.due(now=0.001) == []
+    planner.done(1, 1, 0.001, now=0.002)
+    assert planner.due(now=0.003) == [(1, [111])]
+    planner.done(0, 1, 0.001, now=0.004)
+    chunks = planner.due(now=0.005)
+    assert chunks and {e for e, _ in chunks} == {0}  # engine 1 still runs its suspect
+    later = [r for _, rows in chunks for r in rows]
+    assert later == list(range(len(later)))
+    planner.done(1, 1, 0.001, now=0.006)
+    assert [e for e, _ in planner.due(now=0.007)][:1] == [1]

@@ -338,11 +338,7 @@ def spare():
 def test_engine_killed_mid_sweep_loses_no_row(spare, daily, chunksize):
     # With chunksize="auto" both engines claim points from the same chunks: the points
     # the killed one had claimed and not returned run again, on the engine left.
-    if len(spare.client.ids) < 2:  # the first case killed one
-        spare._ipp_cluster.start_engines_sync(n=1)
-        deadline = time.monotonic() + 60
-        while len(spare.client.ids) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+    _wait_for_engines(spare, 2)
     whole = nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, progress=False)
     events = []
     victim = max(spare.client.ids)
@@ -359,6 +355,8 @@ def test_engine_killed_mid_sweep_loses_no_row(spare, daily, chunksize):
     lost = [e for e in events if isinstance(e, ev.EngineLost)]
     assert [e.engine for e in lost] == [victim]
     assert lost[0].requeued > 0  # shared chunks too: what it had not run goes elsewhere
+    assert lost[0].replaced  # a cluster nbbacktest started gets a new engine
+    _wait_for_engines(spare, 2)
     table = sweep.results
     assert len(table) == 200 and table.status.eq("done").all()
     pd.testing.assert_frame_equal(comparable(table), comparable(whole.results))
@@ -368,19 +366,61 @@ def test_engine_killed_mid_sweep_loses_no_row(spare, daily, chunksize):
     assert after.status == "complete" and victim not in set(after.results.engine.dropna())
 
 
+def _wait_for_engines(cluster: Cluster, n: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while len(cluster.client.ids) < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(cluster.client.ids) >= n, f"{len(cluster.client.ids)} engines, not {n}"
+
+
+class Poison(nbb.Strategy):
+    """Kills the process it runs in for fast == 13 (as a segfault or the OOM killer would)."""
+
+    fast = nbb.Param(10, low=2, high=400)
+
+    def signals(self, data):
+        if self.fast == 13:
+            os._exit(1)
+        time.sleep(0.01)
+        close = data["Close"]
+        return (close > close.rolling(self.fast).mean()).astype(float)
+
+
+@pytest.mark.parametrize("chunksize", [5, "auto"], ids=["own chunks", "shared chunks"])
+def test_a_point_that_kills_its_engine_twice_is_a_failed_row_and_the_sweep_goes_on(
+        spare, daily, chunksize):
+    _wait_for_engines(spare, 2)
+    events = []
+    sweep = nbb.sweep(Poison, daily, {"fast": range(2, 62)}, cluster=spare, progress=False,
+                      on_result=events.append, chunksize=chunksize)
+    table = sweep.results
+    assert sweep.status == "complete"
+    poisoned = table.fast == 13
+    assert table.loc[poisoned, "status"].tolist() == ["failed"]
+    assert table.loc[poisoned, "error"].iloc[0].startswith("EngineKilled: killed its engine 2 times")
+    assert table.loc[~poisoned, "status"].eq("done").all()
+    lost = [e for e in events if isinstance(e, ev.EngineLost)]
+    assert len(lost) == 2 and all(e.replaced for e in lost)
+    assert any(isinstance(e, ev.EngineAdded) for e in events)  # a replacement took work
+    whole = nbb.sweep(SmaCross, daily, {"fast": [5, 10]}, cluster=spare, progress=False)
+    assert whole.status == "complete"
+    _wait_for_engines(spare, 2)
+
+
 def test_engines_that_join_mid_sweep_get_the_data_and_take_points(spare, daily):
     before = set(spare.client.ids)
     events = []
-    sweep = nbb.sweep(Sleepy, daily, {"fast": range(2, 302)}, cluster=spare, progress=False,
-                      on_result=events.append, block=False, chunksize=3)
-    spare._ipp_cluster.start_engines_sync(n=1)
+    # 10 s of points on 2 engines: longer than an engine takes to start and register.
+    sweep = nbb.sweep(Sleepy, daily, {"fast": range(2, 202), "pause": [0.1]}, cluster=spare,
+                      progress=False, on_result=events.append, block=False, chunksize=3)
+    assert spare.start_engines(1)
     sweep.result(timeout=120)
     added = [e.engine for e in events if isinstance(e, ev.EngineAdded)]
     assert len(added) == 1 and added[0] not in before
     table = sweep.results
     assert table.status.eq("done").all()
     assert (table.engine == added[0]).sum() > 0
-    assert sum(isinstance(e, ev.PointDone) for e in events) == 300
+    assert sum(isinstance(e, ev.PointDone) for e in events) == 200
 
 
 def test_engine_that_leaves_cleanly_hands_nothing_back_twice(spare, daily):
@@ -401,8 +441,10 @@ def test_engine_that_leaves_cleanly_hands_nothing_back_twice(spare, daily):
 
 
 def test_a_sweep_that_loses_every_engine_raises_and_keeps_its_rows(daily):
-    own = Cluster(engines=1, timeout=120)
     previous = Cluster.current()
+    own = Cluster(engines=1, timeout=120)
+    # Connected to, so no engine is started in place of the one lost.
+    connected = Cluster.connect(url_file=own.connection_file, timeout=60)
     try:
         pid = own.client[own.client.ids[0]].apply_sync(os.getpid)
 
@@ -412,13 +454,14 @@ def test_a_sweep_that_loses_every_engine_raises_and_keeps_its_rows(daily):
 
         with pytest.raises(nbb.SweepFailedError, match=r"every engine of the sweep was lost; \d+ of "
                            r"200 rows finished and are kept: error.result holds them") as raised:
-            nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, cluster=own, progress=False,
+            nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, cluster=connected, progress=False,
                       on_result=kill_after_some, chunksize=5)
         kept = raised.value.result
         assert kept.status == "failed" and "every engine" in kept.reason
         assert kept.progress >= 20 and kept.results.status.eq("done").sum() == kept.progress
         assert isinstance(raised.value.__cause__, nbb.ClusterError)
     finally:
+        connected.stop()
         own.stop()
         Cluster._current = previous
 

@@ -114,7 +114,8 @@ class ProgressState:
             self.engines += 1
         elif isinstance(event, EngineLost):
             self.engines = max(self.engines - 1, 0)
-            self.note = f"engine {event.engine} lost; {event.requeued} runs sent to other engines"
+            self.note = (f"engine {event.engine} lost; its {event.requeued:,} unfinished runs go to"
+                         " other engines" + ("; a new engine is starting" if event.replaced else ""))
         elif isinstance(event, PointSlow):
             where = "" if event.engine is None else f" on engine {event.engine}"
             self.note = (f"row {event.index} ({format_params(event.params)}) has run for "

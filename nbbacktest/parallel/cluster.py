@@ -414,6 +414,24 @@ class Cluster:
         """Engines that hold the data under ``key``."""
         return [e for e, keys in self._engine_data.items() if key in keys and e in self.client.ids]
 
+    def start_engines(self, n: int = 1) -> bool:
+        """Start ``n`` more engines, without waiting for them to register; False when
+        this cluster was connected to (its engines are another's to start).
+
+        A sweep replaces the engines it lost this way; they take work once they register.
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> with nbb.Cluster(engines=1) as cluster:   # doctest: +SKIP
+        ...     cluster.start_engines(1)
+        True
+        """
+        if self._ipp_cluster is None:
+            return False
+        self._ipp_cluster.start_engines_sync(n=n)
+        return True
+
     def forget_engine(self, engine: int) -> None:
         """Drop what we know of an engine that left."""
         with self._lock:

@@ -86,10 +86,12 @@ class EngineAdded(SweepEvent):
 
 @dataclass(frozen=True)
 class EngineLost(SweepEvent):
-    """An engine died or left; ``requeued`` of its runs go to other engines."""
+    """An engine died or left; ``requeued`` of its runs go to other engines; ``replaced``:
+    a new engine is starting in its place (clusters that nbbacktest started)."""
 
     engine: int
     requeued: int
+    replaced: bool = False
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,9 @@ class EngineClock:
     out: deque[tuple[int, float]] = field(default_factory=deque)
     #: client time at which its last chunk came back
     last_back: float = -math.inf
+    #: it runs a suspect row alone, and gets nothing more until that is back: were it
+    #: to die, nothing else would be lost with it
+    isolating: bool = False
     #: decayed sums of the seconds and points measured on it
     seconds: float = 0.0
     points: float = 0.0
@@ -140,6 +143,8 @@ class ChunkPlanner:
         members: Mapping[int, int] | None = None,
     ) -> None:
         self.pending: deque[int] = deque(rows)
+        #: Rows that go out one per chunk, before the others (suspected of killing an engine).
+        self.alone: deque[int] = deque()
         self.fixed = fixed
         self.cost = point_seconds if point_seconds > 0 else 0.01
         self.task_gap = DEFAULT_TASK_GAP if task_gap is None else task_gap
@@ -161,14 +166,15 @@ class ChunkPlanner:
         """An engine that is gone; the caller gives its chunks back with :meth:`requeue`."""
         self.engines.pop(engine, None)
 
-    def requeue(self, rows: Sequence[int]) -> None:
-        """Rows that came back unrun: they go out first."""
-        self.pending.extendleft(reversed(list(rows)))
+    def requeue(self, rows: Sequence[int], alone: bool = False) -> None:
+        """Rows that came back unrun: they go out first; ``alone``: each in a chunk of its own
+        (so that a point that kills its engine is told apart from its chunk's others)."""
+        (self.alone if alone else self.pending).extendleft(reversed(list(rows)))
 
     @property
     def remaining(self) -> int:
         """Rows not yet sent."""
-        return len(self.pending)
+        return len(self.pending) + len(self.alone)
 
     @property
     def outstanding(self) -> int:
@@ -181,8 +187,18 @@ class ChunkPlanner:
         chunks: list[tuple[int, list[int]]] = []
         # One chunk per engine per pass, so every engine starts before any gets its
         # second; the engine that runs dry first is served first.
+        while self.alone:
+            # Suspects first, each to an idle engine; the others wait until one is.
+            idle = [e for e in self.engines if not self.engines[e].out]
+            if not idle:
+                return chunks
+            for engine in sorted(idle, key=lambda e: self.engines[e].back_at)[: len(self.alone)]:
+                self._sent(self.engines[engine], 1, now)
+                self.engines[engine].isolating = True
+                chunks.append((engine, [self.alone.popleft()]))
         while self.pending:
-            hungry = [e for e in self.engines if len(self.engines[e].out) < MAX_OUTSTANDING]
+            hungry = [e for e, c in self.engines.items()
+                      if len(c.out) < MAX_OUTSTANDING and not c.isolating]
             given = 0
             for engine in sorted(hungry, key=lambda e: self.engines[e].back_at):
                 size = min(self._size(engine, now), len(self.pending))
@@ -204,6 +220,7 @@ class ChunkPlanner:
         if clock is None or not clock.out:
             return
         _, sent = clock.out.popleft()
+        clock.isolating = clock.isolating and bool(clock.out)
         if points:
             # Seconds per point over the chunks so far, older chunks weighing less:
             # one slow chunk (the machine was busy) moves the estimate only partly.

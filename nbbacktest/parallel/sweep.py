@@ -541,7 +541,7 @@ def sweep(
     on_result: Callable[[SweepEvent], Any] | None = None,
     stop_on_error: bool = False,
     save: str | os.PathLike[str] | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     warn_after: float = 3600.0,
     progress: bool | None = None,
     block: bool = True,
@@ -586,9 +586,12 @@ def sweep(
     save : str or path, optional
         A directory to checkpoint into: every finished run is appended as it
         arrives (``rows.jsonl``), with the sweep's spec, its data, and ``errors.log``.
-    resume : bool
+    resume : bool or "force"
         Go on from the checkpoint in ``save``: finished runs are not run again and
-        the final table equals an uninterrupted run's (see :func:`resume`).
+        the final table equals an uninterrupted run's (see :func:`resume`). Refused
+        when the code of a strategy class (or of its bases outside nbbacktest)
+        changed since the checkpoint was made: its rows came from the old code.
+        ``"force"`` keeps them anyway (for a change that cannot alter results).
     warn_after : float
         Seconds after which a run still going emits a ``PointSlow`` event naming it.
     progress : bool, optional
@@ -672,6 +675,7 @@ def resume(
     on_result: Callable[[SweepEvent], Any] | None = None,
     progress: bool | None = None,
     block: bool = True,
+    trusted: bool = False,
 ) -> SweepResult:
     """Go on with the sweep checkpointed in ``save``, in this or any later process.
 
@@ -679,6 +683,21 @@ def resume(
     defined in a notebook or a killed script come back), grid, settings, metric
     and data. Finished runs are not run again; the final table equals an
     uninterrupted run's.
+
+    A checkpoint holds code: its strategy classes are pickled, and loading them
+    runs whatever its author put there. So only checkpoints signed by this user
+    on this machine are loaded (each sweep signs its own with a per-user key);
+    one received from someone else is refused unless ``trusted=True``.
+
+    Parameters
+    ----------
+    save : str or path
+        The directory of ``sweep(..., save=...)``.
+    engines, cluster, chunksize, on_result, progress, block
+        As in :func:`sweep`.
+    trusted : bool
+        Load a checkpoint that this user did not make (it is then signed as
+        this user's). Only for checkpoints from a source you trust.
 
     Examples
     --------
@@ -693,22 +712,26 @@ def resume(
     """
     from nbbacktest.parallel.checkpoint import load_state
 
-    state, data = load_state(save)
+    if not isinstance(trusted, (bool, np.bool_)):
+        raise TypeError(f"trusted must be True or False, got {trusted!r}")
+    state, data = load_state(save, trusted=bool(trusted))
     return _launch(state["plan"], data, state["settings"], state["metric"], state["maximize"],
                    engines, cluster, chunksize, on_result, state["stop_on_error"], progress, block,
                    save, True, state["warn_after"])
 
 
-def universe_symbols(data: Any, symbols: Sequence[str] | None) -> list[str] | None:
+def universe_symbols(data: Any, symbols: Sequence[str] | str | None) -> list[str] | None:
     """The symbols a sweep runs on: all of a universe's, or ``symbols`` checked against it.
 
-    None for a single frame (where ``symbols`` is an error).
+    None for a single frame (where ``symbols`` is an error). A bare str is one symbol.
 
     Examples
     --------
     >>> import nbbacktest as nbb
     >>> universe_symbols(nbb.load_sample("universe"), ["BBB", "AAA"])
     ['BBB', 'AAA']
+    >>> universe_symbols(nbb.load_sample("universe"), "AAA")
+    ['AAA']
     >>> universe_symbols(nbb.load_sample("daily"), None) is None
     True
     """
@@ -718,6 +741,11 @@ def universe_symbols(data: Any, symbols: Sequence[str] | None) -> list[str] | No
         return None
     if symbols is None:
         return list(data)
+    if isinstance(symbols, str):
+        symbols = [symbols]  # one symbol, not its letters
+    elif not isinstance(symbols, Iterable):
+        raise SweepError(f"symbols must be a list of symbols such as ['AAA', 'BBB'] or one symbol,"
+                         f" got {type(symbols).__name__} {symbols!r}")
     unknown = [s for s in symbols if s not in data]
     if unknown:
         raise SweepError(f"symbols {unknown} are not in the data; it has {', '.join(map(str, data))}")
@@ -770,7 +798,8 @@ def _launch(
         resolve_engine_count(engines)  # validate before anything starts
     if on_result is not None and not callable(on_result):
         raise TypeError(f"on_result must be callable, got {type(on_result).__name__}")
-    for name, flag in (("stop_on_error", stop_on_error), ("resume", resume), ("block", block)):
+    for name, flag in (("stop_on_error", stop_on_error), ("resume", resume == "force" or resume),
+                       ("block", block)):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
     if resume and save is None:
@@ -790,24 +819,25 @@ def _launch(
     result.warn_after = float(warn_after)
     if save is not None:
         _open_checkpoint(result, save, resume, data_key)
-    if on_result is not None:
-        result.events.subscribe(on_result)
-    if _progress_factory is not None and _progress_wanted(progress):
-        shown = _progress_factory(result)
-        poll = getattr(shown, "poll", None)
-        if callable(poll):
-            result.add_poller(poll)
-    if not parallel:
-        runner: _Runner = _LocalRunner(result, fixed_chunk)
-    else:
-        if cluster is None:
-            cluster = current_or_start(engines, _data_bytes(data))
-        cluster.check_running()
-        wanted = None if engines in (None, -1, "auto") else resolve_engine_count(engines)
-        runner = _ClusterRunner(result, cluster, wanted, data_key, job_blob, fixed_chunk)
     try:
+        if on_result is not None:
+            result.events.subscribe(on_result)
+        if _progress_factory is not None and _progress_wanted(progress):
+            shown = _progress_factory(result)
+            poll = getattr(shown, "poll", None)
+            if callable(poll):
+                result.add_poller(poll)
+        if not parallel:
+            runner: _Runner = _LocalRunner(result, fixed_chunk)
+        else:
+            if cluster is None:
+                cluster = current_or_start(engines, _data_bytes(data))
+            cluster.check_running()
+            wanted = None if engines in (None, -1, "auto") else resolve_engine_count(engines)
+            runner = _ClusterRunner(result, cluster, wanted, data_key, job_blob, fixed_chunk)
         runner.prepare()
     except BaseException:
+        # The checkpoint holds its directory's lock: a sweep that never started frees it.
         if result.checkpoint is not None:
             result.checkpoint.close()
         raise
@@ -849,7 +879,6 @@ def _open_checkpoint(result: SweepResult, save: Any, resume: bool, data_key: str
 
     plan = result.plan
     spec = {
-        "format": 1,
         "strategy": ", ".join(f"{c.__module__}.{c.__qualname__}" for c in plan.classes),
         "runs": len(plan),
         "grid_size": plan.grid_size,
@@ -1069,6 +1098,14 @@ class _Interrupter:
                 self._armed = False  # one interrupt per cancel
 
 
+#: A point out on this many engines that died with it unrun is a failed row: the
+#: first death only makes its chunk's points suspects (each then runs alone), the
+#: second names the point. Two, not one: an engine may die for reasons of its own.
+QUARANTINE_KILLS = 2
+#: Seconds a sweep that lost every engine waits for the replacements it started
+#: (an engine starts and registers in a few seconds; more on a busy machine).
+REPLACE_WAIT = 60.0
+
 #: Engines of one host that share chunks, at most (a shared chunk goes to each of them).
 SHARE_GROUP = 8
 
@@ -1109,6 +1146,10 @@ class _ClusterRunner(_Runner):
         self.point_seconds = math.nan
         #: Rows requeued because an engine died with them: EngineLost reports them.
         self._requeued: dict[int, int] = {}
+        #: Engine deaths each row was out for, unrun (see QUARANTINE_KILLS).
+        self._kills: dict[int, int] = {}
+        #: Replacement engines asked for, and until when the sweep waits for them.
+        self._replacing_until = -math.inf
 
     def prepare(self) -> None:
         result = self.result
@@ -1193,7 +1234,8 @@ class _ClusterRunner(_Runner):
                 current = set(client.ids)
                 if current != known_ids:
                     for engine in sorted(current - known_ids):
-                        if self.wanted is None:
+                        taking = sum(len(members) for members in groups.values())
+                        if self.wanted is None or taking < self.wanted:
                             try:
                                 self.cluster.share(result.data, self.data_key, [engine])
                                 hosts.update(self.cluster.refresh_hosts([engine]))
@@ -1206,8 +1248,8 @@ class _ClusterRunner(_Runner):
                     for engine in sorted(known_ids - current):
                         self._lose(engine, groups, planner, outstanding)
                     known_ids = current
-                    if not planner.engines:
-                        raise ClusterError("every engine of the sweep was lost")
+                if not planner.engines and time.monotonic() > self._replacing_until:
+                    raise ClusterError("every engine of the sweep was lost")
                 for target, chunk in planner.due(clock()):
                     members = groups[target]
                     specs = self.specs(chunk)
@@ -1224,12 +1266,15 @@ class _ClusterRunner(_Runner):
                             # chunk comes back empty, and the next pass sees it lost.
                             has_job.discard(engine)
                             self._settle(window, engine, worker.Rows.empty(), False, planner,
-                                         clock(), lost=True)
+                                         clock())
                             continue
                         has_job.add(engine)
                         outstanding[ar] = (engine, window)
                 if not outstanding:
-                    break
+                    if not (planner.remaining and time.monotonic() < self._replacing_until):
+                        break
+                    time.sleep(0.05)  # no engine left: waiting for the replacements
+                    continue
                 finished, _ = concurrent.futures.wait(
                     list(outstanding), timeout=0.05,
                     return_when=concurrent.futures.FIRST_COMPLETED,
@@ -1293,10 +1338,33 @@ class _ClusterRunner(_Runner):
             return
         planner.done(window.target, len(window.ran), window.seconds / window.members, received)
         missing = [r for r in window.rows if r not in window.ran]
-        if missing and not window.interrupted:
+        if not missing or window.interrupted:
+            return
+        if not window.lost:
             planner.requeue(missing)
-            for dead in window.lost:
-                self._requeued[dead] = self._requeued.get(dead, 0) + len(missing)
+            return
+        # An engine died running this chunk: one of its unrun points may have killed it.
+        # They go out again one per task, so that a point that kills a second engine is
+        # known, and is then a failed row instead of a third engine's death.
+        for row in missing:
+            self._kills[row] = self._kills.get(row, 0) + 1
+        poisoned = [row for row in missing if self._kills[row] >= QUARANTINE_KILLS]
+        again = [row for row in missing if self._kills[row] < QUARANTINE_KILLS]
+        planner.requeue(again, alone=True)
+        for dead in window.lost:
+            self._requeued[dead] = self._requeued.get(dead, 0) + len(again)
+        if poisoned:
+            self._quarantine(poisoned, sorted(window.lost))
+
+    def _quarantine(self, rows: list[int], engines: list[int]) -> None:
+        """Rows whose point took down an engine each time it ran: failed, never run again."""
+        out = worker.RowsBuilder()
+        message = (f"killed its engine {QUARANTINE_KILLS} times (the last: engine"
+                   f" {', '.join(map(str, engines))}); the point exits or crashes the process"
+                   " (os._exit, a segfault, the out-of-memory killer) and is not run again")
+        for row in rows:
+            out.failed(row, ("EngineKilled", message, f"EngineKilled: {message}\n"), math.nan)
+        self.result._record(out.build(), -1, None)
 
     def _lose(self, engine: int, groups: dict[int, list[int]], planner: ChunkPlanner,
               outstanding: dict[Any, tuple[int, _Window]]) -> None:
@@ -1314,7 +1382,19 @@ class _ClusterRunner(_Runner):
         # once they are back: either way other engines run it.
         mine = {window for e, window in outstanding.values() if e == engine or engine in window.lost}
         requeued = sum(len(w.rows) - len(w.ran) for w in mine) + self._requeued.pop(engine, 0)
-        self.result.events.emit(EngineLost(engine=engine, requeued=requeued))
+        replaced = not self.result._cancel.is_set() and self.cluster.owned
+        if replaced:
+            # A cluster we started gets its engine back: in a thread, since starting
+            # takes a moment, and the new engine takes work once it registers.
+            self._replacing_until = time.monotonic() + REPLACE_WAIT
+            threading.Thread(target=self._replace, name="nbbacktest-replace", daemon=True).start()
+        self.result.events.emit(EngineLost(engine=engine, requeued=requeued, replaced=replaced))
+
+    def _replace(self) -> None:
+        try:
+            self.cluster.start_engines(1)
+        except Exception:  # the sweep goes on with the engines it has
+            self._replacing_until = -math.inf
 
     def _remember(self, planner: ChunkPlanner) -> None:
         # The next sweep of the same job on this cluster starts from these measurements.
