@@ -10,14 +10,18 @@ receives one copy, written into its own segment by one of its engines.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import logging
 import os
 import threading
+import time
+import uuid
+import warnings
 import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from nbbacktest.errors import ClusterError, SweepError
+from nbbacktest.errors import ClusterError, NbbacktestWarning, SweepError
 from nbbacktest.parallel import worker
 
 if TYPE_CHECKING:
@@ -28,6 +32,17 @@ if TYPE_CHECKING:
 
 #: Memory one engine process takes before it holds any data (measured: ~90 MB).
 ENGINE_FOOTPRINT = 150 * 2**20
+#: Seconds an engine with no other task queued has to answer before :meth:`Cluster.share`
+#: leaves it out with a warning: a healthy engine answers in milliseconds, so this only
+#: catches a stopped (SIGSTOP), hung or swapping one; the controller itself takes ~35 s.
+#: An engine busy with other tasks (another sweep's) is waited for, up to SHARE_TIMEOUT.
+ENGINE_ANSWER_SECONDS = 5.0
+#: Seconds a share waits at most, for engines busy with other work and for data sent to
+#: another host (a 1 GiB frame took 14-18 s).
+SHARE_TIMEOUT = 600.0
+#: Seconds between two looks at engines that have not answered yet (each look asks the
+#: controller for their queues: one round trip).
+_ANSWER_POLL = 0.25
 
 
 def available_memory() -> int:
@@ -215,6 +230,12 @@ class Cluster:
         self._engine_data: dict[int, set[str]] = {}
         self._segments: dict[str, Segment] = {}
         self._data_sent: dict[str, int] = {}
+        # Engines keep data while some connected client leases it (see worker.lease_data):
+        # this client's id there, and the keys it leases.
+        self.lease_id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._leased: set[str] = set()
+        # Requests to engines that gave no answer: still queued there, not another's work.
+        self._unanswered: dict[int, list[Any]] = {}
         self._stopped = False
         Cluster._current = self
         reference = weakref.ref(self)
@@ -308,11 +329,12 @@ class Cluster:
         for segment in self._segments.values():
             segment.unlink()
         self._segments.clear()
-        if self._data_sent:
-            # Engines drop the data this client shared (not what other clients of a
-            # shared cluster gave them) and unlink the segments they wrote on other hosts.
+        if self._leased:
+            # Engines drop the data no other connected client leases and unlink the
+            # segments they wrote on other hosts; the leases of a client that cannot
+            # say so (killed, or its engines hung) lapse after worker.LEASE_SECONDS.
             try:
-                self.client[:].apply_async(worker.release_data, list(self._data_sent)).get(timeout=10)
+                self._ask(self.client.ids, 10.0, worker.release_data, sorted(self._leased), self.lease_id)
             except Exception:
                 pass
         try:
@@ -349,45 +371,135 @@ class Cluster:
 
     # ----------------------------------------------------------------- hosts
     def refresh_hosts(self, ids: Iterable[int] | None = None) -> dict[int, str]:
-        """Ask engines we do not know yet for their host; returns engine -> host."""
+        """Ask engines we do not know yet for their host; returns engine -> host.
+
+        An engine that does not answer (see :data:`ENGINE_ANSWER_SECONDS`) is left out.
+        """
         with self._lock:
             wanted = [e for e in (self.client.ids if ids is None else ids) if e not in self._hosts]
             if wanted:
-                infos = self.client[wanted].apply_async(worker.engine_info).get(timeout=60)
-                for engine, info in zip(wanted, infos):
+                infos, _ = self._ask(wanted, SHARE_TIMEOUT, worker.engine_info)
+                for engine, info in infos.items():
                     self._hosts[engine] = info["host"]
                     self._pids[engine] = info["pid"]
                     self._engine_data[engine] = set(info["data"])
             return {e: self._hosts[e] for e in self.client.ids if e in self._hosts}
 
+    def _ask(self, ids: Iterable[int], timeout: float, function: Any, *args: Any,
+             **kwargs: Any) -> tuple[dict[int, Any], list[int]]:
+        """Run ``function`` on each engine of ``ids``: the answers, and the engines that gave none.
+
+        An engine gives none when it left, when it has had nothing else queued for
+        :data:`ENGINE_ANSWER_SECONDS` and still not answered (stopped or hung), or when
+        ``timeout`` seconds passed. A task that raised raises here.
+        """
+        pending = {self.client[engine].apply_async(function, *args, **kwargs): engine for engine in ids}
+        answers: dict[int, Any] = {}
+        silent: list[int] = []
+        idle_since: dict[int, float] = {}
+        deadline = time.monotonic() + timeout
+        while pending:
+            finished, _ = concurrent.futures.wait(list(pending), timeout=_ANSWER_POLL)
+            for ar in finished:
+                answers[pending.pop(ar)] = ar.get(timeout=0)
+            if not pending:
+                break
+            now = time.monotonic()
+            registered = set(self.client.ids)
+            # The controller counts the tasks queued on each engine, ours included: an
+            # engine with ours alone that stays silent is stopped, one with more is busy.
+            asked = sorted(set(pending.values()) & registered)
+            queues = self.client.queue_status(targets=asked) if asked else {}
+            for ar, engine in list(pending.items()):
+                queue = queues.get(engine, {})
+                ours = 1 + sum(not old.done() for old in self._unanswered.get(engine, []))
+                if queue.get("queue", 0) + queue.get("tasks", 0) > ours:
+                    idle_since.pop(engine, None)
+                    stopped = False
+                else:
+                    stopped = now - idle_since.setdefault(engine, now) >= ENGINE_ANSWER_SECONDS
+                if stopped or engine not in registered or now >= deadline:
+                    silent.append(pending.pop(ar))
+                    unanswered = self._unanswered.setdefault(engine, [])
+                    unanswered[:] = [old for old in unanswered if not old.done()] + [ar]
+        return answers, sorted(silent)
+
     # ------------------------------------------------------------------ data
     def share(self, data: pd.DataFrame | dict[str, pd.DataFrame], key: str, ids: Iterable[int] | None = None) -> int:
-        """Make validated ``data`` available under ``key`` on the engines ``ids``.
+        """Make validated ``data`` available under ``key`` on the engines ``ids`` (default: all).
 
-        Sends nothing to an engine that already holds ``key``. Returns the bytes
-        sent over the network (0 when every engine shares this host's segment).
+        Every engine is asked whether it still holds ``key`` (another client's data, a
+        lapsed lease or an engine's budget may have gone since), and this client's lease
+        on it is renewed; only the engines that lack it get it. An engine that does not
+        answer within :data:`ENGINE_ANSWER_SECONDS` while it has nothing else to do is
+        left out with a warning; :meth:`holds` then omits it.
+
+        Parameters
+        ----------
+        data : pandas.DataFrame or dict of str to pandas.DataFrame
+            A validated frame or universe (see :func:`nbbacktest.load_ohlcv`).
+        key : str
+            Its :func:`~nbbacktest.parallel.shared.fingerprint`.
+        ids : iterable of int, optional
+            The engines that need it.
+
+        Returns
+        -------
+        int
+            Bytes sent over the network: 0 when every engine shares this host's segment.
+
+        Raises
+        ------
+        ClusterError
+            The cluster is stopped, or none of the engines answered.
+
+        Examples
+        --------
+        >>> from nbbacktest.parallel.shared import fingerprint
+        >>> data = nbb.load_sample("daily")
+        >>> cluster.share(data, fingerprint(data))   # doctest: +SKIP
+        0
+        >>> cluster.holds(fingerprint(data)) == cluster.ids   # doctest: +SKIP
+        True
         """
         from nbbacktest.parallel.shared import Segment, layout_of
 
         self.check_running()
         with self._lock:
-            hosts = self.refresh_hosts(ids)
-            missing = [e for e in hosts if key not in self._engine_data.get(e, set())]
+            registered = set(self.client.ids)
+            wanted = [e for e in (sorted(registered) if ids is None else ids) if e in registered]
+            held, silent = self._ask(wanted, SHARE_TIMEOUT, worker.lease_data, key, self.lease_id)
+            if wanted and not held:
+                raise ClusterError(
+                    f"none of the engines {_engines(silent)} answered in {ENGINE_ANSWER_SECONDS:g} seconds:"
+                    " they are stopped (SIGSTOP), hung or swapping. Resume them (`kill -CONT <pid>`)"
+                    " or start a new cluster: nbb.Cluster.current().stop(); nbb.Cluster(engines=4)"
+                )
+            self._leave_out(silent, key)
+            self._leased.add(key)
+            hosts = self.refresh_hosts(list(held))
+            for engine, holds in held.items():
+                keys = self._engine_data.setdefault(engine, set())
+                if holds:
+                    keys.add(key)
+                else:
+                    keys.discard(key)
+            missing = [e for e, has in held.items() if not has and e in hosts]
             if not missing:
                 return 0
             sent = 0
             by_host: dict[str, list[int]] = {}
             for engine in missing:
                 by_host.setdefault(hosts[engine], []).append(engine)
-            pending = []
+            attaching: list[tuple[list[int], str, Any]] = []
             local = by_host.pop(self.host, [])
             if local:
                 segment = self._segments.get(key)
-                if segment is None:
+                # Another client of this process may have removed the file the segment
+                # names (one Segment per process and key): then it is written again.
+                if segment is None or not segment.path.exists():
                     segment = self._segments[key] = Segment.create(data, key)
-                pending.append(
-                    (local, self.client[local].apply_async(worker.attach_data, key, str(segment.path), segment.layout))
-                )
+                attaching.append((local, str(segment.path), segment.layout))
             if by_host:
                 layout, arrays = layout_of(data)
                 nbytes = sum(a.nbytes for a in arrays)
@@ -396,19 +508,40 @@ class Cluster:
                     # One engine per host receives the arrays and writes its host's
                     # segment; the others attach that segment once it exists.
                     first, rest = engines[0], engines[1:]
-                    self.client[first].apply_async(worker.receive_data, key, path, layout, *arrays).get(
-                        timeout=600
-                    )
+                    self.client[first].apply_async(
+                        worker.receive_data, key, path, layout, *arrays, client=self.lease_id
+                    ).get(timeout=SHARE_TIMEOUT)
                     sent += nbytes
                     self._engine_data.setdefault(first, set()).add(key)
                     if rest:
-                        pending.append((rest, self.client[rest].apply_async(worker.attach_data, key, path, layout)))
-            for engines, result in pending:
-                result.get(timeout=600)
-                for engine in engines:
+                        attaching.append((rest, path, layout))
+            for engines, path, layout in attaching:
+                attached, silent = self._ask(engines, SHARE_TIMEOUT, worker.attach_data, key, path, layout,
+                                             self.lease_id)
+                self._leave_out(silent, key)
+                for engine in attached:
                     self._engine_data.setdefault(engine, set()).add(key)
             self._data_sent[key] = self._data_sent.get(key, 0) + sent
             return sent
+
+    def _leave_out(self, silent: list[int], key: str) -> None:
+        """Warn that ``silent`` engines did not answer; they do not hold ``key`` for us."""
+        if not silent:
+            return
+        for engine in silent:
+            self._engine_data.get(engine, set()).discard(key)
+        gone = [e for e in silent if e not in self.client.ids]
+        for engine in gone:
+            self.forget_engine(engine)
+        stuck = [e for e in silent if e not in gone]
+        if stuck:
+            pids = ", ".join(f"{e} (pid {self._pids[e]})" if e in self._pids else str(e) for e in stuck)
+            warnings.warn(
+                f"engine(s) {pids} did not answer in {ENGINE_ANSWER_SECONDS:g} seconds and are left out:"
+                " they are stopped (SIGSTOP), hung or swapping. Sweeps run on the engines that answered;"
+                " resume them with `kill -CONT <pid>`, or start a new cluster",
+                NbbacktestWarning, stacklevel=3,
+            )
 
     def holds(self, key: str) -> list[int]:
         """Engines that hold the data under ``key``."""
@@ -493,6 +626,10 @@ def reap(processes: Iterable[Any], timeout: float) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(alive, timeout=5)
+
+
+def _engines(ids: list[int]) -> str:
+    return ", ".join(map(str, ids)) or "(none registered)"
 
 
 def _remote_name(key: str) -> str:
