@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 from IPython.core.error import UsageError
 from IPython.testing.globalipapp import get_ipython
@@ -20,7 +21,7 @@ from IPython.utils.capture import capture_output
 import nbbacktest as nbb
 from nbbacktest.errors import ClusterError, NbbacktestWarning
 from nbbacktest.parallel import worker
-from nbbacktest.parallel.cluster import ENGINE_ANSWER_SECONDS, Cluster
+from nbbacktest.parallel.cluster import ENGINE_ANSWER_SECONDS, ORPHAN_SECONDS, Cluster
 from nbbacktest.parallel.shared import fingerprint, layout_of, remove_stale_segments
 
 from conftest import Sleepy, SmaCross
@@ -129,7 +130,7 @@ def test_share_sends_again_what_an_engine_dropped(current, daily):
 DEAD_CLIENT = """
 import os, signal, sys
 import nbbacktest as nbb
-from nbbacktest.parallel.cluster import ENGINE_ANSWER_SECONDS, Cluster
+from nbbacktest.parallel.cluster import ENGINE_ANSWER_SECONDS, ORPHAN_SECONDS, Cluster
 from nbbacktest.parallel.shared import fingerprint
 
 data = nbb.load_sample("daily").iloc[:1600]
@@ -253,3 +254,49 @@ def test_a_stopped_engine_is_left_out_of_share_and_all_stopped_is_one_error(dail
                 os.kill(pid, signal.SIGCONT)
     finally:
         own.stop()
+
+
+# ------------------------------------------------------------------ clients that die
+ORPHANED = """
+import time
+import nbbacktest as nbb
+from nbbacktest.parallel.shared import fingerprint
+
+cluster = nbb.Cluster(engines=1, timeout=120)
+data = nbb.load_sample("daily")
+cluster.share(data, fingerprint(data))
+print(*cluster.process_ids(), *cluster.pids.values(), cluster._watchdog.pid, flush=True)
+print(*cluster.segment_paths(), cluster.connection_file, flush=True)
+time.sleep(300)
+"""
+
+
+def _gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE  # ended, not yet reaped by its parent
+    except psutil.Error:
+        return True
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_cluster_ends_itself_when_its_client_is_killed(how):
+    client = subprocess.Popen([sys.executable, "-c", ORPHANED], stdout=subprocess.PIPE, text=True)
+    processes: list[psutil.Process] = []
+    try:
+        assert client.stdout is not None
+        processes = [psutil.Process(int(pid)) for pid in client.stdout.readline().split()]
+        files = client.stdout.readline().split()
+        assert len(processes) >= 4 and len(files) == 2 and all(os.path.exists(f) for f in files)
+        os.kill(client.pid, how)
+        client.wait(timeout=10)
+        deadline = time.monotonic() + ORPHAN_SECONDS
+        while time.monotonic() < deadline and not all(_gone(p) for p in processes):
+            time.sleep(0.1)
+        assert [p.pid for p in processes if not _gone(p)] == []
+        assert [f for f in files if os.path.exists(f)] == []  # its segment and connection file
+    finally:
+        client.kill()
+        client.wait(timeout=10)
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                process.kill()

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -40,6 +43,15 @@ ENGINE_ANSWER_SECONDS = 5.0
 #: Seconds a share waits at most, for engines busy with other work and for data sent to
 #: another host (a 1 GiB frame took 14-18 s).
 SHARE_TIMEOUT = 600.0
+#: Seconds between two looks of a started cluster's watchdog at its client process.
+WATCH_INTERVAL = 1.0
+#: Seconds the processes of a cluster whose client is gone get to exit on SIGTERM before
+#: SIGKILL (controller and engines take well under a second).
+WATCH_GRACE = 5.0
+#: A cluster started here ends, and its client's shared-memory segments go, at most this
+#: many seconds after the client process is gone (SIGKILL, SIGTERM, a crash): one look,
+#: the grace, and room for SIGKILL to land on a loaded machine.
+ORPHAN_SECONDS = WATCH_INTERVAL + WATCH_GRACE + 4.0
 #: Seconds between two looks at engines that have not answered yet (each look asks the
 #: controller for their queues: one round trip).
 _ANSWER_POLL = 0.25
@@ -97,7 +109,8 @@ class Cluster:
     database, so it keeps no task data); :meth:`connect` attaches to one started
     elsewhere. The newest cluster becomes current and is reused by sweeps. Use it
     as a context manager, or call :meth:`stop`; a cluster started here is also
-    stopped when the interpreter exits.
+    stopped when the interpreter exits, and ends itself within :data:`ORPHAN_SECONDS`
+    when this process is killed (a small watchdog process looks after it).
 
     Parameters
     ----------
@@ -135,12 +148,16 @@ class Cluster:
         if profile is not None:
             kwargs["profile"] = profile
         self._ipp_cluster: ipp.Cluster | None = ipp.Cluster(**kwargs)
+        # Started first, so that no moment leaves the processes without one.
+        watchdog = _start_watchdog(self._ipp_cluster.cluster_id, self._ipp_cluster.profile_dir)
         try:
             client = self._ipp_cluster.start_and_connect_sync(n=n)
         except Exception as error:
             self._ipp_cluster = None
+            _end_watchdog(watchdog)
             raise ClusterError(f"could not start a local cluster of {n} engines: {error}") from error
         self._setup(client, owned=True)
+        self._watchdog = watchdog
         self._wait_for(n, timeout)
 
     @classmethod
@@ -236,6 +253,7 @@ class Cluster:
         self._leased: set[str] = set()
         # Requests to engines that gave no answer: still queued there, not another's work.
         self._unanswered: dict[int, list[Any]] = {}
+        self._watchdog: subprocess.Popen[bytes] | None = None
         self._stopped = False
         Cluster._current = self
         reference = weakref.ref(self)
@@ -350,6 +368,8 @@ class Cluster:
             # stop_cluster_sync signals the processes; make sure none outlives stop().
             reap(processes, timeout=10)
             self._ipp_cluster = None
+        _end_watchdog(self._watchdog)
+        self._watchdog = None
 
     def __enter__(self) -> Cluster:
         return self
@@ -626,6 +646,99 @@ def reap(processes: Iterable[Any], timeout: float) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(alive, timeout=5)
+
+
+# Run by a small process of its own (stdlib and psutil only: nbbacktest's imports would
+# cost it ~100 MB) in a session of its own, so the signal that ends the client spares it.
+_WATCHDOG = r"""
+import json, os, sys, time
+import psutil
+
+args = json.loads(sys.argv[1])
+
+def gone(process):
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+try:
+    client = psutil.Process(args["client"])
+    if client.create_time() != args["born"]:
+        raise psutil.NoSuchProcess(args["client"])
+except psutil.Error:
+    client = None
+while client is not None and not gone(client):
+    time.sleep(args["interval"])
+# Every process of the cluster carries its id and profile in its environment.
+mine = []
+for process in psutil.process_iter():
+    try:
+        env = process.environ()
+    except psutil.Error:
+        continue
+    if (process.pid != os.getpid() and env.get("IPP_CLUSTER_ID") == args["cluster_id"]
+            and env.get("IPP_PROFILE_DIR") == args["profile_dir"]):
+        mine.append(process)
+for signal_them in ("terminate", "kill"):
+    for process in mine:
+        try:
+            getattr(process, signal_them)()
+        except psutil.Error:
+            pass
+    deadline = time.monotonic() + args["grace"]
+    while time.monotonic() < deadline and not all(gone(p) for p in mine):
+        time.sleep(0.1)
+    mine = [p for p in mine if not gone(p)]
+for name in os.listdir(args["segments"]):
+    if name.startswith(args["prefix"]):
+        try:
+            os.unlink(os.path.join(args["segments"], name))
+        except OSError:
+            pass
+security = os.path.join(args["profile_dir"], "security")
+cluster_id = args["cluster_id"]
+for name in (f"cluster-{cluster_id}.json", f"ipcontroller-{cluster_id}-client.json",
+             f"ipcontroller-{cluster_id}-engine.json"):
+    try:
+        os.unlink(os.path.join(security, name))
+    except OSError:
+        pass
+"""
+
+
+def _start_watchdog(cluster_id: str, profile_dir: str) -> subprocess.Popen[bytes]:
+    """A process that ends the cluster ``cluster_id`` once this process is gone.
+
+    Within :data:`ORPHAN_SECONDS`, it signals every process whose environment names the
+    cluster (controller, engines, nannies, engines started later alike) and removes this
+    process's segments and the cluster's connection files. :meth:`Cluster.stop` ends it.
+    """
+    import psutil
+
+    from nbbacktest.parallel.shared import SEGMENT_PREFIX, segment_dir
+
+    me = psutil.Process()
+    args = {
+        "client": me.pid, "born": me.create_time(), "cluster_id": cluster_id,
+        "profile_dir": profile_dir, "segments": str(segment_dir()),
+        "prefix": f"{SEGMENT_PREFIX}{me.pid}-", "interval": WATCH_INTERVAL, "grace": WATCH_GRACE,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, json.dumps(args)], stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def _end_watchdog(watchdog: subprocess.Popen[bytes] | None) -> None:
+    if watchdog is None:
+        return
+    watchdog.terminate()
+    try:
+        watchdog.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        watchdog.kill()
+        watchdog.wait(timeout=5)
 
 
 def _engines(ids: list[int]) -> str:
