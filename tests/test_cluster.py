@@ -15,18 +15,35 @@ from typing import Any
 import psutil
 import pytest
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import get_ipython
+from IPython import get_ipython
+from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
 import nbbacktest as nbb
-from nbbacktest.errors import ClusterError, NbbacktestWarning
+from nbbacktest.errors import ClusterError, NbbacktestWarning, SweepError
+from nbbacktest.parallel import cluster as cluster_module
 from nbbacktest.parallel import worker
-from nbbacktest.parallel.cluster import ENGINE_ANSWER_SECONDS, ORPHAN_SECONDS, Cluster
+from nbbacktest.parallel.cluster import (
+    ENGINE_ANSWER_SECONDS,
+    ENGINE_FOOTPRINT,
+    MAX_ENGINES_PER_CORE,
+    ORPHAN_SECONDS,
+    Cluster,
+)
 from nbbacktest.parallel.shared import fingerprint, layout_of, remove_stale_segments
 
 from conftest import Sleepy, SmaCross
 
 pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def shell():
+    """The global test shell (started by the first module that asks) with the magics loaded."""
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "nbbacktest")
+    yield ip
+    ip.run_line_magic("unload_ext", "nbbacktest")
 
 
 # ------------------------------------------------------------------ connecting
@@ -39,10 +56,8 @@ def test_connect_to_a_profile_without_a_cluster_says_how_to_start_one():
     assert isinstance(raised.value.__cause__, Exception)  # ipyparallel's own error, kept
 
 
-def test_cluster_connect_magic_to_a_profile_without_a_cluster(monkeypatch):
+def test_cluster_connect_magic_to_a_profile_without_a_cluster(shell, monkeypatch):
     monkeypatch.setattr(Cluster, "_current", None)
-    shell = get_ipython()
-    shell.run_line_magic("load_ext", "nbbacktest")
     with pytest.raises(UsageError, match=r"no cluster to connect to \(profile='nbbacktest-nope'\)"), \
             capture_output():
         shell.run_line_magic("cluster", "connect --profile nbbacktest-nope")
@@ -130,7 +145,13 @@ def test_share_sends_again_what_an_engine_dropped(current, daily):
 DEAD_CLIENT = """
 import os, signal, sys
 import nbbacktest as nbb
-from nbbacktest.parallel.cluster import ENGINE_ANSWER_SECONDS, ORPHAN_SECONDS, Cluster
+from nbbacktest.parallel.cluster import (
+    ENGINE_ANSWER_SECONDS,
+    ENGINE_FOOTPRINT,
+    MAX_ENGINES_PER_CORE,
+    ORPHAN_SECONDS,
+    Cluster,
+)
 from nbbacktest.parallel.shared import fingerprint
 
 data = nbb.load_sample("daily").iloc[:1600]
@@ -300,3 +321,23 @@ def test_a_cluster_ends_itself_when_its_client_is_killed(how):
         for process in processes:
             with contextlib.suppress(psutil.Error):
                 process.kill()
+
+
+# ------------------------------------------------------------------ engine counts
+def test_more_local_engines_than_the_machine_runs_is_refused_before_anything_starts(shell, monkeypatch):
+    monkeypatch.setattr(Cluster, "_current", None)  # (the magic refuses to start a second one)
+    before = set(psutil.Process().children(recursive=True))
+    with pytest.raises(SweepError, match=r"engines=1000000 is more local engines than this machine"
+                                         r" can run: it has \d+ core\(s\) \(at most \d+ engines, 4 per"
+                                         r" core\).*Use engines=-1 for one engine per core"):
+        Cluster(engines=10**6)
+    too_many = (os.cpu_count() or 1) * MAX_ENGINES_PER_CORE + 1
+    with pytest.raises(SweepError, match=f"engines={too_many} is more local engines"):
+        Cluster(engines=too_many)
+    # The bound is by memory too: no more engines than free memory holds.
+    monkeypatch.setattr(cluster_module, "available_memory", lambda: 3 * ENGINE_FOOTPRINT)
+    with pytest.raises(SweepError, match=r"room for 3 engines of 150 MiB"):
+        Cluster(engines=4)
+    assert set(psutil.Process().children(recursive=True)) == before  # nothing was started
+    with pytest.raises(UsageError, match="engines=1000000 is more local engines"), capture_output():
+        shell.run_line_magic("cluster", "start -n 1000000")

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 #: Memory one engine process takes before it holds any data (measured: ~90 MB).
 ENGINE_FOOTPRINT = 150 * 2**20
+#: Local engines per core, at most: more than one per core only helps points that wait
+#: (on I/O, a lock); beyond a few, engines just take turns on the cores, each with its
+#: own ~90 MB and a second of start-up.
+MAX_ENGINES_PER_CORE = 4
 #: Seconds an engine with no other task queued has to answer before :meth:`Cluster.share`
 #: leaves it out with a warning: a healthy engine answers in milliseconds, so this only
 #: catches a stopped (SIGSTOP), hung or swapping one; the controller itself takes ~35 s.
@@ -102,6 +106,43 @@ def resolve_engine_count(engines: Any, data_bytes: int = 0, argument: str = "eng
     return engines
 
 
+def check_local_engines(n: int, argument: str = "engines") -> int:
+    """Check that this machine can run ``n`` local engines; returns ``n``.
+
+    At most :data:`MAX_ENGINES_PER_CORE` per core, and no more than free memory holds
+    at :data:`ENGINE_FOOTPRINT` each. A connected cluster's engines run elsewhere and
+    are not checked here.
+
+    Raises
+    ------
+    SweepError
+        ``n`` is beyond either bound; the message names ``argument`` and both bounds.
+
+    Examples
+    --------
+    >>> check_local_engines(1)
+    1
+    >>> check_local_engines(10**6)
+    Traceback (most recent call last):
+    ...
+    nbbacktest.errors.SweepError: engines=1000000 is more local engines than this machine can run: ...
+    """
+    cores = os.cpu_count() or 1
+    by_cores = cores * MAX_ENGINES_PER_CORE
+    free = available_memory()
+    by_memory = free // ENGINE_FOOTPRINT if free else by_cores
+    if n > min(by_cores, by_memory):
+        raise SweepError(
+            f"{argument}={n} is more local engines than this machine can run: it has {cores} core(s)"
+            f" (at most {by_cores} engines, {MAX_ENGINES_PER_CORE} per core)"
+            + (f" and {free / 2**30:.1f} GiB of free memory (room for {by_memory} engines of"
+               f" {ENGINE_FOOTPRINT // 2**20} MiB)" if free else "")
+            + f". Use {argument}=-1 for one engine per core, or connect to a larger cluster with"
+            " nbb.Cluster.connect(profile=...)"
+        )
+    return n
+
+
 class Cluster:
     """A running ipyparallel cluster and the data it holds.
 
@@ -140,7 +181,7 @@ class Cluster:
     ) -> None:
         import ipyparallel as ipp
 
-        n = resolve_engine_count(engines)
+        n = check_local_engines(resolve_engine_count(engines))
         _check_timeout(timeout)
         # ERROR: engines exit with code 1 at stop() and ipyparallel logs their whole
         # output as a warning, which would land in the user's notebook.
@@ -475,6 +516,7 @@ class Cluster:
 
         Examples
         --------
+        >>> import nbbacktest as nbb
         >>> from nbbacktest.parallel.shared import fingerprint
         >>> data = nbb.load_sample("daily")
         >>> cluster.share(data, fingerprint(data))   # doctest: +SKIP
