@@ -5,12 +5,21 @@ until it is stopped. The cluster also owns the market data it was given: each
 distinct frame (by fingerprint) is written once into a shared-memory segment on
 the client's host and attached zero-copy by the engines there; each other host
 receives one copy, written into its own segment by one of its engines.
+
+Several clients (notebooks) may share one cluster. An engine keeps a data set while
+some client leases it: each share renews the client's lease, a client that stops
+gives its leases up, and the lease of a client that died lapses
+(``worker.LEASE_SECONDS``). Of the data no sweep is using, an engine keeps the most
+recently used within ``worker.IDLE_KEPT`` and ``worker.IDLE_BYTES``; a share finds
+what an engine let go and sends it again. A cluster started here has a watchdog
+process that ends it when this process is gone (:data:`ORPHAN_SECONDS`).
 """
 
 from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -463,6 +472,8 @@ class Cluster:
             finished, _ = concurrent.futures.wait(list(pending), timeout=_ANSWER_POLL)
             for ar in finished:
                 answers[pending.pop(ar)] = ar.get(timeout=0)
+                with contextlib.suppress(Exception):  # the client would keep it for ever
+                    self.client.purge_local_results(jobs=ar)
             if not pending:
                 break
             now = time.monotonic()
