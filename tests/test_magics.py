@@ -377,6 +377,8 @@ def test_ctrl_c_cancels_the_sweep_and_keeps_finished_rows(shell, ns):
         ("Knobs daily --grid side=flat", "Knobs parameter 'side' must be one of ['long', 'short']"),
         ("SmaCross daily --grid fast=0:1:1e-9", "has 1,000,000,000 values; at most 1,000,000"),
         ("SmaCross daily --grid fast", "--grid 'fast' must be NAME=VALUE"),
+        ("SmaCross daily --grid fast=5 --save /proc/nbbacktest/run",
+         "save='/proc/nbbacktest/run': cannot write a checkpoint there (No such file or directory)"),
         ("Knobs daily --grid n=1:100:1 stop=0:1:0.00001",
          "runs (9,900,000 points (99 x 100,000)), over the limit of 1,000,000: sample it with n=..."),
         ("SmaCross daily --grid fast=5 fast=10", "--grid gives 'fast' twice"),

@@ -466,6 +466,92 @@ def test_a_sweep_that_loses_every_engine_raises_and_keeps_its_rows(daily):
         Cluster._current = previous
 
 
+class Stubborn(nbb.Strategy):
+    """fast == 9 runs ``hold`` seconds and swallows every interrupt (a bare except)."""
+
+    fast = nbb.Param(10, low=2, high=400)
+    hold = 0.0
+
+    def signals(self, data):
+        end = time.monotonic() + (self.hold if self.fast == 9 else 0.0)
+        while time.monotonic() < end:
+            try:
+                time.sleep(0.05)
+            except BaseException:  # noqa: B036 - the user's bug this test is about
+                pass
+        close = data["Close"]
+        return (close > close.rolling(self.fast).mean()).astype(float)
+
+
+def _cancel_with_a_stubborn_point(cluster: Cluster, daily) -> float:
+    sweep = nbb.sweep(Stubborn, daily, {"fast": range(5, 45), "hold": [25.0]}, cluster=cluster,
+                      progress=False, block=False, chunksize=1)
+    deadline = time.monotonic() + 60
+    while sweep.progress < 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    asked = time.monotonic()
+    sweep.cancel()
+    sweep.result(timeout=60)
+    assert sweep.status == "cancelled"
+    return time.monotonic() - asked
+
+
+def test_a_point_that_ignores_the_interrupt_does_not_hold_up_later_sweeps(spare, daily):
+    _wait_for_engines(spare, 2)
+    # Connected to: the stuck engine is left out of the next sweep until its point ends.
+    connected = Cluster.connect(url_file=spare.connection_file, engines=2, timeout=60)
+    try:
+        assert _cancel_with_a_stubborn_point(connected, daily) < 15
+        started = time.monotonic()
+        with pytest.warns(nbb.NbbacktestWarning, match=r"engine\(s\) \d+ still run a point of a"
+                          " cancelled sweep that ignored the interrupt: this sweep runs without them"):
+            after = nbb.sweep(SmaCross, daily, {"fast": [5, 10, 20]}, cluster=connected,
+                              progress=False)
+        assert after.status == "complete" and time.monotonic() - started < 15
+        assert after.results.engine.nunique() == 1
+    finally:
+        connected.stop()
+    # Started by nbbacktest: the stuck engine is killed and replaced.
+    before = {spare.pids[e] for e in spare.client.ids}
+    assert _cancel_with_a_stubborn_point(spare, daily) < 15
+    after = nbb.sweep(SmaCross, daily, {"fast": [5, 10, 20]}, cluster=spare, progress=False)
+    assert after.status == "complete"
+    _wait_for_engines(spare, 2)
+    assert len(before - {spare.pids[e] for e in spare.client.ids}) == 1  # one replaced
+    assert _engines_idle(spare, timeout=10)
+
+
+def test_a_sweep_whose_controller_dies_fails_soon_and_keeps_its_rows(daily):
+    from nbbacktest.parallel.sweep import CONTROLLER_CHECK
+
+    previous = Cluster.current()
+    own = Cluster(engines=2, timeout=120)
+    try:
+        import psutil
+
+        # The controller and its schedulers (processes of their own in ipyparallel 9).
+        hub = psutil.Process(own._ipp_cluster.controller.pid)
+        controller = [hub, *hub.children(recursive=True)]
+        sweep = nbb.sweep(Sleepy, daily, {"fast": range(2, 202), "pause": [0.05]}, cluster=own,
+                          progress=False, block=False, chunksize=2)
+        deadline = time.monotonic() + 60
+        while sweep.progress < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for process in controller:
+            process.kill()
+        killed = time.monotonic()
+        assert sweep.wait(timeout=CONTROLLER_CHECK + 20)
+        assert time.monotonic() - killed < CONTROLLER_CHECK + 20
+        assert sweep.status == "failed"
+        assert "the cluster's controller stopped answering" in sweep.reason
+        table = sweep.results
+        assert table.status.eq("done").sum() == sweep.progress >= 20
+        assert isinstance(sweep.exception(), nbb.ClusterError)
+    finally:
+        own.stop()
+        Cluster._current = previous
+
+
 # ------------------------------------------------------------------ long runs
 @pytest.mark.parametrize("where", ["in-process", "cluster"])
 def test_a_point_running_past_warn_after_is_named(where, cluster, daily):

@@ -496,10 +496,16 @@ class Checkpoint:
         folder = Path(save)
         if folder.exists() and not folder.is_dir():
             raise SweepError(f"save={str(save)!r} is a file, not a directory")
-        folder.mkdir(parents=True, exist_ok=True)
-        created = not (folder / ROWS).exists()
-        # Locked before anything is read: a sweep writing the directory now is refused.
-        fd = _open_locked(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            created = not (folder / ROWS).exists()
+            # Locked before anything is read: a sweep writing the directory now is refused.
+            fd = _open_locked(folder)
+        except OSError as error:
+            raise SweepError(
+                f"save={str(save)!r}: cannot write a checkpoint there ({error.strerror or error});"
+                " choose a directory you can write to"
+            ) from error
         try:
             spec = {**spec, "format": FORMAT, "code": code_digests(state["plan"].classes)}
             saved_spec = load_spec(folder) if (folder / SPEC_JSON).exists() else None

@@ -20,9 +20,11 @@ import dataclasses
 import math
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -36,7 +38,7 @@ from nbbacktest.engine.data import is_universe, validate_data
 from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_NAMES
 from nbbacktest.engine.result import Result
 from nbbacktest.engine.strategy import Strategy
-from nbbacktest.errors import ClusterError, SweepError, SweepFailedError
+from nbbacktest.errors import ClusterError, NbbacktestWarning, SweepError, SweepFailedError
 from nbbacktest.parallel import pickling, worker
 from nbbacktest.parallel.cluster import Cluster, current_or_start, resolve_engine_count
 from nbbacktest.parallel.events import (
@@ -69,6 +71,18 @@ _STATUS_NAMES = np.array(["pending", "done", "failed", "cancelled"], dtype=objec
 _HERE = -1
 # What sweeps on a cluster measured (point cost per job, round trips), for the next one.
 _TIMINGS: weakref.WeakKeyDictionary[Cluster, Timing] = weakref.WeakKeyDictionary()
+#: Engines of connected clusters still running a cancelled sweep's task that ignored
+#: the interrupt, with those tasks: later sweeps leave them out until the tasks end.
+_STUCK: weakref.WeakKeyDictionary[Cluster, dict[int, list[Any]]] = weakref.WeakKeyDictionary()
+#: Seconds a cancelled sweep waits for its engines' points to stop after the interrupt.
+CANCEL_WAIT = 5.0
+#: Seconds without a reply after which a sweep checks that its controller still
+#: listens (a TCP connection to its registration port, about a millisecond); a dead
+#: controller fails the sweep about this long after it died.
+CONTROLLER_CHECK = 2.0
+#: Seconds to wait for the controller to see a killed engine gone (its heartbeat
+#: notices within about a second here).
+UNREGISTER_WAIT = 10.0
 
 ProgressFactory = Callable[["SweepResult"], Any]
 _progress_factory: ProgressFactory | None = None
@@ -1150,12 +1164,26 @@ class _ClusterRunner(_Runner):
         self._kills: dict[int, int] = {}
         #: Replacement engines asked for, and until when the sweep waits for them.
         self._replacing_until = -math.inf
+        #: The controller refused a connection: nothing more can be asked of the cluster.
+        self._controller_lost = False
 
     def prepare(self) -> None:
         result = self.result
         ids = sorted(self.cluster.ids)
         if not ids:
             raise ClusterError("the cluster has no engines registered (0 ready)")
+        busy = self._still_stuck()
+        if busy:
+            ids = [e for e in ids if e not in busy]
+            if not ids:
+                raise ClusterError(
+                    f"every engine is still running a point of a cancelled sweep that ignored the"
+                    f" interrupt (engines {', '.join(map(str, busy))}): wait for it to end, or"
+                    " restart the cluster's engines")
+            warnings.warn(
+                f"engine(s) {', '.join(map(str, busy))} still run a point of a cancelled sweep"
+                " that ignored the interrupt: this sweep runs without them",
+                NbbacktestWarning, stacklevel=2)
         if self.wanted is not None:
             if self.wanted > len(ids):
                 raise ClusterError(
@@ -1186,6 +1214,16 @@ class _ClusterRunner(_Runner):
         self.point_seconds = float(first.seconds[0])
         result._record(first, -1, worker.host_name())
         self.rows = self.rows[1:]
+
+    def _still_stuck(self) -> list[int]:
+        """Engines left stuck by a cancel (see :meth:`_unstick`) whose task has not ended."""
+        stuck = _STUCK.get(self.cluster, {})
+        for engine, tasks in list(stuck.items()):
+            if all(task.done() for task in tasks) or engine not in self.cluster.ids:
+                del stuck[engine]
+                for task in tasks:
+                    self._forget(task)
+        return sorted(stuck)
 
     def targets(self, hosts: Mapping[int, str]) -> dict[int, list[int]]:
         """The planner's targets: engines of this host share chunks, in groups of up to
@@ -1225,11 +1263,23 @@ class _ClusterRunner(_Runner):
         has_job: set[int] = set()
         known_ids = set(client.ids)
         clock = time.perf_counter
+        last_heard = last_probe = clock()
         try:
             while True:
                 if result._cancel.is_set():
                     self._cancel(outstanding)
                     break
+                now = clock()
+                if outstanding and min(now - last_heard, now - last_probe) > CONTROLLER_CHECK:
+                    # Nothing back for a while: a controller that died would leave the
+                    # sweep waiting for ever, since ipyparallel's client does not notice.
+                    last_probe = now
+                    if not self._controller_answers():
+                        self._controller_lost = True
+                        raise ClusterError(
+                            f"the cluster's controller stopped answering ({self._controller_url()}"
+                            " refuses connections): the controller process died or was stopped;"
+                            " restart the cluster")
                 # Engines that joined get the data and take work; lost ones hand theirs back.
                 current = set(client.ids)
                 if current != known_ids:
@@ -1280,6 +1330,8 @@ class _ClusterRunner(_Runner):
                     return_when=concurrent.futures.FIRST_COMPLETED,
                 )
                 self._report_slow(outstanding)
+                if finished:
+                    last_heard = clock()
                 for ar in finished:
                     engine, window = outstanding.pop(ar)
                     lost = False
@@ -1413,9 +1465,27 @@ class _ClusterRunner(_Runner):
                 row, seconds = published[worker.SLOW_KEY]
                 self.result._slow(row, seconds, engine)
 
+    def _controller_url(self) -> str:
+        return str(getattr(self.client, "_config", {}).get("registration", "the controller"))
+
+    def _controller_answers(self) -> bool:
+        """False only when the controller's registration port refuses a connection."""
+        url = self._controller_url()
+        if not url.startswith("tcp://"):
+            return True  # another transport: nothing to probe
+        host, _, port = url[len("tcp://"):].rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return True
+        except ConnectionRefusedError:
+            return False
+        except (OSError, ValueError):
+            return True  # slow or unreachable for a moment is not proof of death
+
     def _cancel(self, outstanding: dict[Any, tuple[int, _Window]]) -> None:
         """Drop queued tasks, interrupt running ones, and collect the rows they finished."""
-        if not outstanding:
+        if not outstanding or self._controller_lost:
+            outstanding.clear()
             return
         client = self.client
         busy = sorted({engine for engine, _ in outstanding.values()} & set(client.ids))
@@ -1424,7 +1494,7 @@ class _ClusterRunner(_Runner):
             client.send_signal(signal.SIGINT, targets=busy, block=False)
         except Exception:
             pass
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + CANCEL_WAIT
         while outstanding and time.monotonic() < deadline:
             finished, _ = concurrent.futures.wait(list(outstanding), timeout=0.1)
             for ar in finished:
@@ -1436,7 +1506,39 @@ class _ClusterRunner(_Runner):
                     pass
                 finally:
                     self._forget(ar)
+        stuck: dict[int, list[Any]] = {}
+        for ar, (engine, _window) in outstanding.items():
+            if not ar.done():
+                stuck.setdefault(engine, []).append(ar)
         outstanding.clear()
+        if stuck:
+            self._unstick(stuck)
+
+    def _unstick(self, stuck: dict[int, list[Any]]) -> None:
+        """Engines whose points did not stop within CANCEL_WAIT of the interrupt (a point
+        in one long C call, or one that catches KeyboardInterrupt and goes on).
+
+        An engine of a cluster nbbacktest started is killed and a new one started; on
+        a cluster connected to, it is left out of later sweeps until its task ends.
+        """
+        pids = self.cluster.pids if self.cluster.owned else {}
+        killed = []
+        for engine, tasks in stuck.items():
+            pid = pids.get(engine)
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                killed.append(engine)
+                threading.Thread(target=self.cluster.start_engines, args=(1,),
+                                 name="nbbacktest-replace", daemon=True).start()
+            else:
+                _STUCK.setdefault(self.cluster, {})[engine] = tasks
+        # Until the controller sees them gone, the next sweep would still count on them.
+        deadline = time.monotonic() + UNREGISTER_WAIT
+        while set(killed) & set(self.client.ids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for engine in killed:
+            self.cluster.forget_engine(engine)
 
     def _forget(self, ar: Any) -> None:
         # The client caches every result and its metadata; drop them so a sweep of

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+import signal
 import socket
 import threading
 import time
@@ -288,9 +289,12 @@ def run_points(
     else:
         board = ClaimBoard.open(shared[0])
         blocks = board.claims(shared[1], len(points), shared[2])
+    interrupt = _InterruptFlag()
     try:
         for begin, end in blocks:
             for row, class_index, values, symbol in points[begin:end]:
+                if interrupt.raised:  # a point swallowed the interrupt (a bare except)
+                    return rows.build(), True
                 started = clock()
                 running[:] = job_key, row, started
                 names = spec.names[class_index]
@@ -310,7 +314,36 @@ def run_points(
         return rows.build(), True
     finally:
         running[:] = None, None, 0.0
+        interrupt.restore()
+    if interrupt.raised:
+        return rows.build(), True
     return rows.build(), False
+
+
+class _InterruptFlag:
+    """While a chunk runs in a process's main thread, SIGINT (cancel) also sets a flag.
+
+    A point that catches the KeyboardInterrupt (``except:`` or ``except
+    BaseException``) would otherwise let the chunk go on with its next point; the
+    flag ends the chunk at the next point instead.
+    """
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._installed = threading.current_thread() is threading.main_thread()
+        if self._installed:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.raised = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._installed:
+            # None: the handler was not set from Python; Python's own is the closest.
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None
+                          else signal.default_int_handler)
+            self._installed = False
 
 
 class ClaimBoard:
