@@ -8,6 +8,14 @@
 3. Checkpointing overhead on the 179-point daily SMA sweep (target <= 10%).
 4. 20,000 points: peak memory of the client and of the controller, against a
    2,000-point sweep (bounded: no growth proportional to points beyond the rows).
+5. What a hostile user breaks (rows lost, target 0; hangs, target 0):
+   - two sweeps on one cluster, the first cancelled: rows of the second lost;
+   - a point calling sys.exit, in-process and on the cluster: rows lost;
+   - a point that kills its engine (os._exit): rows lost besides the poisoned one, and
+     the time from the first engine's death to the sweep running on all engines again;
+   - hangs: a point that ignores the interrupt (cancel, then the next sweep), a
+     point of 30 s in-process (cancel), the controller killed mid-sweep; each counts
+     as a hang unless the call returns within a bound (60 s).
 
     python benchmarks/bench_faults.py
 """
@@ -200,6 +208,156 @@ def memory_per_points(cluster: nbb.Cluster) -> None:
               f"all done: {sweep.results.status.eq('done').all()}")
 
 
+class Exiting(nbb.Strategy):
+    n = nbb.Param(5, low=2, high=100_000)
+
+    def signals(self, data):
+        if self.n == 7:
+            sys.exit(3)
+        return (data["Close"] > data["Close"].rolling(self.n % 50 + 2).mean()).astype(float)
+
+
+class Poison(nbb.Strategy):
+    n = nbb.Param(5, low=2, high=100_000)
+
+    def signals(self, data):
+        if self.n == 13:
+            os._exit(1)
+        time.sleep(0.01)
+        return (data["Close"] > data["Close"].rolling(self.n % 50 + 2).mean()).astype(float)
+
+
+class Stubborn(nbb.Strategy):
+    n = nbb.Param(5, low=2, high=100_000)
+    hold = 0.0
+
+    def signals(self, data):
+        end = time.monotonic() + (self.hold if self.n == 9 else 0.0)
+        while time.monotonic() < end:
+            try:
+                time.sleep(0.05)
+            except BaseException:
+                pass
+        return (data["Close"] > data["Close"].rolling(self.n % 50 + 2).mean()).astype(float)
+
+
+class Spinning(nbb.Strategy):
+    n = nbb.Param(5, low=2, high=100_000)
+    spin = 0.0
+
+    def signals(self, data):
+        end = time.monotonic() + (self.spin if self.n == 3 else 0.0)
+        while time.monotonic() < end:
+            pass
+        return (data["Close"] > data["Close"].rolling(self.n % 50 + 2).mean()).astype(float)
+
+
+#: A call that has not returned after this many seconds counts as a hang.
+HANG_SECONDS = 60.0
+
+
+def bounded(call, seconds: float = HANG_SECONDS) -> tuple[bool, float]:
+    """(returned within ``seconds``, seconds taken): the call runs in a thread."""
+    done = threading.Event()
+
+    def target():
+        try:
+            call()
+        finally:
+            done.set()
+
+    started = time.perf_counter()
+    threading.Thread(target=target, daemon=True).start()
+    returned = done.wait(seconds)
+    return returned, time.perf_counter() - started
+
+
+def hostile(cluster: nbb.Cluster, data: pd.DataFrame) -> tuple[int, int]:
+    """Rows lost and hangs over the scenarios of section 5."""
+    lost = hangs = 0
+    # Two sweeps, the first cancelled.
+    first = nbb.sweep(Sleepy, data, {"n": range(2, 202)}, cluster=cluster, progress=False,
+                      block=False, chunksize=4)
+    second = nbb.sweep(Sleepy, data, {"n": range(2, 122)}, cluster=cluster, progress=False,
+                       block=False, chunksize=4)
+    while second.progress < 10:
+        time.sleep(0.01)
+    first.cancel()
+    ok, _ = bounded(lambda: second.wait(), HANG_SECONDS)
+    hangs += not ok
+    missing = int((~second.results.status.eq("done")).sum())
+    lost += missing
+    print(f"   two sweeps, one cancelled   : {missing} of 120 rows of the other lost "
+          f"(status {second.status})")
+    # sys.exit in a point.
+    for where, options in (("in-process", {}), ("cluster", {"cluster": cluster})):
+        sweep = nbb.sweep(Exiting, data, {"n": range(2, 42)}, progress=False, **options)
+        missing = int((~sweep.results.status.eq("done")).sum()) - 1  # row of n=7 fails
+        lost += missing
+        print(f"   sys.exit, {where:<10}     : {missing} rows lost, the point's row: "
+              f"{sweep.results.error.iloc[5]}")
+    # A point that ignores the interrupt: cancel, then the next sweep.
+    sweep = nbb.sweep(Stubborn, data, {"n": range(5, 45), "hold": [25.0]}, cluster=cluster,
+                      progress=False, block=False, chunksize=1)
+    while sweep.progress < 10:
+        time.sleep(0.01)
+    sweep.cancel()
+    ok, cancel_s = bounded(lambda: sweep.wait(), HANG_SECONDS)
+    ok_next, next_s = bounded(lambda: nbb.sweep(SmaCross, data, {"fast": [5, 10]}, cluster=cluster,
+                                                progress=False), HANG_SECONDS)
+    hangs += (not ok) + (not ok_next)
+    print(f"   point ignoring the interrupt: cancel returned in {cancel_s:.1f} s, the next sweep "
+          f"took {next_s * 1e3:.0f} ms")
+    cluster.client.wait_for_engines(2, timeout=60)
+    # In-process: a 30-s point, cancelled.
+    sweep = nbb.sweep(Spinning, data, {"n": range(2, 6), "spin": [30.0]}, progress=False,
+                      block=False)
+    time.sleep(1.0)
+    asked = time.perf_counter()
+    sweep.cancel()
+    ok, _ = bounded(lambda: sweep.wait(), HANG_SECONDS)
+    hangs += not ok
+    print(f"   in-process 30-s point       : stopped {(time.perf_counter() - asked) * 1e3:.0f} ms"
+          f" after cancel(), status {sweep.status!r}")
+    return lost, hangs
+
+
+def poisoned(cluster: nbb.Cluster, data: pd.DataFrame) -> tuple[int, float]:
+    """Rows lost besides the poisoned one; seconds from the first engine death until
+    the sweep runs on as many engines as it started with."""
+    events: list = []
+    engines = len(cluster.client.ids)
+    sweep = nbb.sweep(Poison, data, {"n": range(2, 402)}, cluster=cluster, progress=False,
+                      on_result=events.append, chunksize=5)
+    lost_at = next(e.time for e in events if isinstance(e, ev.EngineLost))
+    added = [e.time for e in events if isinstance(e, ev.EngineAdded)]
+    losses = sum(isinstance(e, ev.EngineLost) for e in events)
+    back = added[losses - 1] - lost_at if len(added) >= losses else float("nan")
+    table = sweep.results
+    lost = int((~table.status.eq("done")).sum()) - 1
+    print(f"   point killing its engine    : {lost} rows lost besides it ({table.error.iloc[11]!s:.40}),"
+          f" {losses} engines lost, all {engines} engines back {back:.1f} s after the first death")
+    return lost, back
+
+
+def controller_killed(data: pd.DataFrame) -> int:
+    """1 if a sweep whose controller is killed hangs, else 0."""
+    with nbb.Cluster(engines=2) as own:
+        hub = psutil.Process(own._ipp_cluster.controller.pid)
+        controller = [hub, *hub.children(recursive=True)]
+        sweep = nbb.sweep(Sleepy, data, {"n": range(2, 402), "pause": [0.05]}, cluster=own,
+                          progress=False, block=False, chunksize=2)
+        while sweep.progress < 20:
+            time.sleep(0.01)
+        for process in controller:
+            process.kill()
+        ok, seconds = bounded(lambda: sweep.wait(), HANG_SECONDS)
+        print(f"   controller killed           : the sweep ended {sweep.status!r} {seconds:.1f} s"
+              f" later, {sweep.progress} finished rows kept")
+        own.client.close()
+        return int(not ok)
+
+
 def main() -> None:
     daily = nbb.load_sample("daily")
     with nbb.Cluster(engines=2) as cluster:
@@ -222,6 +380,15 @@ def main() -> None:
         shutil.rmtree(folder)
     total = lost_cancel + lost_kill + lost_client
     print(f"   rows lost in all scenarios: {total} (target 0: {'met' if total == 0 else 'NOT met'})")
+    print("5. What a hostile user breaks")
+    with nbb.Cluster(engines=2) as cluster:
+        lost_hostile, hangs = hostile(cluster, daily)
+        lost_poison, back = poisoned(cluster, daily)
+    hangs += controller_killed(daily)
+    lost5 = lost_hostile + lost_poison
+    print(f"   rows lost: {lost5} (target 0: {'met' if lost5 == 0 else 'NOT met'}); hangs: {hangs}"
+          f" (target 0: {'met' if hangs == 0 else 'NOT met'}); poisoned point to all engines"
+          f" running again: {back:.1f} s")
     median = statistics.median(waits)
     print("2. Cancel to every engine idle: "
           + ", ".join(f"{w * 1e3:.0f}" for w in waits)
