@@ -19,7 +19,7 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -72,6 +72,37 @@ def engine_info() -> dict[str, Any]:
     return {"host": host_name(), "pid": os.getpid(), "data": sorted(_DATA)}
 
 
+#: A client's lease on data lapses this many seconds after the client last shared it
+#: and a point last read it: then the data of a client that died without releasing it
+#: goes. Long enough for a notebook left idle for an hour to find its data still there
+#: (sending a frame to another host again costs ~15 s per GiB); a client whose lease
+#: lapsed gets its data sent again by its next sweep.
+LEASE_SECONDS = 2 * 3600.0
+#: Data shared or read this recently is in use, a running sweep's, and never dropped to
+#: keep within the budget below: a chunk lasts about a second, so a minute covers the
+#: gaps between one sweep's chunks with room to spare.
+IN_USE_SECONDS = 60.0
+#: Bytes (by segment size) of data no longer in use that an engine keeps at most, least
+#: recently used dropped first: four 5M-bar frames had left ~860 MB in each engine.
+IDLE_BYTES = 512 * 2**20
+#: Data sets no longer in use that an engine keeps at most: a notebook goes back and
+#: forth between a few, and attaching one again on the client's host takes milliseconds.
+IDLE_KEPT = 3
+
+
+@dataclass
+class _Held:
+    """What an engine knows of data a client gave it (:func:`attach_data`, :func:`receive_data`)."""
+
+    nbytes: int
+    path: str  #: the segment it is attached from, unmapped when the data goes
+    used: float  #: time.monotonic() when it was last shared or read
+    leases: dict[str, float] = field(default_factory=dict)  #: client id -> time of its last lease
+
+
+_HELD: dict[str, _Held] = {}
+
+
 def hold_data(key: str, data: Any) -> None:
     """Keep a frame or universe under ``key`` (in-process path: no copy)."""
     if key not in _DATA:
@@ -87,16 +118,53 @@ def _resolve(path: str) -> str:
     return str(segment_dir() / path)
 
 
-def attach_data(key: str, path: str, layout: Any) -> str:
-    """Attach a shared-memory segment of this host under ``key``; returns the host."""
+def attach_data(key: str, path: str, layout: Any, client: str = "") -> str:
+    """Attach a shared-memory segment of this host under ``key`` for ``client``; returns the host."""
     if key not in _DATA:
         from nbbacktest.parallel.shared import attach
 
-        _DATA[key] = attach(_resolve(path), layout)
+        full = _resolve(path)
+        _DATA[key] = attach(full, layout)
+        _HELD[key] = _Held(layout.nbytes, full, time.monotonic())
+    lease_data(key, client)
     return host_name()
 
 
-def receive_data(key: str, path: str, layout: Any, *arrays: Any) -> str:
+def lease_data(key: str, client: str = "") -> bool:
+    """Renew ``client``'s lease on the data under ``key``: False when this engine lacks it.
+
+    Then drops the data whose every lease lapsed (:data:`LEASE_SECONDS`) and the least
+    recently used data not in use beyond :data:`IDLE_KEPT` and :data:`IDLE_BYTES`.
+    """
+    now = time.monotonic()
+    held = _HELD.get(key)
+    if held is not None:
+        held.used = held.leases[client] = now
+    _collect(now)
+    return key in _DATA
+
+
+def _leased(held: _Held, now: float) -> bool:
+    # Reading the data renews every lease on it: a sweep that runs for longer than
+    # LEASE_SECONDS keeps its data.
+    return any(now - max(renewed, held.used) < LEASE_SECONDS for renewed in held.leases.values())
+
+
+def _collect(now: float) -> None:
+    lapsed = [key for key, held in _HELD.items() if not _leased(held, now)]
+    idle = sorted((key for key, held in _HELD.items() if now - held.used >= IN_USE_SECONDS and key not in lapsed),
+                  key=lambda key: _HELD[key].used, reverse=True)
+    kept = 0
+    for count, key in enumerate(idle):
+        kept += _HELD[key].nbytes
+        if count >= IDLE_KEPT or kept > IDLE_BYTES:
+            lapsed.extend(idle[count:])
+            break
+    if lapsed:
+        release_data(lapsed)
+
+
+def receive_data(key: str, path: str, layout: Any, *arrays: Any, client: str = "") -> str:
     """On another host: write the arrays into this host's segment once, then attach."""
     from nbbacktest.parallel.shared import write_segment
 
@@ -105,15 +173,31 @@ def receive_data(key: str, path: str, layout: Any, *arrays: Any) -> str:
         if not os.path.exists(full):
             write_segment(layout, list(arrays), full)
             _WRITTEN[key] = full
-        attach_data(key, full, layout)
+        attach_data(key, full, layout, client)
+    else:
+        lease_data(key, client)
     return host_name()
 
 
-def release_data(keys: list[str] | None = None) -> list[str]:
-    """Forget attached data (all when ``keys`` is None) and unlink segments written here."""
+def release_data(keys: list[str] | None = None, client: str | None = None) -> list[str]:
+    """Forget attached data (all when ``keys`` is None) and unlink segments written here.
+
+    With ``client``, only that client's leases go: data another client still leases stays.
+    """
     dropped = list(_DATA) if keys is None else [k for k in keys if k in _DATA]
+    if client is not None:
+        now = time.monotonic()
+        for key in dropped:
+            if key in _HELD:
+                _HELD[key].leases.pop(client, None)
+        dropped = [k for k in dropped if k in _HELD and not _leased(_HELD[k], now)]
     for key in dropped:
         _DATA.pop(key, None)
+        held = _HELD.pop(key, None)
+        if held is not None:
+            from nbbacktest.parallel.shared import detach
+
+            detach(held.path)  # the mapping kept the segment's memory alive
         written = _WRITTEN.pop(key, None)
         if written is not None:
             try:
@@ -128,6 +212,8 @@ def release_data(keys: list[str] | None = None) -> list[str]:
 def prepared(data_key: str, symbol: str | None) -> PreparedData:
     """Numpy views of one frame of the data under ``data_key``, built once."""
     key = (data_key, symbol)
+    if data_key in _HELD:
+        _HELD[data_key].used = time.monotonic()  # in use: kept, and its leases renewed
     found = _PREPARED.get(key)
     if found is None:
         data = _DATA[data_key]
