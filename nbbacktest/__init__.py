@@ -80,7 +80,9 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    # Tab completion on ``nbb.`` offers the public API only, not this module's own
+    # imports (Any, annotations, importlib); __version__ and the rest stay reachable.
+    return sorted(__all__)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -52,3 +52,12 @@ def test_demo_prints_the_stats():
 
 def test_py_typed_ships():
     assert (ROOT / "nbbacktest" / "py.typed").exists()
+
+
+def test_the_namespace_offered_is_exactly_all():
+    import nbbacktest as nbb
+
+    assert dir(nbb) == sorted(nbb.__all__)
+    assert not {"Any", "annotations", "importlib"} & set(dir(nbb))
+    for name in nbb.__all__:  # every name offered can be had
+        assert getattr(nbb, name) is not None
