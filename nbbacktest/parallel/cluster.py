@@ -481,7 +481,10 @@ class Cluster:
             # The controller counts the tasks queued on each engine, ours included: an
             # engine with ours alone that stays silent is stopped, one with more is busy.
             asked = sorted(set(pending.values()) & registered)
-            queues = self.client.queue_status(targets=asked) if asked else {}
+            queues = self._queues(asked) if asked else {}
+            if queues is None:  # the controller itself is gone: nobody will answer
+                silent.extend(pending.values())
+                break
             for ar, engine in list(pending.items()):
                 queue = queues.get(engine, {})
                 ours = 1 + sum(not old.done() for old in self._unanswered.get(engine, []))
@@ -495,6 +498,26 @@ class Cluster:
                     unanswered = self._unanswered.setdefault(engine, [])
                     unanswered[:] = [old for old in unanswered if not old.done()] + [ar]
         return answers, sorted(silent)
+
+    def _queues(self, engines: list[int]) -> dict[Any, Any] | None:
+        """The controller's counts of tasks queued on ``engines``; None when it does not
+        answer within :data:`ENGINE_ANSWER_SECONDS` (``queue_status`` would wait for ever)."""
+        box: dict[str, Any] = {}
+
+        def ask() -> None:
+            try:
+                box["queues"] = self.client.queue_status(targets=engines)
+            except Exception as error:  # raised in the caller's thread below
+                box["error"] = error
+
+        # The client sends from its own IO thread: asking from another thread is safe,
+        # and one left waiting on a dead controller costs nothing but itself.
+        thread = threading.Thread(target=ask, name="nbbacktest-queue-status", daemon=True)
+        thread.start()
+        thread.join(ENGINE_ANSWER_SECONDS)
+        if "error" in box:
+            raise box["error"]
+        return box.get("queues")
 
     # ------------------------------------------------------------------ data
     def share(self, data: pd.DataFrame | dict[str, pd.DataFrame], key: str, ids: Iterable[int] | None = None) -> int:
