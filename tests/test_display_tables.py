@@ -75,6 +75,12 @@ def cells(fig) -> dict[str, list[str]]:
     (pd.Timedelta(minutes=75), "duration", "1:15:00"),
     (pd.Timestamp("2024-01-05"), "start", "2024-01-05"),
     (pd.Timestamp("2024-01-05 09:30"), "start", "2024-01-05 09:30:00"),
+    (112.4969, "entry_price", "112.50"),
+    (-1188.5286, "pnl", "-1,188.53"),
+    (88.71391051806476, "size", "88.7139"),
+    (-100.0, "size", "-100"),
+    (None, "tag", ""),
+    ("breakout", "tag", "breakout"),
 ])
 def test_format_value_reads_each_kind(value, name, text):
     assert format_value(value, name) == text
@@ -157,6 +163,23 @@ def test_results_html_shows_the_same_rows_in_the_same_order(fragile):
     assert re.findall(r"<tr><td[^>]*>(\d+)</td>", text) == figure_rows
     assert f"background:{GREEN}" in text and "<th" in text
     assert "&lt;" in results_html(pd.DataFrame({"kind": ["<b>"], "sharpe": [1.0]}), metric="sharpe")
+
+
+def test_trades_table_shows_formatted_money_units_and_blank_tags(daily):
+    from nbbacktest.display.sweep_widget import trades_html
+
+    trades = nbb.backtest(SmaCross(), daily, commission=0.002).trades
+    cells_shown = re.findall(r"<td[^>]*>([^<]*)</td>", trades_html(trades.head(1)))
+    first = trades.iloc[0]
+    assert cells_shown[2:7] == [f"{first.entry_price:,.2f}", f"{first.exit_price:,.2f}",
+                                f"{first['size']:,.4f}", f"{first.pnl:,.2f}", f"{first.return_pct:.2f}%"]
+    assert cells_shown[8] == "" and "None" not in cells_shown and "n/a" not in cells_shown
+
+
+def test_table_title_counts_have_thousands_separators():
+    frame = pd.DataFrame({"fast": range(1234), "sharpe": [0.5] * 1234})
+    assert results_table(frame, metric="sharpe", top=3).layout.title.text.startswith(
+        "Top 3 of 1,234 runs (1,234 with a sharpe)")
 
 
 # ---------------------------------------------------------------------- stats table

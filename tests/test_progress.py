@@ -92,6 +92,22 @@ def test_state_eta_and_engines_while_running():
     assert state.fields(now=20.0)["engines"] == "2/4 engines busy"  # two runs left
 
 
+def test_counts_have_thousands_separators_in_the_line_and_the_widget(daily):
+    state = ProgressState()
+    state.update(Started(total=8150, engines=1200, metric="sharpe", maximize=True, time=0.0))
+    state.done, state.failed = 3394, 1234
+    fields = state.fields(now=10.0)
+    assert fields["counts"] == "3,394/8,150" and fields["errors"] == "1,234 errors"
+    assert fields["engines"] == "1,200/1,200 engines busy"
+    assert state.line(now=10.0).split(" | ")[:2] == ["[########            ] 3,394/8,150", "1,234 errors"]
+    sweep = nbb.sweep(SmaCross, daily, {"fast": [5]}, progress=False)
+    widget = ProgressWidget(sweep)
+    widget.tracker = state
+    widget.draw()
+    assert "<b>3,394/8,150</b>" in widget.counts.value and "1,234 errors" in widget.counts.value
+    assert "1,200/1,200 engines busy" in widget.best_label.value
+
+
 # ---------------------------------------------------------------------- text
 def test_text_line_on_a_pipe_writes_whole_lines_and_always_the_last(daily):
     stream = io.StringIO()

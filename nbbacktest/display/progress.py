@@ -137,7 +137,11 @@ class ProgressState:
             self.best_params = row_params(event.source.plan, event.index)
 
     def fields(self, now: float | None = None) -> dict[str, str]:
-        """What a display shows, as text: counts, errors, rate, elapsed, eta, engines, best."""
+        """What a display shows, as text: counts, errors, rate, elapsed, eta, engines, best.
+
+        Every count has thousands separators (``3,394/8,150``), like every other
+        number the display layer shows.
+        """
         now = time.monotonic() if now is None else now
         elapsed = max((self.ended if self.ended is not None else now) - self.started, 0.0)
         ran = self.done - self.restored
@@ -145,7 +149,7 @@ class ProgressState:
         left = (self.total - self.done) / rate if rate > 0 else math.nan
         if self.engines:
             busy = 0 if self.finished else min(self.engines, self.total - self.done)
-            engines = f"{busy}/{self.engines} engines busy"
+            engines = f"{busy:,}/{self.engines:,} engines busy"
         else:
             engines = "in-process"
         best = ""
@@ -154,8 +158,9 @@ class ProgressState:
             if self.best_params is not None:
                 best += f" ({format_params(self.best_params)})"
         return {
-            "counts": f"{self.done}/{self.total}",
-            "errors": f"{self.failed} error{'' if self.failed == 1 else 's'}",
+            # Thousands separators everywhere, as in "8,150 runs" beside the bar.
+            "counts": f"{self.done:,}/{self.total:,}",
+            "errors": f"{self.failed:,} error{'' if self.failed == 1 else 's'}",
             "rate": format_rate(rate),
             "elapsed": f"elapsed {format_seconds(elapsed)}",
             "eta": self.status if self.finished else f"ETA {format_seconds(left)}",

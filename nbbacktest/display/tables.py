@@ -61,6 +61,12 @@ DEFAULT_STATS = (
     "win_rate_pct", "profit_factor",
 )
 _COUNT_STATS = frozenset({"trades"})
+# Trade columns (Result.trades, Result.adjusted_orders): money reads like equity, two
+# decimals; units keep up to four (a fractional position of 88.7139 shares).
+_MONEY_COLUMNS = frozenset({"entry_price", "exit_price", "pnl", "price"})
+_UNIT_COLUMNS = frozenset({"size", "requested", "filled"})
+# A trade without a tag has nothing to show: blank, not "n/a" or "None".
+_LABEL_COLUMNS = frozenset({"tag"})
 # Worst to best, light enough to read black text on.
 _GOOD_BAD_SCALE = [[0.0, "#f8696b"], [0.5, "#ffeb84"], [1.0, "#63be7b"]]
 _NO_VALUE_FILL = "#eeeeee"
@@ -110,10 +116,12 @@ def format_duration(value: pd.Timedelta | dt.timedelta | np.timedelta64) -> str:
 def format_value(value: Any, name: str = "") -> str:
     """One value as text, by its kind and its column ``name``.
 
-    Percent stats (``*_pct``) get two decimals and ``%``; other stats two
-    decimals with thousands separators; counts and ints read as ints; params (any
+    Percent stats (``*_pct``) get two decimals and ``%``; other stats and money
+    columns of a trade (prices, pnl) two decimals with thousands separators;
+    trade sizes up to four decimals; counts and ints read as ints; params (any
     other name) keep their precision; durations read as days and a clock; dates
-    drop a midnight time; missing values read ``n/a``.
+    drop a midnight time; missing values read ``n/a``, except a missing trade
+    ``tag``, which is blank.
 
     Examples
     --------
@@ -125,9 +133,11 @@ def format_value(value: Any, name: str = "") -> str:
     ('0.005', '10', 'n/a')
     >>> format_value(pd.Timedelta(days=3, hours=4)), format_value(pd.Timestamp("2024-01-05"))
     ('3 days 4:00:00', '2024-01-05')
+    >>> format_value(1188.5286, "pnl"), format_value(88.71391, "size"), format_value(None, "tag")
+    ('1,188.53', '88.7139', '')
     """
     if value is None or value is pd.NA or value is pd.NaT:
-        return MISSING
+        return "" if name in _LABEL_COLUMNS else MISSING
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
     if isinstance(value, (int, np.integer)):
@@ -153,8 +163,11 @@ def _format_float(value: float, name: str) -> str:
         return str(int(value))
     if name.endswith("_pct"):
         return f"{value:,.2f}%"
-    if name in STAT_LABELS:
+    if name in STAT_LABELS or name in _MONEY_COLUMNS:
         return f"{value:,.2f}"
+    if name in _UNIT_COLUMNS:
+        text = f"{value:,.4f}".rstrip("0").rstrip(".")
+        return "0" if text == "-0" else text
     # A param: its own precision matters (a stop of 0.005 is not 0.01).
     return f"{value:.6g}"
 
@@ -295,7 +308,7 @@ def _not_a_column(argument: str, name: Any, columns: Sequence[str]) -> str:
 def _title(rows: pd.DataFrame, frame: pd.DataFrame, by: str, metric: str, descending: bool) -> str:
     finished = int(frame[metric].notna().sum()) if metric in frame.columns else len(frame)
     order = "best first" if by == metric else ("highest first" if descending else "lowest first")
-    return f"Top {len(rows)} of {len(frame)} runs ({finished} with a {metric}), by {by}, {order}"
+    return f"Top {len(rows):,} of {len(frame):,} runs ({finished:,} with a {metric}), by {by}, {order}"
 
 
 # ---------------------------------------------------------------------- tables
