@@ -50,7 +50,9 @@ __all__ = [
     "rank_rows",
     "results_html",
     "results_table",
+    "results_text",
     "stats_table",
+    "stats_text",
 ]
 
 #: What a missing value (a failed run, an undefined ratio) reads as.
@@ -109,7 +111,7 @@ def format_duration(value: pd.Timedelta | dt.timedelta | np.timedelta64) -> str:
     clock = (delta - pd.Timedelta(days=days)).total_seconds()
     if not days:
         return sign + format_seconds(clock)
-    text = f"{sign}{days} day{'s' if days != 1 else ''}"
+    text = f"{sign}{days:,} day{'s' if days != 1 else ''}"
     return f"{text} {format_seconds(clock)}" if clock >= 0.5 else text
 
 
@@ -482,6 +484,71 @@ def stats_table(stats: pd.Series) -> go.Figure:
         margin=dict(l=10, r=10, t=50, b=10),
     )
     return fig
+
+
+def results_text(
+    frame: pd.DataFrame,
+    *,
+    metric: str,
+    maximize: bool = True,
+    top: int | None = 20,
+    sort: str | None = None,
+    columns: Sequence[str] | str | None = None,
+) -> str:
+    """The same rows and cells as :func:`results_table`, as aligned plain text.
+
+    For a terminal (``python -m nbbacktest demo``): numbers are right-aligned,
+    text left-aligned, every value formatted with :func:`format_value`.
+
+    Raises
+    ------
+    SweepError
+        As :func:`results_table` does.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"fast": [5, 10], "sharpe": [0.4, 1.2], "return_pct": [3.5, 12.25]})
+    >>> print(results_text(frame, metric="sharpe"))
+    row  fast  sharpe  return_pct
+      1    10    1.20      12.25%
+      0     5    0.40       3.50%
+    """
+    rows, params, stats, _ = _shown_rows(frame, metric, maximize, top, sort, columns)
+    names = ["row", *params, *stats]
+    table = [[str(i) for i in rows.index]] + [format_column(rows[c], c) for c in params + stats]
+    right = [True] + [_is_numeric(rows[c]) for c in params + stats]
+    return _aligned(names, table, right)
+
+
+def stats_text(stats: pd.Series) -> str:
+    """A backtest's stats as two aligned columns of text: the labels and values of :func:`stats_table`.
+
+    Examples
+    --------
+    >>> stats = pd.Series({"duration": pd.Timedelta(days=3499), "equity_final": 18016.654665,
+    ...                    "return_pct": 80.166547, "trades": 43}, dtype=object)
+    >>> print(stats_text(stats))
+    Duration          3,499 days
+    Equity Final [$]   18,016.65
+    Return [%]            80.17%
+    # Trades                  43
+    """
+    labels = [STAT_LABELS.get(str(name), str(name)) for name in stats.index]
+    values = [format_value(value, str(name)) for name, value in stats.items()]
+    return _aligned(None, [labels, values], [False, True])
+
+
+def _aligned(header: Sequence[str] | None, columns: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
+    """Columns of text side by side, two spaces apart, each padded to its widest cell."""
+    heads = list(header) if header is not None else [""] * len(columns)
+    widths = [max([len(h), *map(len, cells)]) for h, cells in zip(heads, columns)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    lines = [line(heads)] if header is not None else []
+    lines += [line(cells) for cells in zip(*columns)]
+    return "\n".join(lines)
 
 
 def _is_numeric(column: pd.Series) -> bool:

@@ -1,0 +1,112 @@
+"""``python -m nbbacktest``: its help, its options, and what the demo shows and leaves behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import psutil
+import pytest
+
+from nbbacktest.__main__ import main
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def marked(marker: str) -> list[psutil.Process]:
+    """Processes whose environment carries ``marker`` (what the demo started, inherited)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("NBBACKTEST_TEST_MARK") == marker:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+# ---------------------------------------------------------------------- help, options
+def test_help_is_plain_text_listing_the_commands(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "``" not in text and ":func:" not in text  # no reST markup
+    assert "demo" in text and "bench" in text and "python -m nbbacktest demo -n 4" in text
+
+
+def test_each_command_lists_only_its_own_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    demo_help = capsys.readouterr().out
+    assert "-n N, --engines N" in demo_help and "--repeat" not in demo_help
+    assert "``" not in demo_help
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    bench_help = capsys.readouterr().out
+    assert "--repeat REPEAT" in bench_help and "-n N, --engines N" in bench_help
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--repeat", "3"])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --repeat 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["bench", "--repeat", "0"], "argument --repeat: 0 repetitions: give 1 or more"),
+    (["demo", "-n", "0"], "argument -n/--engines: 0 engines: give 1 or more"),
+    (["demo", "-n", "two"], "argument -n/--engines: 'two' is not a whole number of engines"),
+])
+def test_bad_options_name_the_argument(capsys, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- the demo
+def test_demo_says_what_it_does_prints_formatted_tables_and_returns_at_once():
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, NBBACKTEST_TEST_MARK=marker)
+    process = subprocess.Popen([sys.executable, "-m", "nbbacktest", "demo"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[tuple[float, str]] = []
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True)
+    reader.start()
+    try:
+        for line in process.stdout:
+            lines.append((time.monotonic(), line.rstrip("\n")))
+        process.wait(timeout=120)
+        ended = time.monotonic()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    reader.join(timeout=10)
+    out = "\n".join(text for _, text in lines)
+    assert process.returncode == 0, "".join(errors)
+    # What happens while the cluster starts, runs and stops is said as it happens.
+    assert "Starting a local cluster of 2 engines ... ready in" in out
+    assert "Sweeping fast x slow (179 points, fast < slow) on 2 engines" in out
+    assert any("179/179" in line and "complete" in line for line in errors)
+    stopping = next(t for t, text in lines if text.startswith("Stopping the cluster"))
+    assert ended - stopping < 1.0, f"the prompt came back {ended - stopping:.1f} s after 'Stopping'"
+    # Stats as the notebook's table shows them: labels and formatted values.
+    stats = {text.strip().rsplit("  ", 1)[0].strip(): text.strip().rsplit("  ", 1)[1].strip()
+             for _, text in lines[1:23]}
+    assert stats["Duration"] == "3,499 days" and stats["Sharpe ratio"] == "0.54"
+    assert stats["Equity Final [$]"] == "18,016.65" and stats["# Trades"] == "43"
+    assert "00:00:00" not in out and "18016.654665" not in out
+    assert "row  fast  slow  sharpe  return_pct  max_drawdown_pct  trades" in out
+    assert "Best: SmaCross(fast=5, slow=20)" in out
+    # Nothing the demo started outlives it for long: the watchdog ends the cluster.
+    deadline = time.monotonic() + 20
+    while marked(marker) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    left = [(p.pid, " ".join(p.cmdline()[-3:])) for p in marked(marker)]
+    for survivor in marked(marker):  # never leave them to the next test
+        survivor.kill()
+    assert not left, f"processes left behind: {left}"
