@@ -22,7 +22,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -43,6 +43,7 @@ from nbbacktest.parallel.sweep import SweepResult
 
 __all__ = [
     "BacktestMagics",
+    "closest",
     "format_status",
     "load_ipython_extension",
     "parse_grid_spec",
@@ -129,7 +130,8 @@ grid_options = _options(
     magic_arguments.argument(
         "--grid", nargs="+", action="extend", default=[], metavar="NAME=SPEC",
         help="values of a parameter to sweep: start:stop:step (stop excluded, like range;"
-        " ints or floats), a,b,c (numbers or strings) or one value",
+        " ints or floats; without :step, the Param's declared step, else 1 for an int"
+        " parameter, while a float one needs a step), a,b,c (numbers or strings) or one value",
     ),
     magic_arguments.argument(
         "--set", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
@@ -184,10 +186,12 @@ settings_options = _options(
     magic_arguments.argument_group("simulation"),
     magic_arguments.argument("--cash", type=float, help="starting equity (default 10000)"),
     magic_arguments.argument(
-        "--commission", type=float, help="fraction of traded notional paid per fill (0.002)"
+        "--commission", type=float,
+        help="fraction of traded notional paid per fill, e.g. 0.002 for 0.2%% (default 0)",
     ),
     magic_arguments.argument(
-        "--slippage", type=float, help="fraction by which fills move against the trade"
+        "--slippage", type=float,
+        help="fraction by which fills move against the trade (default 0)",
     ),
     magic_arguments.argument(
         "--fill", choices=("next_open", "close"), help="fill at the next open (default) or this close"
@@ -349,8 +353,42 @@ def _assignments(items: list[str], option: str) -> dict[str, str]:
 
 def _declared(name: str, params: Mapping[str, Param], owner: str, option: str, text: str) -> Param:
     if name not in params:
-        raise UsageError(f"{option} {name}={text}: {unknown_param_message(owner, name, params)}")
+        close = closest(name, params)
+        message = (f"Strategy {owner!r} has no parameter {name!r}. Did you mean: {', '.join(close)}?"
+                   if close else unknown_param_message(owner, name, params))
+        raise UsageError(f"{option} {name}={text}: {message}")
     return params[name]
+
+
+def closest(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> list[str]:
+    """The candidates closest to ``word``: the single best, or those tied for best.
+
+    A did-you-mean hint that lists every name above ``cutoff`` (``difflib``'s
+    ``get_close_matches``) offers ``period, upper`` for ``perod``; the one
+    closest is what was meant unless two are exactly as close.
+
+    Examples
+    --------
+    >>> closest("perod", ["upper", "period", "lower"])
+    ['period']
+    >>> closest("fst", ["fast", "fist"])
+    ['fast', 'fist']
+    >>> closest("zzz", ["fast", "slow"])
+    []
+    """
+    scores: dict[str, float] = {}
+    matcher = difflib.SequenceMatcher()
+    matcher.set_seq2(word)
+    for candidate in candidates:
+        matcher.set_seq1(candidate)
+        # The same three ratios, in the same order, as difflib.get_close_matches.
+        if (matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff
+                and matcher.ratio() >= cutoff):
+            scores[candidate] = matcher.ratio()
+    if not scores:
+        return []
+    best = max(scores.values())
+    return [c for c, score in scores.items() if math.isclose(score, best)]
 
 
 # --------------------------------------------------------------------- helpers
@@ -398,11 +436,11 @@ def format_status(status: Mapping[str, Any]) -> str:
     hosts = status["hosts"]
     lines = [
         f"Cluster ({status['kind']}): {_count(status['engines'], 'engine')} on"
-        f" {_count(len(hosts), 'host')}, {status['busy']} busy, {status['idle']} idle"
+        f" {_count(len(hosts), 'host')}, {status['busy']:,} busy, {status['idle']:,} idle"
     ]
     width = max([len("host"), *map(len, hosts)])
     lines.append(f"  {'host':<{width}}  engines")
-    lines += [f"  {host:<{width}}  {count:>7}" for host, count in hosts.items()]
+    lines += [f"  {host:<{width}}  {count:>7,}" for host, count in hosts.items()]
     data = status["data"]
     if not data:
         lines.append("  data held: none")
@@ -410,7 +448,7 @@ def format_status(status: Mapping[str, Any]) -> str:
     width = max([len("data"), *map(len, data)])
     lines.append(f"  {'data':<{width}}  {'size':>10}  engines")
     lines += [
-        f"  {key:<{width}}  {_size(held['bytes']):>10}  {held['engines']:>7}"
+        f"  {key:<{width}}  {_size(held['bytes']):>10}  {held['engines']:>7,}"
         for key, held in data.items()
     ]
     return "\n".join(lines)
@@ -426,7 +464,7 @@ def _size(nbytes: int) -> str:
 
 
 def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def _engines_phrase(engines: int) -> str:
@@ -640,9 +678,7 @@ class BacktestMagics(Magics):
         names = [n for n in self.shell.user_ns if not n.startswith("_") and n not in hidden]
         fitting = [n for n in names if wanted(self.shell.user_ns[n])]
         others = [n for n in names if n not in fitting]
-        close = difflib.get_close_matches(name, fitting, n=3) or difflib.get_close_matches(
-            name, others, n=3
-        )
+        close = closest(name, fitting) or closest(name, others)
         if close:
             return f" Did you mean: {', '.join(close)}?"
         if fitting:
@@ -747,8 +783,8 @@ class BacktestMagics(Magics):
                 print(f"Started a local cluster of {_count(len(cluster.ids), 'engine')}"
                       " (stop it with %cluster stop)")
             points = event.total // symbols if symbols else event.total
-            on = f" on {_count(symbols, 'symbol')} ({event.total} runs)" if symbols else ""
-            saved = f" ({event.finished} already saved)" if event.finished else ""
+            on = f" on {_count(symbols, 'symbol')} ({event.total:,} runs)" if symbols else ""
+            saved = f" ({event.finished:,} already saved)" if event.finished else ""
             print(f"Sweeping {_count(points, 'point')} of {name}{on}"
                   f" {_engines_phrase(event.engines)}{saved}", flush=True)
 

@@ -420,6 +420,65 @@ def test_input_errors_are_one_line_usage_errors(shell, ns, daily, line, message)
     assert "\n" not in str(raised.value)
 
 
+class Band(nbb.Strategy):
+    """Parameter names close to one another, for the did-you-mean hints."""
+
+    period = nbb.Param(20, low=2, high=200)
+    upper = nbb.Param(2.0, low=0.0, high=5.0)
+    lower = nbb.Param(2.0, low=0.0, high=5.0)
+
+    def signals(self, data):
+        return (data["Close"] > data["Close"].rolling(self.period).mean()).astype(float)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("Band daily --grid perod=5:10", "--grid perod=5:10: Strategy 'Band' has no parameter 'perod'."
+                                      " Did you mean: period?"),
+    ("Band daily --set perod=5", "--set perod=5: Strategy 'Band' has no parameter 'perod'. Did you mean: period?"),
+    ("Bnad daily", "STRATEGY 'Bnad' is not defined. Did you mean: Band?"),
+])
+def test_did_you_mean_offers_the_closest_name_only(shell, ns, line, message):
+    ns["Band"] = Band
+    with pytest.raises(UsageError) as raised:
+        backtest(shell, line)
+    assert str(raised.value).endswith(message)
+
+
+def test_closest_keeps_names_tied_for_best():
+    from nbbacktest.magics import closest
+
+    assert closest("perod", ["period", "upper", "lower"]) == ["period"]
+    assert closest("fst", ["fast", "fist", "slow"]) == ["fast", "fist"]
+    assert closest("qq", ["fast"]) == []
+
+
+def test_help_states_real_defaults_and_the_optional_step(shell):
+    doc = " ".join(shell.find_line_magic("backtest").__doc__.split())
+    assert "(0.002)" not in doc
+    assert "fraction of traded notional paid per fill, e.g. 0.002 for 0.2% (default 0)" in doc
+    assert "without :step, the Param's declared step, else 1 for an int parameter" in doc
+
+
+def test_a_range_without_a_step_counts_by_one_for_an_int(shell, ns, daily):
+    ns["Band"] = Band
+    backtest(shell, "Band daily --grid period=20:40 --no-progress -o stepless")
+    assert ns["stepless"].results["period"].tolist() == list(range(20, 40))
+    with pytest.raises(UsageError, match="--grid upper=1:2: give a step, start:stop:step"):
+        backtest(shell, "Band daily --grid upper=1:2")
+
+
+def test_counts_in_the_cluster_table_have_thousands_separators():
+    from nbbacktest.magics import format_status
+
+    status = {"running": True, "kind": "connected", "engines": 1500, "hosts": {"a": 1500},
+              "busy": 1200, "idle": 300, "data": {}}
+    assert format_status(status).splitlines()[:3] == [
+        "Cluster (connected): 1,500 engines on 1 host, 1,200 busy, 300 idle",
+        "  host  engines",
+        "  a       1,500",
+    ]
+
+
 def test_a_where_syntax_error_points_at_the_problem(shell, ns):
     with pytest.raises(UsageError, match="where='fast <' is not a valid expression"):
         backtest(shell, "SmaCross daily --grid fast=5 --where 'fast <'")
