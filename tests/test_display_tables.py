@@ -176,6 +176,21 @@ def test_trades_table_shows_formatted_money_units_and_blank_tags(daily):
     assert cells_shown[8] == "" and "None" not in cells_shown and "n/a" not in cells_shown
 
 
+@pytest.mark.parametrize(("values", "code"), [
+    (range(5, 60, 5), "range(5, 60, 5)"),
+    (list(range(5, 56, 5)), "range(5, 60, 5)"),  # was range(5, 56, 5): not what anyone types
+    ([5, 10, 15, 20, 25, 30], "range(5, 35, 5)"),
+    (range(20, 40), "range(20, 40)"),
+    ([5, 10], "[5, 10]"),
+    ([5, 10, 20], "[5, 10, 20]"),
+    ([0.1, 0.2, 0.3], "[0.1, 0.2, 0.3]"),
+    ([True, False, True], "[True, False, True]"),
+])
+def test_values_code_prints_ranges_as_typed(values, code):
+    assert tables.values_code(values) == code
+    assert list(eval(code)) == list(values)  # noqa: S307 - our own text
+
+
 def test_table_title_counts_have_thousands_separators():
     frame = pd.DataFrame({"fast": range(1234), "sharpe": [0.5] * 1234})
     assert results_table(frame, metric="sharpe", top=3).layout.title.text.startswith(

@@ -53,6 +53,7 @@ __all__ = [
     "results_text",
     "stats_table",
     "stats_text",
+    "values_code",
 ]
 
 #: What a missing value (a failed run, an undefined ratio) reads as.
@@ -183,6 +184,32 @@ def format_params(params: Mapping[str, Any]) -> str:
     'fast=10, stop=0.02, kind=ema'
     """
     return ", ".join(f"{name}={format_value(value, name)}" for name, value in params.items())
+
+
+def values_code(values: Sequence[Any] | range) -> str:
+    """A grid's values as the Python a user would type: ``range(5, 60, 5)``, else a list.
+
+    Evenly spaced ints (three or more, rising) read as a ``range`` whose stop is
+    the last value plus the step, as people write it (``range(5, 60, 5)``, not
+    the equal ``range(5, 56, 5)``); a step of 1 is left out. Anything else is
+    the list's ``repr``.
+
+    Examples
+    --------
+    >>> values_code(range(5, 60, 5)), values_code(list(range(5, 56, 5)))
+    ('range(5, 60, 5)', 'range(5, 60, 5)')
+    >>> values_code([20, 21, 22, 23]), values_code([5, 10]), values_code([0.1, 0.2, 0.3])
+    ('range(20, 24)', '[5, 10]', '[0.1, 0.2, 0.3]')
+    """
+    items = list(values)
+    ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items)
+    if ints and len(items) > 2:
+        numbers = [int(v) for v in items]
+        step = numbers[1] - numbers[0]
+        if step > 0 and numbers == list(range(numbers[0], numbers[-1] + 1, step)):
+            stop = numbers[-1] + step
+            return f"range({numbers[0]}, {stop})" if step == 1 else f"range({numbers[0]}, {stop}, {step})"
+    return repr(items)
 
 
 def format_rate(per_second: float) -> str:
