@@ -52,7 +52,9 @@ class Settings:
     fractional : bool
         Keep fractional units; False rounds units toward zero.
     leverage : float, optional
-        Largest absolute exposure allowed (default 1).
+        Largest absolute exposure allowed (default 1). Signals beyond it raise; an
+        event-driven order beyond it is reduced to it, or rejected when the position
+        is already there (``Result.adjusted_orders`` lists them).
     close_at_end : bool
         Close the last open position at the last close (else it is only valued).
 
@@ -310,6 +312,11 @@ class Run:
         """
         return self._ledger.trades
 
+    @property
+    def notes(self) -> list[tuple]:
+        """Orders the leverage limit reduced or rejected (``broker.NOTE_FIELDS`` order)."""
+        return self._ledger.notes
+
 
 def simulate(strategy: Strategy, data: PreparedData, settings: Settings, seed: int) -> Run:
     """Run ``strategy`` on prepared data: equity, position, trades and stats.
@@ -382,7 +389,7 @@ def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int,
         return follow_targets(exposures, data, settings)
     if mode == "event":
         broker = Broker(settings.cash, settings.commission, settings.slippage, settings.fractional)
-        runner = EventRunner(worker, data, broker, settings.fill, frame)
+        runner = EventRunner(worker, data, broker, settings.fill, frame, settings.leverage)
         worker._runner = runner
         try:
             runner.run()
@@ -390,7 +397,7 @@ def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int,
             raise StrategyError(_failure(strategy, "next", error)) from error
         n = len(data.close)
         if settings.close_at_end and broker.units:
-            broker.to_target(0.0, n - 1, float(data.close[-1]), "end")
+            broker.to_target(0.0, n - 1, float(data.close[-1]), reason="end")
         return broker.ledger(n)
     raise TypeError(
         f"Strategy {cls.__name__!r} defines neither signals(data) (vectorized) nor"
@@ -429,7 +436,7 @@ def follow_targets(exposures: np.ndarray, data: PreparedData, settings: Settings
         prices = np.append(prices, data.close[-1])
     return follow_changes(
         settings.cash, settings.commission, settings.slippage, settings.fractional,
-        targets, bars, prices, n,
+        targets, bars, prices, n, end=settings.close_at_end,
     )
 
 

@@ -22,6 +22,10 @@ Rules (DESIGN §3):
 * A trade is the life of a position from flat to flat (or to a reversal); a partial
   reduction books a trade for the part closed. Its P&L includes its share of the
   entry commission and its exit commission; its return is P&L over entry notional.
+  Its ``exit_reason`` says what closed it (see :data:`EXIT_REASONS`).
+* An event-driven order that would take the absolute exposure beyond the leverage
+  limit is reduced to the limit, or rejected when nothing is left below it (see
+  :meth:`Broker.capped_units`); :attr:`Broker.notes` records each one.
 """
 
 from __future__ import annotations
@@ -34,7 +38,18 @@ from typing import Any
 import numpy as np
 
 #: Columns of a trade record, in order (see :func:`trade_arrays`).
-TRADE_FIELDS = ("entry_bar", "exit_bar", "entry_price", "exit_price", "size", "pnl", "ret", "tag")
+TRADE_FIELDS = (
+    "entry_bar", "exit_bar", "entry_price", "exit_price", "size", "pnl", "ret", "tag", "exit_reason",
+)
+
+#: Why a trade closed: a change of target or an order of the strategy, its stop-loss,
+#: its take-profit, or ``close_at_end`` at the last close.
+EXIT_REASONS = ("signal", "stop-loss", "take-profit", "end")
+
+#: Fields of an order note (see :attr:`Broker.notes`): the bar, the units asked
+#: for, the units filled, the fill price (after slippage) they were sized at,
+#: "reduced" or "rejected", why, and the order's tag.
+NOTE_FIELDS = ("bar", "requested", "filled", "price", "action", "reason", "tag")
 
 
 class Broker:
@@ -48,14 +63,14 @@ class Broker:
     >>> broker.units
     100.0
     >>> broker.to_target(0.0, bar=2, raw_price=11.0)
-    >>> round(broker.cash, 6), broker.trades[0][5]
-    (1100.0, 100.0)
+    >>> round(broker.cash, 6), broker.trades[0][5], broker.trades[0][8]
+    (1100.0, 100.0, 'signal')
     """
 
     __slots__ = (
         "initial_cash", "cash", "units", "commission", "slippage", "fractional",
         "entry_price", "entry_bar", "entry_cost", "entry_tag",
-        "fill_bars", "fill_units", "fill_cash", "trades",
+        "fill_bars", "fill_units", "fill_cash", "trades", "notes",
     )
 
     def __init__(self, cash: float, commission: float, slippage: float, fractional: bool) -> None:
@@ -74,6 +89,8 @@ class Broker:
         self.fill_units: list[float] = []
         self.fill_cash: list[float] = []
         self.trades: list[tuple] = []
+        # Orders reduced or rejected by the leverage limit, in NOTE_FIELDS order.
+        self.notes: list[tuple] = []
 
     def equity(self, price: float) -> float:
         """Cash plus the position valued at ``price``."""
@@ -86,12 +103,19 @@ class Broker:
         equity = self.cash + self.units * price
         return self.units * price / equity if equity > 0 else math.copysign(math.inf, self.units)
 
-    def to_target(self, exposure: float, bar: int, raw_price: float, tag: str | None = None) -> None:
-        """Move the position to ``exposure`` (fraction of equity) at ``raw_price``."""
-        self.follow([exposure], [bar], [raw_price], tag)
+    def to_target(
+        self, exposure: float, bar: int, raw_price: float, tag: str | None = None,
+        reason: str = "signal",
+    ) -> None:
+        """Move the position to ``exposure`` (fraction of equity) at ``raw_price``.
+
+        ``tag`` labels a position it opens; ``reason`` a trade it closes.
+        """
+        self.follow([exposure], [bar], [raw_price], tag, reason)
 
     def follow(
-        self, targets: list[float], bars: list[int], prices: list[float], tag: str | None = None
+        self, targets: list[float], bars: list[int], prices: list[float], tag: str | None = None,
+        reason: str = "signal",
     ) -> None:
         """Move to each target exposure in turn, at its bar and raw price.
 
@@ -147,7 +171,7 @@ class Broker:
                         reduced = units * share
                         pnl = reduced * (price - entry_price) - part - cost * (closed / more)
                         book((entry_bar, bar, entry_price, price, reduced, pnl,
-                              pnl / (closed * entry_price), entry_tag))
+                              pnl / (closed * entry_price), entry_tag, reason))
                         entry_cost -= part
                         units = 0.0 if qty == -units else units + qty
                         if units == 0.0 or (units if units > 0 else -units) < 1e-12 * more:
@@ -164,7 +188,8 @@ class Broker:
                 cost = closed * price * commission
                 cash = cash - qty * price - cost
                 pnl = units * (price - entry_price) - entry_cost - cost
-                book((entry_bar, bar, entry_price, price, units, pnl, pnl / (closed * entry_price), entry_tag))
+                book((entry_bar, bar, entry_price, price, units, pnl, pnl / (closed * entry_price),
+                      entry_tag, reason))
                 units = 0.0
                 entry_price, entry_cost = math.nan, 0.0
                 log_bar(bar)
@@ -192,7 +217,10 @@ class Broker:
             entry_price, entry_bar, entry_cost, entry_tag
         )
 
-    def trade_units(self, units: float, bar: int, raw_price: float, tag: str | None = None) -> None:
+    def trade_units(
+        self, units: float, bar: int, raw_price: float, tag: str | None = None,
+        reason: str = "signal",
+    ) -> None:
         """Buy (``units > 0``) or sell a number of units at ``raw_price``.
 
         An order that crosses zero closes the position first, then opens the rest.
@@ -204,9 +232,58 @@ class Broker:
         price = self._slipped(raw_price, units)
         held = self.units
         if held and (held > 0) != (units > 0) and abs(units) > abs(held):
-            self._fill(-held, bar, price, tag)
+            self._fill(-held, bar, price, tag, reason)
             units += held
-        self._fill(units, bar, price, tag)
+        self._fill(units, bar, price, tag, reason)
+
+    def capped_units(
+        self, units: float, bar: int, raw_price: float, leverage: float, tag: str | None = None
+    ) -> float:
+        """``units`` to trade, reduced so that the position stays within ``leverage``.
+
+        The limit is the one a target exposure obeys (see :meth:`follow`): at the
+        slipped price ``p`` at most ``leverage * equity / (p * (1 + commission))``
+        units, equity valued at ``p`` (after the close's commission for an order
+        that reverses the position). An order that only reduces the position, or
+        stays within the limit, is returned unchanged; one beyond it is reduced to
+        the limit, or to 0 (rejected) when the position is already there. Each
+        reduction or rejection is appended to :attr:`notes`.
+
+        Examples
+        --------
+        >>> broker = Broker(cash=1000.0, commission=0.0, slippage=0.0, fractional=True)
+        >>> broker.capped_units(500.0, bar=1, raw_price=10.0, leverage=1.0)
+        100.0
+        >>> broker.notes
+        [(1, 500.0, 100.0, 10.0, 'reduced', 'exposure 5 would exceed the leverage limit 1', None)]
+        """
+        if not units:
+            return units
+        held = self.units
+        after = held + units
+        if not after or (held and (after > 0) == (held > 0) and abs(after) <= abs(held)):
+            return units  # reduces the position (or closes it): always allowed
+        price = self._slipped(raw_price, units)
+        gross = 1.0 + self.commission
+        worth = self.cash + held * price
+        if held and (after > 0) != (held > 0):
+            worth -= abs(held) * price * self.commission  # the close pays its commission first
+        most = leverage * worth / (price * gross) if worth > 0 else 0.0
+        if not self.fractional:
+            most = float(math.trunc(most))
+        # A hair of tolerance: an order sized at the limit by the user's own
+        # arithmetic must not be reduced by a rounding error.
+        if abs(after) <= most * (1.0 + 1e-9):
+            return units
+        allowed = math.copysign(most, after) - held
+        if held and (after > 0) == (held > 0) and abs(held) >= most * (1.0 - 1e-9):
+            allowed = 0.0  # already at the limit: nothing more on this side
+        wanted = after * price / worth if worth > 0 else math.inf
+        self.notes.append((
+            bar, units, allowed, price, "reduced" if allowed else "rejected",
+            f"exposure {abs(wanted):.3g} would exceed the leverage limit {leverage:g}", tag,
+        ))
+        return allowed
 
     def units_for_fraction(self, fraction: float, raw_price: float, direction: float) -> float:
         """Units worth ``fraction`` of equity at the slipped price, after commission."""
@@ -219,7 +296,7 @@ class Broker:
     def _slipped(self, raw_price: float, units: float) -> float:
         return raw_price * (1.0 + self.slippage) if units > 0 else raw_price * (1.0 - self.slippage)
 
-    def _fill(self, qty: float, bar: int, price: float, tag: str | None) -> None:
+    def _fill(self, qty: float, bar: int, price: float, tag: str | None, reason: str = "signal") -> None:
         # The hot path of every backtest: locals only, one log append per fill.
         cost = (qty if qty > 0 else -qty) * price * self.commission
         cash = self.cash - qty * price - cost
@@ -242,7 +319,7 @@ class Broker:
             pnl = size * (price - entry_price) - entry_cost - cost * (closed / abs(qty))
             self.trades.append(
                 (self.entry_bar, bar, entry_price, price, size, pnl, pnl / (closed * entry_price),
-                 self.entry_tag)
+                 self.entry_tag, reason)
             )
             self.entry_cost -= entry_cost
             held = 0.0 if qty == -held else held + qty
@@ -271,10 +348,12 @@ class Broker:
     def ledger(self, n: int) -> Ledger:
         """The fill log and the trade book as a :class:`Ledger` over ``n`` bars."""
         pnl, returns = self.trade_pnl_and_returns()
-        return Ledger(
+        ledger = Ledger(
             self.initial_cash, n, np.fromiter(self.fill_bars, np.intp, len(self.fill_bars)),
             self.fill_units, self.fill_cash, pnl, returns, self.trades,
         )
+        ledger.notes = self.notes
+        return ledger
 
 
 class Ledger:
@@ -287,7 +366,9 @@ class Ledger:
     the last one holds at its close.
 
     ``trades`` is the trade book: records in :data:`TRADE_FIELDS` order (a list,
-    or a :class:`TradeBook` that builds them on demand).
+    or a :class:`TradeBook` that builds them on demand). ``notes`` are the orders
+    the leverage limit reduced or rejected (:attr:`Broker.notes`; empty for a
+    vectorized run, whose targets are checked up front).
 
     Examples
     --------
@@ -299,7 +380,7 @@ class Ledger:
     """
 
     __slots__ = ("initial_cash", "n", "bars", "units", "cash", "pnl", "returns", "trades",
-                 "_lengths", "_held")
+                 "notes", "_lengths", "_held")
 
     def __init__(
         self,
@@ -320,6 +401,7 @@ class Ledger:
         self.cash = np.fromiter(itertools.chain((initial_cash,), cash), float, count + 1)
         self.pnl, self.returns = pnl, returns
         self.trades = trades
+        self.notes: list[tuple] = []
         bounds = np.empty(count + 2, dtype=np.intp)
         bounds[0], bounds[-1] = 0, n
         bounds[1:-1] = bars
@@ -369,6 +451,7 @@ def follow_changes(
     bars: np.ndarray,
     raw_prices: np.ndarray,
     n: int,
+    end: bool = False,
 ) -> Ledger:
     """Move a fresh :class:`Broker` to each target exposure in turn: the vectorized runs' fills.
 
@@ -381,13 +464,15 @@ def follow_changes(
     trade's P&L, with many numpy does after it (see :func:`_closed_positions`), and
     the trade records wait in a :class:`TradeBook` until asked for. The first
     same-side resize (0.5 -> 1) hands the remaining changes to :meth:`Broker.follow`.
+    ``end=True`` says the last change is ``close_at_end``'s: a trade it closes has
+    the exit reason "end", every other one "signal".
 
     Examples
     --------
     >>> ledger = follow_changes(1000.0, 0.0, 0.0, True, np.array([1.0, 0.0]),
     ...                         np.array([1, 2]), np.array([10.0, 11.0]), 3)
     >>> ledger.pnl.tolist(), ledger.trades
-    ([100.0], [(1, 2, 10.0, 11.0, 100.0, 100.0, 0.1, None)])
+    ([100.0], [(1, 2, 10.0, 11.0, 100.0, 100.0, 0.1, None, 'signal')])
     """
     initial_cash = cash
     if slippage:
@@ -458,7 +543,8 @@ def follow_changes(
     done = len(unit_log)
     bars_done = bars[:done] if done < len(targets) else bars
     ledger = Ledger(initial_cash, n, bars_done, unit_log, cash_log, None, None, [])
-    book = TradeBook(bars_done, ledger.units[1:], buy_array, sell_array, commission)
+    end_at = len(targets) - 1 if end else -1
+    book = TradeBook(bars_done, ledger.units[1:], buy_array, sell_array, commission, end_at)
     if pnl_in_loop:
         ledger.pnl = np.fromiter(pnl_log, float, len(pnl_log))
         ledger.returns = np.fromiter(return_log, float, len(return_log))
@@ -476,7 +562,11 @@ def follow_changes(
     broker.fill_bars = bars_done.tolist()
     broker.fill_units, broker.fill_cash = unit_log, cash_log
     broker.trades = list(book)
-    broker.follow(targets[done:].tolist(), bars[done:].tolist(), raw_prices[done:].tolist())
+    rest = len(targets) - 1 if end else len(targets)
+    broker.follow(targets[done:rest].tolist(), bars[done:rest].tolist(), raw_prices[done:rest].tolist())
+    if end:
+        broker.follow(targets[rest:].tolist(), bars[rest:].tolist(), raw_prices[rest:].tolist(),
+                      reason="end")
     return broker.ledger(n)
 
 
@@ -527,7 +617,7 @@ class TradeBook(Sequence):
     >>> ledger = follow_changes(1000.0, 0.0, 0.0, True, np.array([1.0, 0.0]),
     ...                         np.array([1, 2]), np.array([10.0, 11.0]), 3)
     >>> book = ledger.trades
-    >>> len(book), book[0] == (1, 2, 10.0, 11.0, 100.0, 100.0, 0.1, None)
+    >>> len(book), book[0] == (1, 2, 10.0, 11.0, 100.0, 100.0, 0.1, None, "signal")
     (1, True)
     >>> trade_arrays(book)["pnl"]
     array([100.])
@@ -542,8 +632,10 @@ class TradeBook(Sequence):
         buy_prices: np.ndarray,
         sell_prices: np.ndarray,
         commission: float,
+        end_at: int = -1,
     ) -> None:
-        self._source = (bars, units, buy_prices, sell_prices, commission)
+        # end_at: the change that is close_at_end's (-1: none), for the exit reasons.
+        self._source = (bars, units, buy_prices, sell_prices, commission, end_at)
         self._closed: tuple[np.ndarray, ...] | None = None
         self._columns: dict[str, np.ndarray] | None = None
         self._records: list[tuple] | None = None
@@ -557,7 +649,7 @@ class TradeBook(Sequence):
 
     def _positions(self) -> tuple[np.ndarray, ...]:
         if self._closed is None:
-            self._closed = _closed_positions(*self._source[1:])
+            self._closed = _closed_positions(*self._source[1:5])
         return self._closed
 
     def pnl_and_returns(self) -> tuple[np.ndarray, np.ndarray]:
@@ -569,12 +661,16 @@ class TradeBook(Sequence):
         """One array per field of :data:`TRADE_FIELDS` (a new dict; do not write the arrays)."""
         if self._columns is None:
             opened, entry, exit_, size, pnl, returns = self._positions()
-            bars = self._source[0]
+            bars, end_at = self._source[0], self._source[5]
+            reasons = np.full(len(opened), "signal", dtype=object)
+            if end_at >= 0:
+                reasons[opened + 1 == end_at] = "end"
             self._columns = {
                 "entry_bar": bars[opened].astype(np.int64, copy=False),
                 "exit_bar": bars[opened + 1].astype(np.int64, copy=False),
                 "entry_price": entry, "exit_price": exit_, "size": size, "pnl": pnl,
                 "ret": returns, "tag": np.full(len(opened), None, dtype=object),
+                "exit_reason": reasons,
             }
         return dict(self._columns)
 
@@ -614,9 +710,13 @@ def trade_arrays(trades: Sequence[tuple]) -> dict[str, np.ndarray]:
     if isinstance(trades, TradeBook):
         return trades.columns()
     columns = list(zip(*trades)) if trades else [()] * len(TRADE_FIELDS)
-    arrays = {
-        field: np.array(column, dtype=np.int64 if field.endswith("_bar") else float)
-        for field, column in zip(TRADE_FIELDS[:-1], columns[:-1])
-    }
-    arrays["tag"] = np.array(columns[-1], dtype=object)
+    arrays = {}
+    for field, column in zip(TRADE_FIELDS, columns):
+        if field in ("tag", "exit_reason"):
+            # np.array of strings would make a fixed-width str array: keep objects.
+            text = np.empty(len(column), dtype=object)
+            text[:] = column
+            arrays[field] = text
+        else:
+            arrays[field] = np.array(column, dtype=np.int64 if field.endswith("_bar") else float)
     return arrays

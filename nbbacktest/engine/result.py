@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 
 from nbbacktest.engine import views
-from nbbacktest.engine.broker import trade_arrays
+from nbbacktest.engine.broker import NOTE_FIELDS, trade_arrays
 from nbbacktest.engine.metrics import STAT_LABELS
 
 if TYPE_CHECKING:
     from nbbacktest.engine.backtest import Run, Settings
     from nbbacktest.engine.strategy import Strategy
 
-_CACHED = ("stats", "equity", "drawdown", "position", "trades")
+_CACHED = ("stats", "equity", "drawdown", "position", "trades", "adjusted_orders")
 
 
 class Result:
@@ -59,6 +59,7 @@ class Result:
         self._equity = run.equity
         self._held = run.held
         self._trades = run.trades
+        self._notes = run.notes
         self._stats = run.stats
 
     @property
@@ -92,7 +93,9 @@ class Result:
         """One row per closed trade.
 
         Columns: entry_time, exit_time, entry_price, exit_price (after slippage),
-        size (units, negative short), pnl (after commissions), return_pct, duration, tag.
+        size (units, negative short), pnl (after commissions), return_pct, duration,
+        tag, exit_reason ("signal": a change of target or an order of the strategy;
+        "stop-loss"; "take-profit"; "end": ``close_at_end`` at the last close).
         """
         t = trade_arrays(self._trades)
         entry_time = self._index[t["entry_bar"]]
@@ -108,8 +111,38 @@ class Result:
                 "return_pct": t["ret"] * 100.0,
                 "duration": exit_time - entry_time,
                 "tag": t["tag"],
+                "exit_reason": t["exit_reason"],
             }
         )
+
+    @cached_property
+    def adjusted_orders(self) -> pd.DataFrame:
+        """Event-driven orders the leverage limit reduced or rejected, one row each.
+
+        Columns: time (the fill's bar), requested and filled (units, negative
+        selling), price (the fill price after slippage they were sized at), action
+        ("reduced" or "rejected"), reason, tag. Empty when every
+        order filled as placed (always for vectorized strategies, whose signals are
+        checked against the limit before the run).
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> class AllIn(nbb.Strategy):
+        ...     def next(self, bar):
+        ...         if bar.i == 0:
+        ...             self.buy(size=10**9)
+        >>> nbb.backtest(AllIn, nbb.load_sample("daily")).adjusted_orders.action.tolist()
+        ['reduced']
+        """
+        rows = list(zip(*self._notes)) if self._notes else [()] * len(NOTE_FIELDS)
+        columns = dict(zip(NOTE_FIELDS, rows))
+        bars = np.array(columns.pop("bar"), dtype=np.int64)
+        frame = pd.DataFrame({"time": self._index[bars]})
+        for name in NOTE_FIELDS[1:]:
+            numeric = name in ("requested", "filled", "price")
+            frame[name] = pd.Series(columns[name], dtype=float if numeric else object)
+        return frame
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -152,10 +152,34 @@ class Strategy:
         raise NotImplementedError(f"{type(self).__name__} defines neither signals(data) nor next(bar)")
 
     def init(self) -> None:
-        """Event-driven strategies: called once before the first bar."""
+        """Event-driven strategies: called once before the first bar; make indicators here."""
 
     def next(self, bar: Bar) -> None:
-        """Event-driven strategies: called at each bar's close."""
+        """Event-driven strategies: called at each bar's close, from the warm-up on.
+
+        The first call is on the first bar at which every indicator made in
+        :meth:`init` is defined (not NaN): ``rolling(n)`` indicators are first
+        defined at bar ``n - 1``, so a strategy with a 20-bar and a 50-bar mean
+        starts at bar 49 and its first market order fills at bar 50's open. Without
+        indicators the first call is on bar 0. A strategy that computes its own
+        look-backs in ``next`` must wait for them itself (vectorized strategies
+        return NaN, meaning flat, while warming up).
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> class Trend(nbb.Strategy):
+        ...     n = 20
+        ...     def init(self):
+        ...         self.sma = self.indicator(lambda d: d["Close"].rolling(self.n).mean())
+        ...         self.first = None
+        ...     def next(self, bar):
+        ...         if self.first is None:
+        ...             self.first = bar.i
+        ...             print("first next() on bar", bar.i)
+        >>> _ = nbb.backtest(Trend(), nbb.load_sample("daily"))
+        first next() on bar 19
+        """
 
     # ------------------------------------------------------- randomness (seeded)
     @property
@@ -175,7 +199,8 @@ class Strategy:
         """Compute ``fn(self.data, *args, **kwargs)`` once, before the first bar.
 
         Returns a float numpy array of one value per bar. ``next`` is first called
-        at the first bar where every indicator is defined (not NaN).
+        at the first bar where every indicator is defined (not NaN): the warm-up
+        (see :meth:`next`).
         """
         return self._event("indicator").add_indicator(fn, args, kwargs)
 
@@ -188,15 +213,37 @@ class Strategy:
         sl: float | None = None,
         tp: float | None = None,
         tag: str | None = None,
+        sl_pct: float | None = None,
+        tp_pct: float | None = None,
     ) -> Order:
         """Place a buy order; it fills at the next open (or this close with ``fill="close"``).
 
         ``size=None`` targets an all-in long position (exposure 1, reversing a short);
         ``0 < size < 1`` buys that fraction of equity; ``size >= 1`` buys that many
-        units. ``limit``/``stop`` make it a limit, stop or stop-limit order; ``sl``/``tp``
-        attach a stop-loss and a take-profit to the resulting position.
+        units. ``limit``/``stop`` make it a limit, stop or stop-limit order (fill rules
+        in :mod:`nbbacktest.engine.event_driven`).
+
+        The stop-loss and take-profit of the resulting position are prices
+        (``sl=95.0``, ``tp=120.0``) or fractions of this order's fill price after
+        slippage (``sl_pct=0.05``: 5 % below it; ``tp_pct=0.10``: 10 % above it; a
+        sell mirrors them). A price that cannot be one on this data (outside a
+        fifth of the bar's low to five times its high) raises, naming ``sl_pct``.
+        An order that would take the exposure beyond ``leverage`` (default 1) is
+        reduced to it, or rejected (``status == "rejected"``) when the position is
+        already there; ``Result.adjusted_orders`` lists them.
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> class Dip(nbb.Strategy):
+        ...     def next(self, bar):
+        ...         if not self.position and not self.orders:
+        ...             self.buy(limit=bar.close * 0.98, sl_pct=0.05, tp_pct=0.10)
+        >>> trades = nbb.backtest(Dip, nbb.load_sample("daily")).trades
+        >>> sorted(set(trades.exit_reason)) == ["stop-loss", "take-profit"]
+        True
         """
-        return self._event("buy").submit(Order(1, size, limit, stop, sl, tp, tag))
+        return self._event("buy").submit(Order(1, size, limit, stop, sl, tp, tag, sl_pct, tp_pct))
 
     def sell(
         self,
@@ -207,9 +254,15 @@ class Strategy:
         sl: float | None = None,
         tp: float | None = None,
         tag: str | None = None,
+        sl_pct: float | None = None,
+        tp_pct: float | None = None,
     ) -> Order:
-        """Place a sell order: the mirror of :meth:`buy` (``size=None`` targets all-in short)."""
-        return self._event("sell").submit(Order(-1, size, limit, stop, sl, tp, tag))
+        """Place a sell order: the mirror of :meth:`buy` (``size=None`` targets all-in short).
+
+        ``sl_pct`` puts the stop-loss above the fill price and ``tp_pct`` the
+        take-profit below it (``tp_pct`` below 1).
+        """
+        return self._event("sell").submit(Order(-1, size, limit, stop, sl, tp, tag, sl_pct, tp_pct))
 
     def close(self, tag: str | None = None) -> Order:
         """Close the whole position at the next fill and cancel its stop-loss/take-profit."""
@@ -252,13 +305,23 @@ def _rebuild_strategy(cls: type[Strategy], values: dict[str, Any]) -> Strategy:
 class Order:
     """An order placed by ``buy``/``sell``/``close``.
 
-    ``side`` is 1 (buy), -1 (sell) or 0 (close). ``status`` is "open", "filled" or
-    "cancelled"; once filled, ``fill_price`` (raw, before slippage) and ``fill_bar`` are set.
+    ``side`` is 1 (buy), -1 (sell) or 0 (close). ``status`` is "open", "filled",
+    "cancelled" or "rejected" (by the leverage limit); once filled, ``fill_price``
+    (raw, before slippage) and ``fill_bar`` are set.
+
+    Examples
+    --------
+    >>> Order(1, None, None, None, None, None, None, sl_pct=0.05, tp_pct=0.1).exit_levels(100.0)
+    (95.0, 110.00000000000001)
+    >>> Order(1, None, None, None, 95.0, None, None, sl_pct=0.05)
+    Traceback (most recent call last):
+    ...
+    ValueError: buy(sl=95.0, sl_pct=0.05): give the stop-loss as a price (sl) or as a fraction of the fill price (sl_pct), not both
     """
 
     __slots__ = (
-        "side", "size", "limit", "stop", "sl", "tp", "tag", "status", "triggered",
-        "fill_price", "fill_bar", "placed_bar",
+        "side", "size", "limit", "stop", "sl", "tp", "sl_pct", "tp_pct", "tag", "status",
+        "triggered", "fill_price", "fill_bar", "placed_bar",
     )
 
     def __init__(
@@ -270,6 +333,8 @@ class Order:
         sl: float | None,
         tp: float | None,
         tag: str | None,
+        sl_pct: float | None = None,
+        tp_pct: float | None = None,
     ) -> None:
         verb = {1: "buy", -1: "sell", 0: "close"}[side]
         if size is not None:
@@ -286,8 +351,27 @@ class Order:
         if side and sl is not None and tp is not None and (sl - tp) * side >= 0:
             need = "sl < tp" if side > 0 else "sl > tp"
             raise ValueError(f"{verb}(sl={sl!r}, tp={tp!r}): a {verb} order needs {need}")
+        for label, fraction, price in (("sl", sl_pct, sl), ("tp", tp_pct, tp)):
+            if fraction is None:
+                continue
+            what = "stop-loss" if label == "sl" else "take-profit"
+            if price is not None:
+                raise ValueError(
+                    f"{verb}({label}={price!r}, {label}_pct={fraction!r}): give the {what} as a"
+                    f" price ({label}) or as a fraction of the fill price ({label}_pct), not both"
+                )
+            # A long's stop-loss and a short's take-profit lie below the fill: under 100 %.
+            below = (label == "sl") == (side > 0)
+            if (isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number))
+                    or not math.isfinite(fraction) or not fraction > 0 or (below and fraction >= 1)):
+                bound = "between 0 and 1 (exclusive)" if below else "a positive number"
+                raise ValueError(
+                    f"{verb}({label}_pct={fraction!r}): the {what} as a fraction of the fill price"
+                    f" must be {bound}, e.g. {label}_pct=0.05 for 5 %"
+                )
         self.side, self.size, self.limit, self.stop = side, size, limit, stop
         self.sl, self.tp, self.tag = sl, tp, tag
+        self.sl_pct, self.tp_pct = sl_pct, tp_pct
         self.status = "open"
         self.triggered = stop is None
         self.fill_price = math.nan
@@ -299,6 +383,20 @@ class Order:
         """True for an order with neither limit nor stop price."""
         return self.limit is None and self.stop is None
 
+    @property
+    def has_exits(self) -> bool:
+        """True when the order sets a stop-loss or a take-profit."""
+        return not (self.sl is None and self.tp is None and self.sl_pct is None and self.tp_pct is None)
+
+    def exit_levels(self, fill_price: float) -> tuple[float | None, float | None]:
+        """The stop-loss and take-profit prices for a fill at ``fill_price`` (after slippage)."""
+        sl, tp, side = self.sl, self.tp, self.side
+        if self.sl_pct is not None:
+            sl = fill_price * (1.0 - side * self.sl_pct)
+        if self.tp_pct is not None:
+            tp = fill_price * (1.0 + side * self.tp_pct)
+        return sl, tp
+
     def cancel(self) -> None:
         """Cancel the order if it has not filled yet."""
         if self.status == "open":
@@ -308,7 +406,7 @@ class Order:
         verb = {1: "buy", -1: "sell", 0: "close"}[self.side]
         fields = [
             f"{k}={getattr(self, k)!r}"
-            for k in ("size", "limit", "stop", "sl", "tp", "tag")
+            for k in ("size", "limit", "stop", "sl", "tp", "sl_pct", "tp_pct", "tag")
             if getattr(self, k) is not None
         ]
         return f"<Order {verb}({', '.join(fields)}) {self.status}>"
