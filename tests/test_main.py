@@ -110,3 +110,19 @@ def test_demo_says_what_it_does_prints_formatted_tables_and_returns_at_once():
     for survivor in marked(marker):  # never leave them to the next test
         survivor.kill()
     assert not left, f"processes left behind: {left}"
+
+
+def test_bench_says_each_step_as_it_runs():
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "nbbacktest", "bench", "--repeat", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("Starting a local cluster of 2 engines ... ready in")
+    assert lines[1] == "179-point sweep, best of 1:"
+    assert lines[2].startswith("  warm-up on the cluster (sends the data and the strategy class) ...")
+    assert lines[3].startswith("  sequential (in-process) x 1 ...") and "backtests/s" in lines[3]
+    assert lines[4].startswith("  parallel (2 engines) x 1 ...") and "backtests/s" in lines[4]
+    assert "results identical: True" in lines[5]
+    assert lines[6] == "Stopping the cluster (its processes end in the background)"
+    assert time.monotonic() - started < 60
