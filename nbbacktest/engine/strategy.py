@@ -311,8 +311,9 @@ class Order:
 
     Examples
     --------
-    >>> Order(1, None, None, None, None, None, None, sl_pct=0.05, tp_pct=0.1).exit_levels(100.0)
-    (95.0, 110.00000000000001)
+    >>> sl, tp = Order(1, None, None, None, None, None, None, sl_pct=0.05, tp_pct=0.1).exit_levels(100.0)
+    >>> round(sl, 6), round(tp, 6)
+    (95.0, 110.0)
     >>> Order(1, None, None, None, 95.0, None, None, sl_pct=0.05)
     Traceback (most recent call last):
     ...
