@@ -132,10 +132,11 @@ def bench(args: argparse.Namespace) -> int:
     data = load_sample("daily")
     n = sum(1 for f in GRID["fast"] for s in GRID["slow"] if f < s)
 
-    def run(**kwargs: object) -> tuple[float, pd.DataFrame]:
+    def run(cluster: Cluster | None = None) -> tuple[float, pd.DataFrame]:
+        """One sweep, in this process without a cluster: its seconds and its results."""
         start = time.perf_counter()
         runs = sweep(SmaCross, data, GRID, where=fast_below_slow, commission=COMMISSION,
-                     progress=False, **kwargs)
+                     progress=False, cluster=cluster)
         return time.perf_counter() - start, runs.results.drop(columns=["engine", "host", "seconds"])
 
     def step(text: str) -> None:

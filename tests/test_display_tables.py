@@ -188,7 +188,7 @@ def test_trades_table_shows_formatted_money_units_and_blank_tags(daily):
 ])
 def test_values_code_prints_ranges_as_typed(values, code):
     assert tables.values_code(values) == code
-    assert list(eval(code)) == list(values)  # noqa: S307 - our own text
+    assert list(eval(code)) == list(values)  # our own text
 
 
 def test_table_title_counts_have_thousands_separators():

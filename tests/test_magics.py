@@ -432,8 +432,8 @@ class Band(nbb.Strategy):
 
 
 @pytest.mark.parametrize(("line", "message"), [
-    ("Band daily --grid perod=5:10", "--grid perod=5:10: Strategy 'Band' has no parameter 'perod'."
-                                      " Did you mean: period?"),
+    ("Band daily --grid perod=5:10",
+     "--grid perod=5:10: Strategy 'Band' has no parameter 'perod'. Did you mean: period?"),
     ("Band daily --set perod=5", "--set perod=5: Strategy 'Band' has no parameter 'perod'. Did you mean: period?"),
     ("Bnad daily", "STRATEGY 'Bnad' is not defined. Did you mean: Band?"),
 ])
