@@ -508,7 +508,7 @@ def test_outside_a_kernel_it_says_it_needs_jupyter_and_gives_the_sweep_call(dail
     assert text.startswith("<SweepWidget SmaCross: 15 runs, under 1 s in this process>")
     assert "SweepWidget is an interactive widget: it needs Jupyter" in text
     call = widget.sweep_call()
-    assert call == ("nbb.sweep(SmaCross, data, grid={'fast': range(5, 31, 5), 'slow': range(20, 61, 20)}, "
+    assert call == ("nbb.sweep(SmaCross, data, grid={'fast': range(5, 35, 5), 'slow': range(20, 80, 20)}, "
                     "where='fast < slow', metric='sharpe', commission=0.001)")
     assert call in text
     # The call runs as written, and gives what the widget's Run gives.

@@ -48,6 +48,7 @@ from nbbacktest.display.tables import (
     format_value,
     plan_columns,
     rank_rows,
+    values_code,
 )
 from nbbacktest.display.widget import ProgressWidget
 from nbbacktest.engine.backtest import Settings, backtest
@@ -1058,7 +1059,7 @@ class SweepWidget(widgets.VBox):
         if self._grid is None:
             grid = "{...}"
         else:
-            grid = "{" + ", ".join(f"{k!r}: {_values_code(v)}" for k, v in self._grid.items()) + "}"
+            grid = "{" + ", ".join(f"{k!r}: {values_code(v)}" for k, v in self._grid.items()) + "}"
         parts = [name, "data", f"grid={grid}"]
         if self.where():
             parts.append(f"where={self.where()!r}")
@@ -1162,16 +1163,6 @@ def error_text(error: BaseException) -> str:
     """
     text = str(error)
     return text if isinstance(error, NbbacktestError) else f"{type(error).__name__}: {text}"
-
-
-def _values_code(values: list[Any]) -> str:
-    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
-    if ints and len(values) > 2:
-        step = values[1] - values[0]
-        if step > 0 and values == list(range(values[0], values[-1] + 1, step)):
-            return f"range({values[0]}, {values[-1] + 1}, {step})" if step != 1 else \
-                f"range({values[0]}, {values[-1] + 1})"
-    return repr(values)
 
 
 def resolve_strategy(strategy: Any, owner: str) -> tuple[type[Strategy], type[Strategy] | Strategy]:
