@@ -264,6 +264,9 @@ def test_a_stopped_engine_is_left_out_of_share_and_all_stopped_is_one_error(dail
                 assert own.share(data, fingerprint(data)) == 0
             assert time.monotonic() - started < ENGINE_ANSWER_SECONDS + 5
             assert own.holds(fingerprint(data)) == [alive]
+            # Stopped in the middle of a task: what is queued on it is not work in progress.
+            own.client[alive].apply_async(time.sleep, 8)
+            time.sleep(0.5)
             os.kill(pids[alive], signal.SIGSTOP)
             started = time.monotonic()
             with pytest.raises(ClusterError, match=r"none of the engines 0, 1 answered in 5 seconds: they"

@@ -459,10 +459,12 @@ class Cluster:
              **kwargs: Any) -> tuple[dict[int, Any], list[int]]:
         """Run ``function`` on each engine of ``ids``: the answers, and the engines that gave none.
 
-        An engine gives none when it left, when it has had nothing else queued for
+        An engine gives none when it left or died, when it has had nothing else queued for
         :data:`ENGINE_ANSWER_SECONDS` and still not answered (stopped or hung), or when
         ``timeout`` seconds passed. A task that raised raises here.
         """
+        import ipyparallel as ipp
+
         pending = {self.client[engine].apply_async(function, *args, **kwargs): engine for engine in ids}
         answers: dict[int, Any] = {}
         silent: list[int] = []
@@ -471,7 +473,15 @@ class Cluster:
         while pending:
             finished, _ = concurrent.futures.wait(list(pending), timeout=_ANSWER_POLL)
             for ar in finished:
-                answers[pending.pop(ar)] = ar.get(timeout=0)
+                engine = pending.pop(ar)
+                try:
+                    answers[engine] = ar.get(timeout=0)
+                except (ipp.error.EngineError, ipp.error.TaskAborted):
+                    silent.append(engine)  # it died (or the controller dropped it) meanwhile
+                except ipp.RemoteError as error:
+                    if error.ename not in ("EngineError", "TaskAborted"):
+                        raise
+                    silent.append(engine)
                 with contextlib.suppress(Exception):  # the client would keep it for ever
                     self.client.purge_local_results(jobs=ar)
             if not pending:
@@ -488,7 +498,7 @@ class Cluster:
             for ar, engine in list(pending.items()):
                 queue = queues.get(engine, {})
                 ours = 1 + sum(not old.done() for old in self._unanswered.get(engine, []))
-                if queue.get("queue", 0) + queue.get("tasks", 0) > ours:
+                if queue.get("queue", 0) + queue.get("tasks", 0) > ours and not self._halted(engine):
                     idle_since.pop(engine, None)
                     stopped = False
                 else:
@@ -498,6 +508,19 @@ class Cluster:
                     unanswered = self._unanswered.setdefault(engine, [])
                     unanswered[:] = [old for old in unanswered if not old.done()] + [ar]
         return answers, sorted(silent)
+
+    def _halted(self, engine: int) -> bool:
+        """Whether ``engine`` is a process of this host stopped by a signal (SIGSTOP, a
+        debugger): then the tasks queued on it are not work in progress."""
+        import psutil
+
+        pid = self._pids.get(engine)
+        if pid is None or self._hosts.get(engine) != self.host:
+            return False
+        try:
+            return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+        except psutil.Error:
+            return False
 
     def _queues(self, engines: list[int]) -> dict[Any, Any] | None:
         """The controller's counts of tasks queued on ``engines``; None when it does not
@@ -600,7 +623,7 @@ class Cluster:
                 layout, arrays = layout_of(data)
                 nbytes = sum(a.nbytes for a in arrays)
                 path = _remote_name(key)
-                for host, engines in by_host.items():
+                for engines in by_host.values():
                     # One engine per host receives the arrays and writes its host's
                     # segment; the others attach that segment once it exists.
                     first, rest = engines[0], engines[1:]
