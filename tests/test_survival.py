@@ -313,6 +313,39 @@ def test_a_point_calling_sys_exit_is_a_failed_row(where, cluster, daily):
     assert "sys.exit(3)" in table.traceback.iloc[2]
 
 
+class Dropper(nbb.Strategy):
+    """At fast == 20, makes its engine let go of every dataset it holds (once per engine)."""
+
+    fast = nbb.Param(10, low=2, high=400)
+
+    def signals(self, data):
+        from nbbacktest.parallel import worker as engine_worker
+
+        if self.fast == 20 and not getattr(engine_worker, "dropped_once", False):
+            engine_worker.dropped_once = True
+            engine_worker.release_data(list(engine_worker._DATA))
+        close = data["Close"]
+        return (close > close.rolling(self.fast).mean()).astype(float)
+
+
+def test_an_engine_that_lets_the_data_go_mid_sweep_gets_it_again(daily):
+    previous = Cluster.current()
+    own = Cluster(engines=2, timeout=120)
+    try:
+        sweep = nbb.sweep(Dropper, daily, {"fast": range(2, 102)}, cluster=own, progress=False,
+                          chunksize=10)
+        worker.dropped_once = True  # in this process, the same points without the drop
+        try:
+            whole = nbb.sweep(Dropper, daily, {"fast": range(2, 102)}, progress=False)
+        finally:
+            del worker.dropped_once
+        assert sweep.status == "complete" and sweep.results.status.eq("done").all()
+        pd.testing.assert_frame_equal(comparable(sweep.results), comparable(whole.results))
+    finally:
+        own.stop()
+        Cluster._current = previous
+
+
 def _engines_idle(cluster: Cluster, timeout: float) -> bool:
     """Every engine answers a trivial task within ``timeout``: none is still running points."""
     try:

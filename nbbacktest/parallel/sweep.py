@@ -74,6 +74,9 @@ _TIMINGS: weakref.WeakKeyDictionary[Cluster, Timing] = weakref.WeakKeyDictionary
 #: Engines of connected clusters still running a cancelled sweep's task that ignored
 #: the interrupt, with those tasks: later sweeps leave them out until the tasks end.
 _STUCK: weakref.WeakKeyDictionary[Cluster, dict[int, list[Any]]] = weakref.WeakKeyDictionary()
+#: Times a sweep sends its data again to an engine that let it go mid-sweep; after
+#: that, its points fail with the KeyError.
+RESEND_DATA = 3
 #: Seconds a cancelled sweep waits for its engines' points to stop after the interrupt.
 CANCEL_WAIT = 5.0
 #: Seconds without a reply after which a sweep checks that its controller still
@@ -1190,8 +1193,11 @@ class _ClusterRunner(_Runner):
                     f"engines={self.wanted} but the cluster has {len(ids)} engine(s) registered"
                 )
             ids = ids[: self.wanted]
-        self.engines = ids
         self.cluster.share(result.data, self.data_key, ids)
+        # An engine that did not answer (share warned, naming it) lacks the data: run without it.
+        held = set(self.cluster.holds(self.data_key))
+        ids = [e for e in ids if e in held]
+        self.engines = ids
         result.engines = len(ids)
         result.events.emit(result._started_event())
         self.rows = result.pending_rows()
@@ -1261,6 +1267,8 @@ class _ClusterRunner(_Runner):
         outstanding: dict[Any, tuple[int, _Window]] = {}
         next_slot = 0  # the claim file's slot of the next shared chunk
         has_job: set[int] = set()
+        # Engines that lost the data mid-sweep: when it was last sent again, how often.
+        resent: dict[int, tuple[float, int]] = {}
         known_ids = set(client.ids)
         clock = time.perf_counter
         last_heard = last_probe = clock()
@@ -1354,6 +1362,16 @@ class _ClusterRunner(_Runner):
                             raise
                     finally:
                         self._forget(ar)
+                    vanished = [row for row, (etype, message, _) in out.errors.items()
+                                if etype == "KeyError" and self.data_key in message]
+                    last, times = resent.get(engine, (-math.inf, 0))
+                    if vanished and (window.sent < last or times < RESEND_DATA):
+                        # The engine let the data go since share: send it again (once for
+                        # the chunks sent before); _settle requeues these rows as unrun.
+                        if window.sent >= last:
+                            self.cluster.share(result.data, self.data_key, [engine])
+                            resent[engine] = (clock(), times + 1)
+                        out = out.without(vanished)
                     received = clock()
                     result._record(out, engine, hosts.get(engine))
                     if len(out.rows):

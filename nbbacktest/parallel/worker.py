@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -276,6 +276,24 @@ class Rows(NamedTuple):
     def empty(cls) -> Rows:
         """No rows (a task that came back with nothing)."""
         return RowsBuilder().build()
+
+    def without(self, runs: Iterable[int]) -> Rows:
+        """These rows less ``runs`` (as if those had not run).
+
+        Examples
+        --------
+        >>> builder = RowsBuilder()
+        >>> builder.failed(3, ("KeyError", "'k'", ""), 0.1)
+        >>> builder.failed(4, ("ValueError", "x", ""), 0.1)
+        >>> left = builder.build().without([3])
+        >>> left.rows.tolist(), list(left.errors)
+        ([4], [4])
+        """
+        drop = set(runs)
+        keep = ~np.isin(self.rows, list(drop))
+        return self._replace(rows=self.rows[keep], floats=self.floats[keep], trades=self.trades[keep],
+                             drawdown_ns=self.drawdown_ns[keep], seconds=self.seconds[keep],
+                             errors={r: e for r, e in self.errors.items() if r not in drop})
 
 
 def stats_dict(floats: np.ndarray, trades: int, drawdown_ns: int, times: tuple) -> dict[str, Any]:
