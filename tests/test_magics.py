@@ -16,7 +16,7 @@ import pandas as pd
 import psutil
 import pytest
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import get_ipython
+from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 
 import nbbacktest as nbb
@@ -64,7 +64,8 @@ def comparable(table: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def shell():
-    ip = get_ipython()
+    globalipapp.start_ipython()  # once per process (another test module may have); then
+    ip = globalipapp.get_ipython()  # get_ipython is the shell's own
     ip.run_line_magic("load_ext", "nbbacktest")
     yield ip
     ip.run_line_magic("unload_ext", "nbbacktest")
