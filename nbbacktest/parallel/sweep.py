@@ -77,6 +77,9 @@ _STUCK: weakref.WeakKeyDictionary[Cluster, dict[int, list[Any]]] = weakref.WeakK
 #: Times a sweep sends its data again to an engine that let it go mid-sweep; after
 #: that, its points fail with the KeyError.
 RESEND_DATA = 3
+#: Engines a cancel killed (see _ClusterRunner._unstick): never given work again,
+#: even while the controller still lists them.
+_KILLED: weakref.WeakKeyDictionary[Cluster, set[int]] = weakref.WeakKeyDictionary()
 #: Seconds a cancelled sweep waits for its engines' points to stop after the interrupt.
 CANCEL_WAIT = 5.0
 #: Seconds without a reply after which a sweep checks that its controller still
@@ -1163,6 +1166,8 @@ class _ClusterRunner(_Runner):
         self.point_seconds = math.nan
         #: Rows requeued because an engine died with them: EngineLost reports them.
         self._requeued: dict[int, int] = {}
+        #: Engines that died with a chunk of this sweep out.
+        self._died: set[int] = set()
         #: Engine deaths each row was out for, unrun (see QUARANTINE_KILLS).
         self._kills: dict[int, int] = {}
         #: Replacement engines asked for, and until when the sweep waits for them.
@@ -1172,7 +1177,8 @@ class _ClusterRunner(_Runner):
 
     def prepare(self) -> None:
         result = self.result
-        ids = sorted(self.cluster.ids)
+        killed = _KILLED.get(self.cluster, set())
+        ids = sorted(set(self.cluster.ids) - killed)
         if not ids:
             raise ClusterError("the cluster has no engines registered (0 ready)")
         busy = self._still_stuck()
@@ -1291,7 +1297,7 @@ class _ClusterRunner(_Runner):
                 # Engines that joined get the data and take work; lost ones hand theirs back.
                 current = set(client.ids)
                 if current != known_ids:
-                    for engine in sorted(current - known_ids):
+                    for engine in sorted(current - known_ids - _KILLED.get(self.cluster, set())):
                         taking = sum(len(members) for members in groups.values())
                         if self.wanted is None or taking < self.wanted:
                             try:
@@ -1400,6 +1406,7 @@ class _ClusterRunner(_Runner):
         the rows no engine ran."""
         if lost:
             window.lost.add(engine)
+            self._died.add(engine)
         window.waiting.discard(engine)
         window.ran.update(out.rows.tolist())
         window.seconds += float(out.seconds.sum())
@@ -1452,7 +1459,10 @@ class _ClusterRunner(_Runner):
         # once they are back: either way other engines run it.
         mine = {window for e, window in outstanding.values() if e == engine or engine in window.lost}
         requeued = sum(len(w.rows) - len(w.ran) for w in mine) + self._requeued.pop(engine, 0)
-        replaced = not self.result._cancel.is_set() and self.cluster.owned
+        # Replaced only when it died working for this sweep: an engine killed before
+        # (a stuck one, already replaced) that unregisters late is not this sweep's loss.
+        worked = bool(mine) or engine in self._died
+        replaced = worked and not self.result._cancel.is_set() and self.cluster.owned
         if replaced:
             # A cluster we started gets its engine back: in a thread, since starting
             # takes a moment, and the new engine takes work once it registers.
@@ -1547,6 +1557,7 @@ class _ClusterRunner(_Runner):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
                 killed.append(engine)
+                _KILLED.setdefault(self.cluster, set()).add(engine)
                 threading.Thread(target=self.cluster.start_engines, args=(1,),
                                  name="nbbacktest-replace", daemon=True).start()
             else:
