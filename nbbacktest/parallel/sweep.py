@@ -82,6 +82,9 @@ RESEND_DATA = 3
 _KILLED: weakref.WeakKeyDictionary[Cluster, set[int]] = weakref.WeakKeyDictionary()
 #: Seconds a cancelled sweep waits for its engines' points to stop after the interrupt.
 CANCEL_WAIT = 5.0
+#: Seconds an engine whose task did not come back by then has to answer a trivial
+#: one, or count as still running a point (a round trip takes milliseconds).
+PROBE_WAIT = 2.0
 #: Seconds without a reply after which a sweep checks that its controller still
 #: listens (a TCP connection to its registration port, about a millisecond); a dead
 #: controller fails the sweep about this long after it died.
@@ -1540,7 +1543,27 @@ class _ClusterRunner(_Runner):
                 stuck.setdefault(engine, []).append(ar)
         outstanding.clear()
         if stuck:
-            self._unstick(stuck)
+            self._unstick(self._busy(stuck))
+
+    def _busy(self, late: dict[int, list[Any]]) -> dict[int, list[Any]]:
+        """Of the engines whose tasks did not come back, those still running a point.
+
+        A SIGINT that reaches an engine between two tasks can cost a task's reply
+        while the engine itself is idle: such an engine answers a trivial task at
+        once, where one still running a point cannot (it runs one task at a time).
+        """
+        ids = set(self.client.ids)
+        probes = {engine: self.client[engine].apply_async(os.getpid) for engine in late if engine in ids}
+        concurrent.futures.wait(list(probes.values()), timeout=PROBE_WAIT)
+        busy = {}
+        for engine, tasks in late.items():
+            probe = probes.get(engine)
+            if probe is not None and probe.done():
+                for task in [*tasks, probe]:
+                    self._forget(task)
+            elif probe is not None:
+                busy[engine] = [*tasks, probe]
+        return busy
 
     def _unstick(self, stuck: dict[int, list[Any]]) -> None:
         """Engines whose points did not stop within CANCEL_WAIT of the interrupt (a point
