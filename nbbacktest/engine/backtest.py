@@ -28,7 +28,7 @@ from nbbacktest.engine.data import (
 from nbbacktest.engine.event_driven import EventRunner
 from nbbacktest.engine.metrics import Timeline, buy_and_hold_pct, summarize
 from nbbacktest.engine.result import Result
-from nbbacktest.engine.strategy import Strategy
+from nbbacktest.engine.strategy import Strategy, resolve_strategy
 from nbbacktest.errors import DataError, StrategyError
 
 FILL_MODES = ("next_open", "close")
@@ -440,18 +440,6 @@ def follow_targets(exposures: np.ndarray, data: PreparedData, settings: Settings
     )
 
 
-def resolve_strategy(strategy: Any, argument: str = "strategy") -> Strategy:
-    """Accept a Strategy instance, or a subclass (run with its defaults)."""
-    if isinstance(strategy, type) and issubclass(strategy, Strategy) and strategy is not Strategy:
-        return strategy()
-    if isinstance(strategy, Strategy):
-        return strategy
-    raise TypeError(
-        f"{argument} must be a Strategy instance such as SmaCross(fast=10) or a Strategy"
-        f" subclass, got {type(strategy).__name__} {strategy!r:.60}"
-    )
-
-
 def backtest(
     strategy: Strategy | type[Strategy],
     data: pd.DataFrame,
@@ -496,7 +484,7 @@ def backtest(
     >>> result.stats["trades"] > 0
     True
     """
-    strategy = resolve_strategy(strategy)
+    strategy = resolve_strategy(strategy)[1]
     settings = Settings(cash, commission, slippage, fill, fractional, leverage, close_at_end)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")

@@ -512,3 +512,32 @@ class Bar:
             f"<Bar i={self.i} time={self.time} open={self.open} high={self.high}"
             f" low={self.low} close={self.close}>"
         )
+
+
+def resolve_strategy(strategy: Any, argument: str = "strategy") -> tuple[type[Strategy], Strategy]:
+    """``(class, instance)`` of a Strategy instance, or of a subclass run with its defaults.
+
+    The one place every entry point (``backtest``, ``sweep``, the widgets, the
+    magics) turns what the user passed into a strategy; anything else is a
+    TypeError naming ``argument``.
+
+    Examples
+    --------
+    >>> from nbbacktest.engine.examples import SmaCross
+    >>> resolve_strategy(SmaCross(fast=5))
+    (<class 'nbbacktest.engine.examples.SmaCross'>, SmaCross(fast=5, slow=30))
+    >>> resolve_strategy(SmaCross)[1]
+    SmaCross(fast=10, slow=30)
+    >>> resolve_strategy("SmaCross", "explore's strategy")
+    Traceback (most recent call last):
+    ...
+    TypeError: explore's strategy must be a Strategy instance such as SmaCross(fast=10) or a Strategy subclass, got str 'SmaCross'
+    """
+    if isinstance(strategy, Strategy):
+        return type(strategy), strategy
+    if isinstance(strategy, type) and issubclass(strategy, Strategy) and strategy is not Strategy:
+        return strategy, strategy()
+    raise TypeError(
+        f"{argument} must be a Strategy instance such as SmaCross(fast=10) or a Strategy"
+        f" subclass, got {type(strategy).__name__} {strategy!r:.60}"
+    )
