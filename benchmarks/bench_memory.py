@@ -35,7 +35,8 @@ import pandas as pd
 import psutil
 
 import nbbacktest as nbb
-from nbbacktest.parallel.shared import SEGMENT_PREFIX, fingerprint, segment_dir
+from nbbacktest.parallel.fingerprint import fingerprint
+from nbbacktest.parallel.segment_files import SEGMENT_PREFIX, segment_dir
 
 GIB = 2**30
 MIB = 2**20

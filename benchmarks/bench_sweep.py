@@ -106,7 +106,7 @@ def bare_apply_floor(cluster, data, plan):
     the points."""
     from nbbacktest.engine.backtest import Settings
     from nbbacktest.parallel import worker
-    from nbbacktest.parallel.shared import fingerprint
+    from nbbacktest.parallel.fingerprint import fingerprint
     from nbbacktest.parallel.sweep import _job_blob, make_job, point_specs
 
     key = fingerprint(data)
