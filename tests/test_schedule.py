@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import time
 
 import pytest
 
@@ -140,3 +141,42 @@ def test_rows_requeued_alone_go_out_first_one_per_chunk():
     assert later == list(range(len(later)))
     planner.done(1, 1, 0.001, now=0.006)
     assert [e for e, _ in planner.due(now=0.007)][:1] == [1]
+
+
+# ------------------------------------------------------------------ point cost
+def test_measure_point_cost_runs_once_without_a_budget():
+    from nbbacktest.parallel.schedule import measure_point_cost
+
+    calls = []
+    value, seconds = measure_point_cost(lambda: calls.append(None) or "result")
+    assert value == "result" and len(calls) == 1 and 0 <= seconds < 1
+
+
+def test_measure_point_cost_keeps_the_fastest_of_three_within_the_budget():
+    from nbbacktest.parallel.schedule import MEASURE_RUNS, measure_point_cost
+
+    sleeps = iter([0.03, 0.0, 0.01, 0.5])
+
+    def run():
+        time.sleep(next(sleeps))
+        return "done"
+
+    value, seconds = measure_point_cost(run, budget=10)
+    assert value == "done" and MEASURE_RUNS == 3
+    assert seconds < 0.01  # the second run, the fastest; the fourth never ran
+    assert next(sleeps) == 0.5
+
+
+def test_measure_point_cost_stops_once_the_budget_is_spent_and_raises_what_run_raises():
+    from nbbacktest.parallel.schedule import measure_point_cost
+
+    calls = []
+
+    def slow():
+        calls.append(None)
+        time.sleep(0.02)
+
+    measure_point_cost(slow, budget=0.01)
+    assert len(calls) == 1
+    with pytest.raises(ZeroDivisionError):
+        measure_point_cost(lambda: 1 / 0, budget=1)

@@ -1,25 +1,20 @@
 """Sweep planning: turn a grid, a filter and a sample size into the list of runs.
 
-A :class:`Plan` is the ordered list of runs of a sweep (or of ``run_many``): for
-each run the strategy class, its parameter values, its symbol and its seed. It is
-built on the client, before anything runs, so that every bad argument fails fast
-with a message that names it. Nothing here imports ipyparallel: planning is pure
-and works (and is tested) in a plain script.
+:func:`plan_sweep` and :func:`plan_instances` make a :class:`~nbbacktest.parallel.plan.Plan`,
+the ordered list of runs of a sweep (or of ``run_many``): for each run the
+strategy class, its parameter values, its symbol and its seed. It is built on
+the client, before anything runs, so that every bad argument fails fast with a
+message that names it. Nothing here imports ipyparallel: planning is pure and
+works (and is tested) in a plain script.
 
-Run order ("grid order"): the cartesian product of the grid's values in the order
-the grid lists its names (the first name varies slowest, like
-``itertools.product``), then every symbol for each parameter point (symbols vary
-fastest). Results are stored in this order whatever order they arrive in.
+The parts planning uses live next to it: :class:`~nbbacktest.parallel.plan.Plan`
+in ``plan.py`` and the ``where`` compiler in ``where.py`` (both importable from
+here, as before); the ``start:stop:step`` grammar of grid ranges in ``ranges.py``.
 """
 
 from __future__ import annotations
 
-import ast
-import builtins
-import difflib
-import functools
 import itertools
-import keyword
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,14 +22,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from nbbacktest.engine.backtest import RunSeeds
 from nbbacktest.engine.params import Param, unknown_param_message
-from nbbacktest.engine.strategy import Strategy
+from nbbacktest.engine.strategy import Strategy, resolve_strategy
 from nbbacktest.errors import ParamError, SweepError, UnknownParamError
+from nbbacktest.parallel.plan import Plan
+from nbbacktest.parallel.where import WHERE_BUILTINS, compile_where, unknown_where_name
 
-__all__ = ["MAX_RUNS", "MAX_SCANNED", "WHERE_BUILTINS", "Plan", "compile_where", "plan_instances", "plan_sweep"]
+__all__ = [
+    "MAX_RUNS", "MAX_SCANNED", "WHERE_BUILTINS", "Plan", "compile_where", "plan_instances", "plan_sweep",
+]
 
 #: Most runs (parameter points times symbols) one sweep may hold. A plan keeps each
 #: run's values and a sweep a row of stats per run: a million runs take about
@@ -45,187 +42,6 @@ MAX_RUNS = 1_000_000
 #: Most grid points a ``where`` may test, one by one and without keeping the points
 #: it drops: about ten seconds of a simple expression.
 MAX_SCANNED = 20_000_000
-
-#: The only builtins a ``where`` expression may call.
-WHERE_BUILTINS: dict[str, Any] = {
-    name: getattr(builtins, name)
-    for name in ("abs", "min", "max", "round", "len", "int", "float", "bool", "str")
-}
-
-# str.format reaches attributes through its replacement fields ("{0.__class__}"),
-# which the AST check below cannot see: keep those two methods out too.
-_FORBIDDEN_ATTRIBUTES = frozenset({"format", "format_map"})
-# Private names, and the generator/frame/traceback attributes that lead to the
-# caller's globals. A guard against accidents, not a sandbox: the user owns the kernel.
-_FORBIDDEN_PREFIXES = ("_", "gi_", "cr_", "ag_", "f_", "tb_")
-
-
-@dataclass(frozen=True, eq=False)
-class Plan:
-    """The runs of a sweep (or of ``run_many``), in grid order.
-
-    Run ``i`` is ``class_at(i)(**params(i))`` on symbol ``symbols[i]`` with seed
-    ``seed_at(i)``. Per-run data is kept in flat lists of tuples (no dict per run),
-    so 100,000 runs stay a few megabytes; the strategy classes are stored once.
-
-    Attributes
-    ----------
-    classes : tuple of Strategy subclasses
-        The distinct strategy classes, in order of first appearance. One class for
-        a sweep; ``run_many`` over instances of several classes gives several.
-    param_names : tuple of tuple of str
-        ``param_names[k]``: every declared parameter of ``classes[k]``, in
-        declaration order.
-    values : list of tuple
-        One tuple per run: all of its class's parameter values (defaults filled
-        in), in ``param_names`` order. Runs of one point on several symbols share
-        the same tuple object.
-    symbols : list of str or None
-        The symbol of each run; None for single-frame data.
-    seed : int
-        The sweep's seed. Run ``i``'s own seed, ``seed_at(i)``, is
-        ``derive_seed(seed, params(i), symbols[i])``: it depends on the run alone,
-        not on the rest of the grid. Engines derive the seeds of the runs they
-        run; ``seeds`` lists them all (derived on first use).
-    grid_size : int
-        Runs of the grid before ``where`` and sampling (points x symbols).
-    class_index : numpy.ndarray or None
-        ``classes`` index of each run (int32), or None when there is one class.
-    universe : tuple of str or None
-        The symbols the runs were expanded over, or None.
-
-    Examples
-    --------
-    >>> import nbbacktest as nbb
-    >>> class SmaCross(nbb.Strategy):
-    ...     fast, slow = 10, 30
-    >>> plan = plan_sweep(SmaCross, {"fast": [5, 10], "slow": 40}, symbols=["A", "B"])
-    >>> len(plan), plan.params(1), plan.symbols[1]
-    (4, {'fast': 5, 'slow': 40}, 'B')
-    >>> plan.strategy_at(2)
-    SmaCross(fast=10, slow=40)
-    """
-
-    classes: tuple[type[Strategy], ...]
-    param_names: tuple[tuple[str, ...], ...]
-    values: list[tuple]
-    symbols: list[str | None]
-    seed: int
-    grid_size: int
-    class_index: np.ndarray | None = None
-    universe: tuple[str, ...] | None = None
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    @property
-    def is_mixed(self) -> bool:
-        """True when the runs use more than one strategy class."""
-        return len(self.classes) > 1
-
-    @property
-    def strategy(self) -> type[Strategy]:
-        """The strategy class of every run; SweepError when the plan mixes classes."""
-        self._require_single("strategy")
-        return self.classes[0]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The parameter names of every run; SweepError when the plan mixes classes."""
-        self._require_single("names")
-        return self.param_names[0]
-
-    def class_at(self, i: int) -> type[Strategy]:
-        """The strategy class of run ``i``."""
-        return self.classes[self._class_number(i)]
-
-    def names_at(self, i: int) -> tuple[str, ...]:
-        """The parameter names of run ``i``, in declaration order."""
-        return self.param_names[self._class_number(i)]
-
-    def params(self, i: int) -> dict[str, Any]:
-        """The parameter values of run ``i`` as a dict, in declaration order."""
-        return dict(zip(self.param_names[self._class_number(i)], self.values[i]))
-
-    def seed_at(self, i: int) -> int:
-        """The seed of run ``i``."""
-        return RunSeeds(self.seed)(self.names_at(i), self.values[i], self.symbols[i])
-
-    @functools.cached_property
-    def seeds(self) -> list[int]:
-        """The seed of every run, in run order."""
-        seed_of = RunSeeds(self.seed)
-        if self.class_index is None:
-            names = self.param_names[0]
-            return [seed_of(names, v, s) for v, s in zip(self.values, self.symbols)]
-        return [seed_of(self.param_names[k], v, s)
-                for k, v, s in zip(self.class_index.tolist(), self.values, self.symbols)]
-
-    def strategy_at(self, i: int) -> Strategy:
-        """The strategy instance of run ``i`` (values were validated while planning)."""
-        return self.class_at(i)._from_values(self.params(i))
-
-    def frame(self) -> pd.DataFrame:
-        """One row per run, on a RangeIndex.
-
-        One class: a column per declared parameter. Several classes: a
-        ``strategy`` column (class name) and a ``params`` column (repr of the
-        parameter dict). Either way a ``symbol`` column follows when the plan has
-        symbols.
-        """
-        columns: dict[str, Any] = {}
-        if self.is_mixed:
-            columns["strategy"] = [self.class_at(i).__name__ for i in range(len(self))]
-            columns["params"] = [repr(self.params(i)) for i in range(len(self))]
-        else:
-            names = self.param_names[0]
-            by_column = list(zip(*self.values)) if self.values else [()] * len(names)
-            columns.update(zip(names, (list(column) for column in by_column)))
-        if self.universe is not None:
-            columns["symbol"] = list(self.symbols)
-        return pd.DataFrame(columns, index=pd.RangeIndex(len(self)))
-
-    def subset(self, rows: Sequence[int] | np.ndarray) -> Plan:
-        """A plan of the given runs only, in the order given, renumbered from 0.
-
-        ``grid_size`` and ``universe`` are kept. The caller keeps the mapping from
-        new to old row numbers (``rows`` itself), e.g. to resume a sweep.
-        """
-        index = np.asarray(rows)
-        if index.size == 0:
-            index = index.astype(np.intp)
-        if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
-            raise TypeError(f"rows must be a sequence of int run numbers, got {rows!r}")
-        if index.size and (index.min() < 0 or index.max() >= len(self)):
-            bad = int(index[(index < 0) | (index >= len(self))][0])
-            raise IndexError(f"rows contains {bad}, outside 0..{len(self) - 1}")
-        picked = index.tolist()
-        return Plan(
-            classes=self.classes,
-            param_names=self.param_names,
-            values=[self.values[r] for r in picked],
-            symbols=[self.symbols[r] for r in picked],
-            seed=self.seed,
-            grid_size=self.grid_size,
-            class_index=None if self.class_index is None else self.class_index[index],
-            universe=self.universe,
-        )
-
-    def __repr__(self) -> str:
-        kinds = ", ".join(cls.__name__ for cls in self.classes)
-        per = f" ({len(self.universe)} symbols)" if self.universe is not None else ""
-        return f"<Plan {kinds}: {len(self)} runs{per}, grid of {self.grid_size}>"
-
-    def _class_number(self, i: int) -> int:
-        return 0 if self.class_index is None else int(self.class_index[i])
-
-    def _require_single(self, what: str) -> None:
-        if self.is_mixed:
-            kinds = ", ".join(cls.__name__ for cls in self.classes)
-            raise SweepError(
-                f"Plan.{what} is undefined: the plan mixes {len(self.classes)} strategy"
-                f" classes ({kinds}); use class_at(i), names_at(i) or params(i)"
-            )
 
 
 # --------------------------------------------------------------------------- sweeps
@@ -295,7 +111,8 @@ def plan_sweep(
     >>> len(plan), plan.grid_size, plan.params(0)
     (179, 209, {'fast': 5, 'slow': 10})
     """
-    cls, base = _resolve_strategy(strategy)
+    cls, instance = resolve_strategy(strategy)
+    base = instance.param_values
     seed = _check_seed(seed)
     n = _check_n(n)
     universe = _check_symbols(symbols)
@@ -306,7 +123,7 @@ def plan_sweep(
     subgrids = _normalise_grid(grid)
     test_point: Callable[[tuple], Any] | None = None
     if isinstance(where, str):
-        compiled = _compile_where(where, names)
+        compiled = compile_where(where, names)
         if compiled.names == names:  # the fast path: no namespace per point
             positional = compiled.positional
             test_point = lambda point: positional(*point)  # noqa: E731
@@ -365,20 +182,21 @@ def plan_sweep(
     )
 
 
-def _after_where(kept: list[int] | list[tuple], grid_points: int, where: Any, per_point: int,
+def _after_where(kept: list[Any], grid_points: int, where: Any, per_point: int,
                  n: int | None, rng: np.random.Generator,
                  point_at: Callable[[int], tuple]) -> list[tuple]:
-    """The points ``where`` kept (their tuples, or their grid positions when sampling)."""
+    """The points ``where`` kept: ``kept`` holds their tuples, or their grid positions when
+    sampling (``n`` given), as :func:`_filter` returns them."""
     if not kept:
         shown = f" (where={where!r})" if isinstance(where, str) else ""
         raise SweepError(f"where filtered out all {grid_points} points of the grid{shown}")
     if n is None:
-        return kept  # type: ignore[return-value]
+        return kept
     if n < len(kept):
         chosen = np.sort(rng.choice(len(kept), size=n, replace=False))
-        kept = [kept[i] for i in chosen.tolist()]  # type: ignore[misc]
+        kept = [kept[i] for i in chosen.tolist()]
     _check_runs(len(kept) * per_point, f"{len(kept):,} points after where")
-    return [point_at(i) for i in kept]  # type: ignore[arg-type]
+    return [point_at(i) for i in kept]
 
 
 def _check_runs(runs: int, described: str) -> None:
@@ -436,7 +254,7 @@ class _Product:
 
     def iterate(self) -> Iterable[tuple[int, tuple]]:
         """(position, point) for every point, in grid order, made one at a time."""
-        product = itertools.product(*self.lists)
+        product: Iterable[tuple] = itertools.product(*self.lists)
         if self.reorder is not None:
             product = map(self.reorder, product)
         return enumerate(product)
@@ -545,7 +363,7 @@ def _build(
     else:
         width = len(universe)
         values = [p for p in points for _ in range(width)]
-        run_symbols = list(universe) * len(points)
+        run_symbols = [*universe] * len(points)
     return Plan(
         classes=classes,
         param_names=names,
@@ -559,17 +377,6 @@ def _build(
 
 
 # ----------------------------------------------------------------- argument checks
-def _resolve_strategy(strategy: Any) -> tuple[type[Strategy], dict[str, Any]]:
-    if isinstance(strategy, Strategy):
-        return type(strategy), strategy.param_values
-    if isinstance(strategy, type) and issubclass(strategy, Strategy) and strategy is not Strategy:
-        return strategy, {name: p.default for name, p in strategy._params.items()}
-    raise TypeError(
-        "strategy must be a Strategy subclass (or an instance of one), got"
-        f" {_short_repr(strategy)}"
-    )
-
-
 def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
@@ -683,7 +490,7 @@ def _filter(
                 getattr(error, "obj", None), SimpleNamespace
             )
             if missing and is_ours and missing not in names:
-                raise UnknownParamError(_unknown_where_name(missing, names)) from error
+                raise UnknownParamError(unknown_where_name(missing, names)) from error
             raise _where_failed(error, names, point) from error
         except Exception as error:
             raise _where_failed(error, names, point) from error
@@ -706,142 +513,7 @@ def _where_failed(error: Exception, names: tuple[str, ...], point: tuple) -> Swe
     return SweepError(f"where raised {type(error).__name__} for point {params}: {error}")
 
 
-def _unknown_where_name(name: str, names: Iterable[str]) -> str:
-    known = list(names)
-    message = f"where refers to unknown parameter {name!r}."
-    close = difflib.get_close_matches(name, known, n=3)
-    if close:
-        return f"{message} Did you mean: {', '.join(close)}?"
-    if known:
-        return f"{message} The parameters are: {', '.join(known)}."
-    return f"{message} The strategy declares no parameters."
-
-
 def _short_repr(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
-
-# ------------------------------------------------------------------ where strings
-class _CompiledWhere:
-    """A checked ``where`` expression; call it with a namespace of parameters."""
-
-    __slots__ = ("expression", "names", "positional")
-
-    def __init__(
-        self, expression: str, names: tuple[str, ...], positional: Callable[..., Any]
-    ) -> None:
-        self.expression = expression
-        self.names = names
-        # The expression as a function of the params in ``names`` order: the sweep
-        # calls it with each point's tuple and builds no namespace.
-        self.positional = positional
-
-    def __call__(self, point: SimpleNamespace) -> bool:
-        return bool(self.positional(*[getattr(point, name) for name in self.names]))
-
-    def __repr__(self) -> str:
-        return f"<where {self.expression!r}>"
-
-
-def compile_where(expression: str, names: Iterable[str]) -> Callable[[SimpleNamespace], bool]:
-    """Compile a ``where`` expression over parameter names into a point filter.
-
-    The expression sees the parameters and the builtins in
-    :data:`WHERE_BUILTINS` only (abs, min, max, round, len, int, float, bool,
-    str): no other builtin, no import, no attribute whose name starts with an
-    underscore, no ``str.format`` and no generator or frame attributes. This
-    guards against accidents; it is not a sandbox. Every problem is reported
-    here, before the sweep runs.
-
-    Parameters
-    ----------
-    expression : str
-        A Python expression, e.g. ``"fast < slow and slow - fast >= 10"``.
-    names : iterable of str
-        The parameter names the expression may use.
-
-    Returns
-    -------
-    callable
-        Takes a namespace whose attributes are the parameters; returns a bool.
-
-    Raises
-    ------
-    SweepError
-        A syntax error, a forbidden name or attribute.
-    UnknownParamError
-        A name that is neither a parameter nor an allowed builtin.
-
-    Examples
-    --------
-    >>> from types import SimpleNamespace
-    >>> keep = compile_where("fast < slow", ["fast", "slow"])
-    >>> keep(SimpleNamespace(fast=5, slow=10)), keep(SimpleNamespace(fast=50, slow=10))
-    (True, False)
-    """
-    return _compile_where(expression, names)
-
-
-def _compile_where(expression: str, names: Iterable[str]) -> _CompiledWhere:
-    if not isinstance(expression, str):
-        raise TypeError(f"where must be a str expression, got {type(expression).__name__}")
-    params = tuple(dict.fromkeys(names))
-    text = expression.strip()
-    if not text:
-        raise SweepError("where is an empty expression: give e.g. 'fast < slow', or None")
-    try:
-        tree = ast.parse(text, mode="eval")
-    except SyntaxError as error:
-        column = max((error.offset or 1) - 1, 0)
-        raise SweepError(
-            f"where={expression!r} is not a valid expression: {error.msg}\n"
-            f"    {text}\n    {' ' * column}^"
-        ) from None
-    _check_where_tree(tree, expression, params)
-    usable = [name for name in params if name.isidentifier() and not keyword.iskeyword(name)]
-    arguments = ast.arguments(
-        posonlyargs=[],
-        args=[ast.arg(arg=name) for name in usable],
-        vararg=None,
-        kwonlyargs=[],
-        kw_defaults=[],
-        kwarg=None,
-        defaults=[],
-    )
-    # A lambda over the params (not eval with a locals dict): comprehensions in the
-    # expression then see the params through closures.
-    function = ast.Expression(body=ast.Lambda(args=arguments, body=tree.body))
-    ast.fix_missing_locations(function)
-    code = compile(function, "<where>", "eval")
-    positional = eval(code, {"__builtins__": dict(WHERE_BUILTINS)})  # noqa: S307 - checked above
-    return _CompiledWhere(expression, tuple(usable), positional)
-
-
-def _check_where_tree(tree: ast.Expression, expression: str, params: tuple[str, ...]) -> None:
-    allowed = ", ".join(WHERE_BUILTINS)
-    # Names the expression binds itself: comprehension targets, lambda arguments, :=.
-    bound = {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
-    bound |= {
-        node.id
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
-    }
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and (
-            node.attr.startswith(_FORBIDDEN_PREFIXES) or node.attr in _FORBIDDEN_ATTRIBUTES
-        ):
-            raise SweepError(
-                f"where={expression!r} may not use the attribute {node.attr!r}: it sees"
-                f" only the parameters and {allowed}"
-            )
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            name = node.id
-            if name in params or name in bound or name in WHERE_BUILTINS:
-                continue
-            if name.startswith("_") or hasattr(builtins, name):
-                raise SweepError(
-                    f"where={expression!r} may not use {name!r}: it sees only the"
-                    f" parameters and {allowed}"
-                )
-            raise UnknownParamError(_unknown_where_name(name, params))
