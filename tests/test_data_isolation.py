@@ -13,7 +13,7 @@ import pytest
 
 import nbbacktest as nbb
 from nbbacktest.engine.backtest import PreparedData, Settings, simulate
-from nbbacktest.engine.data import read_only_frame, read_only_index
+from nbbacktest.engine.readonly import read_only_frame, read_only_index
 from nbbacktest.engine.metrics import NUMERIC_STATS
 from nbbacktest.errors import StrategyError
 

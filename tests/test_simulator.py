@@ -381,7 +381,8 @@ def _random_changes(rng, n, kind):
     ids=["free", "costs", "whole-units"],
 )
 def test_fast_fill_loop_matches_the_broker_bit_for_bit(kind, costs, n):
-    from nbbacktest.engine.broker import _PNL_IN_LOOP_MAX_CHANGES, follow_changes, trade_arrays
+    from nbbacktest.engine.broker import _PNL_IN_LOOP_MAX_CHANGES, follow_changes
+    from nbbacktest.engine.ledger import trade_arrays
 
     rng = np.random.default_rng(len(kind))
     targets, bars, prices = _random_changes(rng, n, kind)
@@ -406,7 +407,7 @@ def test_fast_fill_loop_matches_the_broker_bit_for_bit(kind, costs, n):
 def test_trade_book_builds_records_on_demand_and_pickles_small():
     import pickle
 
-    from nbbacktest.engine.broker import TradeBook, trade_arrays
+    from nbbacktest.engine.ledger import TradeBook, trade_arrays
 
     data = nbb.load_sample("daily")
     run = nbb.backtest(SmaVector(), data, commission=0.001)
@@ -473,7 +474,7 @@ def test_microsecond_and_time_zone_indexes_give_the_same_results():
 def test_identity_cache_remembers_per_object_and_forgets_the_dead():
     import gc
 
-    from nbbacktest.engine.data import IdentityCache
+    from nbbacktest.engine.caches import IdentityCache
 
     cache = IdentityCache(kept=2)
     calls = []

@@ -4,13 +4,16 @@ Needs only numpy and pandas: it runs in a plain script, a test or an engine, wit
 neither Jupyter nor ipyparallel involved.
 """
 
-from nbbacktest.engine.backtest import PreparedData, Settings, backtest, derive_seed, simulate
-from nbbacktest.engine.data import is_universe, load_ohlcv, validate_data, validate_ohlcv
+from nbbacktest.engine.backtest import backtest, derive_seed, simulate
+from nbbacktest.engine.data import is_universe, validate_data, validate_ohlcv
+from nbbacktest.engine.loading import load_ohlcv
 from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_LABELS, STAT_NAMES, compute_stats
+from nbbacktest.engine.orders import Bar, Order, Position
 from nbbacktest.engine.params import Param
 from nbbacktest.engine.result import Result
 from nbbacktest.engine.samples import SAMPLE_NAMES, load_sample
-from nbbacktest.engine.strategy import Bar, Order, Position, Strategy
+from nbbacktest.engine.strategy import Strategy
+from nbbacktest.engine.types import PreparedData, Settings
 
 __all__ = [
     "NUMERIC_STATS", "SAMPLE_NAMES", "STAT_LABELS", "STAT_NAMES", "Bar", "Order", "Param",

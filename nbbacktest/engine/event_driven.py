@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nbbacktest.engine.broker import Broker
-from nbbacktest.engine.strategy import Bar, Order, Position
+from nbbacktest.engine.orders import Bar, Order, Position
 
 #: A stop-loss or take-profit given as a price must lie within
 #: [low / PRICE_RANGE_FACTOR, high * PRICE_RANGE_FACTOR] of the bar the order is
@@ -53,8 +53,8 @@ PRICE_RANGE_FACTOR = 5.0
 if TYPE_CHECKING:
     import pandas as pd
 
-    from nbbacktest.engine.backtest import PreparedData
     from nbbacktest.engine.strategy import Strategy
+    from nbbacktest.engine.types import PreparedData
 
 
 class EventRunner:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from nbbacktest.engine.orders import Bar
 from nbbacktest.engine.params import Param
-from nbbacktest.engine.strategy import Bar, Strategy
+from nbbacktest.engine.strategy import Strategy
 
 
 class SmaCross(Strategy):

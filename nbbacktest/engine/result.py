@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 
 from nbbacktest.engine import views
-from nbbacktest.engine.broker import NOTE_FIELDS, trade_arrays
+from nbbacktest.engine.ledger import NOTE_FIELDS, trade_arrays
 from nbbacktest.engine.metrics import STAT_LABELS
 
 if TYPE_CHECKING:
-    from nbbacktest.engine.backtest import Run, Settings
     from nbbacktest.engine.strategy import Strategy
+    from nbbacktest.engine.types import Run, Settings
 
 _CACHED = ("stats", "equity", "drawdown", "position", "trades", "adjusted_orders")
 

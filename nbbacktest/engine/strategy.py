@@ -8,17 +8,16 @@ so the same rules written both ways produce the same trades and equity.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from nbbacktest.engine.orders import Bar, Order, Position, Runner
 from nbbacktest.engine.params import Param, bind_params, collect_params
 
-if TYPE_CHECKING:  # the runner imports this module; only type names flow back
-    from nbbacktest.engine.event_driven import EventRunner
+__all__ = ["RESERVED_NAMES", "Bar", "Order", "Position", "Strategy", "resolve_strategy"]
 
 #: Attribute names a parameter may not take: the Strategy API uses them.
 RESERVED_NAMES = frozenset(
@@ -60,7 +59,7 @@ class Strategy:
 
     # Set on the private copy that runs a backtest.
     data: pd.DataFrame
-    _runner: EventRunner | None = None
+    _runner: Runner | None = None
     _seed: int = 0
     _rng: np.random.Generator | None = None
 
@@ -288,7 +287,7 @@ class Strategy:
         """Orders placed and not yet filled or cancelled."""
         return self._event("orders").open_orders()
 
-    def _event(self, what: str) -> EventRunner:
+    def _event(self, what: str) -> Runner:
         runner = self._runner
         if runner is None:
             raise RuntimeError(
@@ -300,218 +299,6 @@ class Strategy:
 
 def _rebuild_strategy(cls: type[Strategy], values: dict[str, Any]) -> Strategy:
     return cls._from_values(values)
-
-
-class Order:
-    """An order placed by ``buy``/``sell``/``close``.
-
-    ``side`` is 1 (buy), -1 (sell) or 0 (close). ``status`` is "open", "filled",
-    "cancelled" or "rejected" (by the leverage limit); once filled, ``fill_price``
-    (raw, before slippage) and ``fill_bar`` are set.
-
-    Examples
-    --------
-    >>> sl, tp = Order(1, None, None, None, None, None, None, sl_pct=0.05, tp_pct=0.1).exit_levels(100.0)
-    >>> round(sl, 6), round(tp, 6)
-    (95.0, 110.0)
-    >>> Order(1, None, None, None, 95.0, None, None, sl_pct=0.05)
-    Traceback (most recent call last):
-    ...
-    ValueError: buy(sl=95.0, sl_pct=0.05): give the stop-loss as a price (sl) or as a fraction of the fill price (sl_pct), not both
-    """
-
-    __slots__ = (
-        "side", "size", "limit", "stop", "sl", "tp", "sl_pct", "tp_pct", "tag", "status",
-        "triggered", "fill_price", "fill_bar", "placed_bar",
-    )
-
-    def __init__(
-        self,
-        side: int,
-        size: float | None,
-        limit: float | None,
-        stop: float | None,
-        sl: float | None,
-        tp: float | None,
-        tag: str | None,
-        sl_pct: float | None = None,
-        tp_pct: float | None = None,
-    ) -> None:
-        verb = {1: "buy", -1: "sell", 0: "close"}[side]
-        if size is not None:
-            if not isinstance(size, (int, float, np.integer, np.floating)) or isinstance(size, bool):
-                raise TypeError(f"{verb}(size=...) must be a number, got {type(size).__name__}")
-            if not size > 0 or not math.isfinite(size):
-                raise ValueError(
-                    f"{verb}(size={size!r}): size must be positive: a fraction of equity"
-                    " below 1, or a number of units from 1 up"
-                )
-        for label, price in (("limit", limit), ("stop", stop), ("sl", sl), ("tp", tp)):
-            if price is not None and not (isinstance(price, (int, float, np.number)) and price > 0):
-                raise ValueError(f"{verb}({label}={price!r}): must be a positive price")
-        if side and sl is not None and tp is not None and (sl - tp) * side >= 0:
-            need = "sl < tp" if side > 0 else "sl > tp"
-            raise ValueError(f"{verb}(sl={sl!r}, tp={tp!r}): a {verb} order needs {need}")
-        for label, fraction, price in (("sl", sl_pct, sl), ("tp", tp_pct, tp)):
-            if fraction is None:
-                continue
-            what = "stop-loss" if label == "sl" else "take-profit"
-            if price is not None:
-                raise ValueError(
-                    f"{verb}({label}={price!r}, {label}_pct={fraction!r}): give the {what} as a"
-                    f" price ({label}) or as a fraction of the fill price ({label}_pct), not both"
-                )
-            # A long's stop-loss and a short's take-profit lie below the fill: under 100 %.
-            below = (label == "sl") == (side > 0)
-            if (isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number))
-                    or not math.isfinite(fraction) or not fraction > 0 or (below and fraction >= 1)):
-                bound = "between 0 and 1 (exclusive)" if below else "a positive number"
-                raise ValueError(
-                    f"{verb}({label}_pct={fraction!r}): the {what} as a fraction of the fill price"
-                    f" must be {bound}, e.g. {label}_pct=0.05 for 5 %"
-                )
-        self.side, self.size, self.limit, self.stop = side, size, limit, stop
-        self.sl, self.tp, self.tag = sl, tp, tag
-        self.sl_pct, self.tp_pct = sl_pct, tp_pct
-        self.status = "open"
-        self.triggered = stop is None
-        self.fill_price = math.nan
-        self.fill_bar = -1
-        self.placed_bar = -1
-
-    @property
-    def is_market(self) -> bool:
-        """True for an order with neither limit nor stop price."""
-        return self.limit is None and self.stop is None
-
-    @property
-    def has_exits(self) -> bool:
-        """True when the order sets a stop-loss or a take-profit."""
-        return not (self.sl is None and self.tp is None and self.sl_pct is None and self.tp_pct is None)
-
-    def exit_levels(self, fill_price: float) -> tuple[float | None, float | None]:
-        """The stop-loss and take-profit prices for a fill at ``fill_price`` (after slippage)."""
-        sl, tp, side = self.sl, self.tp, self.side
-        if self.sl_pct is not None:
-            sl = fill_price * (1.0 - side * self.sl_pct)
-        if self.tp_pct is not None:
-            tp = fill_price * (1.0 + side * self.tp_pct)
-        return sl, tp
-
-    def cancel(self) -> None:
-        """Cancel the order if it has not filled yet."""
-        if self.status == "open":
-            self.status = "cancelled"
-
-    def __repr__(self) -> str:
-        verb = {1: "buy", -1: "sell", 0: "close"}[self.side]
-        fields = [
-            f"{k}={getattr(self, k)!r}"
-            for k in ("size", "limit", "stop", "sl", "tp", "sl_pct", "tp_pct", "tag")
-            if getattr(self, k) is not None
-        ]
-        return f"<Order {verb}({', '.join(fields)}) {self.status}>"
-
-
-class Position:
-    """The open position seen from ``next``: truthy when not flat."""
-
-    __slots__ = ("_runner",)
-
-    def __init__(self, runner: EventRunner) -> None:
-        self._runner = runner
-
-    @property
-    def size(self) -> float:
-        """Units held: positive long, negative short, 0 flat."""
-        return self._runner.broker.units
-
-    @property
-    def entry_price(self) -> float:
-        """Average entry price (after slippage); NaN when flat."""
-        return self._runner.broker.entry_price
-
-    @property
-    def pl(self) -> float:
-        """Unrealized profit and loss at the current close, before exit costs."""
-        broker = self._runner.broker
-        if not broker.units:
-            return 0.0
-        return broker.units * (self._runner.close[self._runner.i] - broker.entry_price)
-
-    @property
-    def pl_pct(self) -> float:
-        """Unrealized return of the position in percent of its entry notional."""
-        broker = self._runner.broker
-        if not broker.units:
-            return 0.0
-        return self.pl / abs(broker.units * broker.entry_price) * 100.0
-
-    @property
-    def is_long(self) -> bool:
-        """True when holding a long position."""
-        return self._runner.broker.units > 0
-
-    @property
-    def is_short(self) -> bool:
-        """True when holding a short position."""
-        return self._runner.broker.units < 0
-
-    def close(self) -> Order:
-        """Same as ``Strategy.close()``."""
-        return self._runner.submit(Order(0, None, None, None, None, None, None))
-
-    def __bool__(self) -> bool:
-        return self._runner.broker.units != 0
-
-    def __repr__(self) -> str:
-        return f"<Position size={self.size!r} entry_price={self.entry_price!r}>"
-
-
-class Bar:
-    """The current bar inside ``next``: ``i`` plus time, open, high, low, close, volume."""
-
-    __slots__ = ("i", "_runner")
-
-    def __init__(self, runner: EventRunner) -> None:
-        self.i = -1
-        self._runner = runner
-
-    @property
-    def time(self) -> pd.Timestamp:
-        """The bar's timestamp."""
-        return self._runner.index[self.i]
-
-    @property
-    def open(self) -> float:
-        """Opening price."""
-        return self._runner.open[self.i]
-
-    @property
-    def high(self) -> float:
-        """Highest price."""
-        return self._runner.high[self.i]
-
-    @property
-    def low(self) -> float:
-        """Lowest price."""
-        return self._runner.low[self.i]
-
-    @property
-    def close(self) -> float:
-        """Closing price."""
-        return self._runner.close[self.i]
-
-    @property
-    def volume(self) -> float:
-        """Volume (NaN when the data has none)."""
-        return self._runner.volume[self.i]
-
-    def __repr__(self) -> str:
-        return (
-            f"<Bar i={self.i} time={self.time} open={self.open} high={self.high}"
-            f" low={self.low} close={self.close}>"
-        )
 
 
 def resolve_strategy(strategy: Any, argument: str = "strategy") -> tuple[type[Strategy], Strategy]:
@@ -528,10 +315,10 @@ def resolve_strategy(strategy: Any, argument: str = "strategy") -> tuple[type[St
     (<class 'nbbacktest.engine.examples.SmaCross'>, SmaCross(fast=5, slow=30))
     >>> resolve_strategy(SmaCross)[1]
     SmaCross(fast=10, slow=30)
-    >>> resolve_strategy("SmaCross", "explore's strategy")
+    >>> resolve_strategy("SmaCross", "explore's strategy")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    TypeError: explore's strategy must be a Strategy instance such as SmaCross(fast=10) or a Strategy subclass, got str 'SmaCross'
+    TypeError: explore's strategy must be a Strategy instance such as ... subclass, got str 'SmaCross'
     """
     if isinstance(strategy, Strategy):
         return type(strategy), strategy
