@@ -148,7 +148,8 @@ def test_volume_is_larger_on_volatile_bars(sample_frame: pd.DataFrame) -> None:
 
 
 def test_unknown_name_suggests_a_name() -> None:
-    with pytest.raises(ValueError, match=r"unknown sample 'daly'\. Did you mean 'daily'\? Available samples: 'daily', 'hourly', 'universe'"):
+    with pytest.raises(ValueError, match=r"unknown sample 'daly'\. Did you mean: daily\? "
+                                         r"Available samples: 'daily', 'hourly', 'universe'"):
         load_sample("daly")
     with pytest.raises(ValueError, match=r"unknown sample 'weekly'\. Available samples"):
         make_sample("weekly")

@@ -8,12 +8,11 @@ type is the type of its default.
 
 from __future__ import annotations
 
-import difflib
 import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nbbacktest.errors import ParamError, UnknownParamError
+from nbbacktest.errors import ParamError, UnknownParamError, did_you_mean
 
 #: Types a plain class attribute may have to count as a parameter.
 PARAM_TYPES: tuple[type, ...] = (bool, int, float, str)
@@ -195,9 +194,9 @@ def unknown_param_message(owner: str, name: str, known: Iterable[str]) -> str:
     """Message for an unknown parameter, with a did-you-mean hint."""
     known = list(known)
     message = f"Strategy {owner!r} has no parameter {name!r}."
-    close = difflib.get_close_matches(name, known, n=3)
-    if close:
-        message += f" Did you mean: {', '.join(close)}?"
+    hint = did_you_mean(name, known)
+    if hint:
+        message += hint
     elif known:
         message += f" Its parameters are: {', '.join(known)}."
     else:

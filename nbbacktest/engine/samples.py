@@ -25,7 +25,6 @@ them with ``python -m nbbacktest.engine.samples``.
 
 from __future__ import annotations
 
-import difflib
 import functools
 from importlib import resources
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from nbbacktest.engine.data import OHLC, validate_ohlcv
+from nbbacktest.errors import did_you_mean
 
 __all__ = ["SAMPLE_NAMES", "load_sample", "make_sample"]
 
@@ -144,11 +144,7 @@ def make_sample(name: str) -> pd.DataFrame | dict[str, pd.DataFrame]:
 def _check_name(name: str) -> str:
     if isinstance(name, str) and name in SAMPLE_NAMES:
         return name
-    hint = ""
-    if isinstance(name, str):
-        close = difflib.get_close_matches(name.lower(), SAMPLE_NAMES, n=1)
-        if close:
-            hint = f" Did you mean {close[0]!r}?"
+    hint = did_you_mean(name.lower(), SAMPLE_NAMES) if isinstance(name, str) else ""
     raise ValueError(
         f"unknown sample {name!r}.{hint} Available samples: "
         f"{', '.join(map(repr, SAMPLE_NAMES))}"
