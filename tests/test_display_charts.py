@@ -118,13 +118,13 @@ def test_heatmap_of_another_metric_and_of_a_minimized_one(banded, daily):
 
 
 def test_bad_heatmap_arguments_name_the_argument(banded, daily):
-    with pytest.raises(SweepError, match="x='fsat' is not a param of the sweep. Did you mean 'fast'"):
+    with pytest.raises(SweepError, match="x='fsat' is not a param of the sweep. Did you mean: fast\\?"):
         banded.heatmap("fsat", "slow")
     with pytest.raises(SweepError, match="y='sharpe' is not a param of the sweep.*Params: fast, slow, band"):
         banded.heatmap("fast", "sharpe")
     with pytest.raises(SweepError, match="x and y must be two different params, got x=y='fast'"):
         banded.heatmap("fast", "fast")
-    with pytest.raises(SweepError, match="metric='sharp' is not a column.*Did you mean 'sharpe'"):
+    with pytest.raises(SweepError, match="metric='sharp' is not a column.*Did you mean: sharpe\\?"):
         banded.heatmap("fast", "slow", metric="sharp")
     with pytest.raises(SweepError, match="agg must be one of 'max', 'min', 'mean', 'median', got 'sum'"):
         banded.heatmap("fast", "slow", agg="sum")

@@ -126,7 +126,8 @@ def test_bad_options_raise_with_their_name(daily, small_universe):
         assert message in str(raised.value)
     with pytest.raises(ValueError, match="symbol 'ZZZ' is not in the data; it has"):
         explore(SmaCross, small_universe, symbol="ZZZ")
-    with pytest.raises(TypeError, match="explore needs a Strategy subclass or instance, got int 3"):
+    with pytest.raises(TypeError, match="explore's strategy must be a Strategy instance .* or a Strategy "
+                                        "subclass, got int 3"):
         explore(3, daily)
 
 

@@ -18,14 +18,11 @@ import pytest
 import nbbacktest as nbb
 import nbbacktest.display
 from nbbacktest.display import sweep_widget
+from nbbacktest.display.controls import BoolControl, ChoiceControl, RangeControl, TextListControl
 from nbbacktest.display.sweep_widget import (
     MAX_RUNS,
     MAX_VALUES,
-    BoolControl,
-    ChoiceControl,
-    RangeControl,
     SweepWidget,
-    TextListControl,
     describe_estimate,
     range_of,
     range_values,
@@ -131,9 +128,10 @@ def test_range_values_exact_and_errors():
         with pytest.raises(SweepError) as raised:
             range_values(*args, name="fast")
         assert str(raised.value) == message
-    with pytest.raises(SweepError, match=rf"stop: a step of 1e-06 gives 100,001 values from 0 to 0.1; "
-                                         rf"at most {MAX_VALUES:,}: raise the step or narrow the range"):
-        range_values(0.0, 0.1, 1e-6, float, name="stop")
+    # One cap with the magics: a range may hold as many values as a sweep holds runs.
+    with pytest.raises(SweepError, match=rf"stop: a step of 0.00000001 from 0 to 0.1 has 10,000,001 values; "
+                                         rf"at most {MAX_VALUES:,} per parameter: raise the step or narrow the range"):
+        range_values(0.0, 0.1, 1e-8, float, name="stop")
 
 
 def test_range_of_grid_values():
@@ -247,8 +245,9 @@ def test_bad_input_shows_a_message_and_disables_run_until_fixed(daily):
         (lambda w: setattr(w.controls["label"].text, "value", " , "), "label: give at least one value"),
         (lambda w: setattr(w.controls["fast"].step, "value", 0),
          "fast: the step must be a positive number, got 0"),
-        (lambda w: setattr(w.controls["band"].step, "value", 1e-7),
-         "band: a step of 1e-07 gives 500,001 values"),
+        # Over the grammar's one cap (the magics' too): more values than a sweep holds runs.
+        (lambda w: setattr(w.controls["band"].step, "value", 1e-8),
+         "band: a step of 0.00000001 from 0 to 0.05 has 5,000,001 values; at most 1,000,000 per parameter"),
     ]
     for spoil, message in cases:
         widget = make_widget(Knobs, daily)
@@ -466,7 +465,7 @@ def test_bad_options_raise_with_their_name(daily, small_universe):
     cases = [
         (dict(comission=0.1), TypeError, "SweepWidget got an unknown option 'comission'; the simulation "
                                          "settings are cash, commission"),
-        (dict(metric="sharp"), SweepError, "metric 'sharp' is not a numeric stat. Did you mean 'sharpe'?"),
+        (dict(metric="sharp"), SweepError, "metric 'sharp' is not a numeric stat. Did you mean: sharpe?"),
         (dict(maximize="yes"), TypeError, "maximize must be True or False, got 'yes'"),
         (dict(grid={"fsat": [5]}), UnknownParamError,
          "Strategy 'SmaCross' has no parameter 'fsat'. Did you mean: fast?"),
@@ -482,7 +481,8 @@ def test_bad_options_raise_with_their_name(daily, small_universe):
         with pytest.raises(error) as raised:
             make_widget(SmaCross, daily, **options)
         assert message in str(raised.value), (options, str(raised.value))
-    with pytest.raises(TypeError, match="SweepWidget needs a Strategy subclass or instance, got str"):
+    with pytest.raises(TypeError, match="SweepWidget's strategy must be a Strategy instance .* or a Strategy "
+                                        "subclass, got str"):
         SweepWidget("SmaCross", daily)
     with pytest.raises(SweepError, match=r"symbols \['ZZZ'\] are not in the data"):
         make_widget(SmaCross, small_universe, symbols=["ZZZ"])
@@ -597,3 +597,34 @@ def test_run_and_cancel_clicks_in_a_real_kernel_keep_it_responsive():
     assert answered < 3.0  # the sweep (about 6 s) did not hold the kernel
     status, done, shown, said = ended.split("STATUS ")[1].split()
     assert status == "cancelled" and int(done) < 60 and shown == "True" and said == "cancelled", ended
+
+
+# ---------------------------------------------------------------------- one range grammar
+@pytest.mark.parametrize(("name", "text"), [
+    ("fast", "5:60:5"), ("fast", "5:31:5"), ("slow", "40:100"), ("fast", "2:100:7"),
+])
+def test_a_range_reads_the_same_in_the_magic_and_the_widget(daily, name, text):
+    """``--grid NAME=TEXT`` and the widget's control show the same values, and the control's range
+    is that text again, in the magics' grammar (stop excluded)."""
+    from nbbacktest.magics import parse_grid_spec
+
+    param = SmaCross.params()[name]
+    values = parse_grid_spec(name, text, param, "SmaCross")
+    widget = make_widget(SmaCross, daily, grid={name: values})
+    control = widget.controls[name]
+    assert control.values() == values == widget.grid()[name]
+    assert parse_grid_spec(name, str(control.range()), param, "SmaCross") == values
+    # Moved, the slider's handles are the first and last values of the range it shows.
+    control.slider.value = (values[0], values[-1] + control.step.value)
+    assert parse_grid_spec(name, str(control.range()), param, "SmaCross") == control.values()
+    assert control.values()[-1] == values[-1] + control.step.value
+
+
+def test_a_float_range_reads_the_same_in_the_magic_and_the_widget(daily):
+    from nbbacktest.magics import parse_grid_spec
+
+    param = Knobs.params()["band"]
+    values = parse_grid_spec("band", "0:0.05:0.01", param, "Knobs")
+    assert values == [0.0, 0.01, 0.02, 0.03, 0.04]
+    control = make_widget(Knobs, daily, grid={"band": values}).controls["band"]
+    assert control.values() == values and str(control.range()) == "0:0.05:0.01"

@@ -20,7 +20,6 @@ Examples
 
 from __future__ import annotations
 
-import difflib
 import html
 import math
 from collections.abc import Mapping, Sequence
@@ -41,8 +40,8 @@ from nbbacktest.display.tables import (
     stats_cells,
 )
 from nbbacktest.engine.metrics import NUMERIC_STATS
-from nbbacktest.errors import SweepError
-from nbbacktest.parallel.sweep import row_params
+from nbbacktest.errors import SweepError, did_you_mean
+from nbbacktest.parallel.rows import row_params
 
 if TYPE_CHECKING:
     from nbbacktest.engine.result import Result
@@ -458,8 +457,7 @@ def _varying(frame: pd.DataFrame) -> list[str]:
 def _metric_values(frame: pd.DataFrame, metric: Any) -> pd.Series:
     if not isinstance(metric, str) or metric not in frame.columns:
         candidates = [c for c in frame.columns if c in NUMERIC_STATS] or list(map(str, frame.columns))
-        close = difflib.get_close_matches(str(metric), candidates, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(metric, candidates)
         raise SweepError(f"metric={metric!r} is not a column of the results.{hint} "
                          f"Numeric stats: {', '.join(candidates)}")
     values = frame[metric]
@@ -473,8 +471,7 @@ def _metric_values(frame: pd.DataFrame, metric: Any) -> pd.Series:
 
 
 def _not_a_param(argument: str, name: Any, params: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(name), list(params), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(name, params)
     return f"{argument}={name!r} is not a param of the sweep.{hint} Params: {', '.join(params)}"
 
 
@@ -530,10 +527,10 @@ def sweep_compare(sweep: SweepResult, top: int = 5) -> go.Figure:
     if ranked.empty:
         raise SweepError(f"compare needs a finished run with a {sweep.metric}; none has one yet")
     curves = {}
-    for row, value in ranked["_metric"].items():
-        label = (f"row {row}: {format_params(row_params(sweep.plan, int(row)))} "
+    for row, value in zip(ranked.index.tolist(), ranked["_metric"]):
+        label = (f"row {row}: {format_params(row_params(sweep.plan, row))} "
                  f"({sweep.metric} {format_value(value, sweep.metric)})")
-        curves[label] = sweep.detail(int(row)).equity
+        curves[label] = sweep.detail(row).equity
     return equity_overlay(curves, title=f"Equity of the {len(curves)} best runs by {sweep.metric}")
 
 

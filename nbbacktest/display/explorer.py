@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import html
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -27,31 +26,26 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from nbbacktest.display.charts import result_figure
+from nbbacktest.display.controls import slider_range
+from nbbacktest.display.parts import error_html, error_text, show_figure
 from nbbacktest.display.progress import in_kernel
-from nbbacktest.display.sweep_widget import (
-    error_text,
-    resolve_strategy,
-    show_figure,
-    slider_range,
-)
 from nbbacktest.display.tables import format_value, stats_table
 from nbbacktest.engine.backtest import Settings, backtest
 from nbbacktest.engine.data import is_universe, validate_data
 from nbbacktest.engine.params import Param
 from nbbacktest.engine.result import Result
-from nbbacktest.engine.strategy import Strategy
+from nbbacktest.engine.strategy import Strategy, resolve_strategy
 from nbbacktest.errors import NbbacktestError
+from nbbacktest.parallel.schedule import measure_point_cost
 
 __all__ = ["Explorer", "explore", "param_slider"]
-
-_ERROR_STYLE = "color:#c0392b"
 
 
 def param_slider(name: str, param: Param, value: Any = None) -> widgets.ValueWidget:
     """One control for one param, set to ``value`` (default: the param's default).
 
     An int param gets an ``IntSlider`` and a float one a ``FloatSlider`` over
-    :func:`~nbbacktest.display.sweep_widget.slider_range` (moving by its
+    :func:`~nbbacktest.display.controls.slider_range` (moving by its
     resolution); a bool a ``Checkbox``; a param with choices a ``Dropdown``; a
     str one a ``Text``.
 
@@ -119,21 +113,21 @@ class Explorer(widgets.VBox):
         delay: float = 0.3,
         **settings: Any,
     ) -> None:
-        self.strategy_class, start = resolve_strategy(strategy, "explore")
+        self.strategy_class, start = resolve_strategy(strategy, "explore's strategy")
         self.data = validate_data(data, name="data")
         self.settings = Settings.from_options(settings, "explore")
         self.seed = seed
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay >= 0:
             raise ValueError(f"delay must be a number of seconds >= 0, got {delay!r}")
         self.delay = float(delay)
-        instance = start if isinstance(start, Strategy) else None
+        # An instance's values, or a class's defaults.
         self.sliders = {
-            name: param_slider(name, param, getattr(instance, name) if instance is not None else None)
+            name: param_slider(name, param, getattr(start, name))
             for name, param in self.strategy_class.params().items()
         }
         self.symbol_box: widgets.Dropdown | None = None
         if is_universe(self.data):
-            symbols = list(self.data)
+            symbols = [str(symbol) for symbol in self.data]
             if symbol is not None and symbol not in symbols:
                 raise ValueError(f"symbol {symbol!r} is not in the data; it has {', '.join(symbols)}")
             self.symbol_box = widgets.Dropdown(options=symbols, value=symbol or symbols[0],
@@ -180,16 +174,15 @@ class Explorer(widgets.VBox):
         in ``message``, never raised; the last good chart stays.
         """
         with self._lock:
-            started = time.perf_counter()
             try:
                 strategy = self.strategy()
-                frame = self.data if self.symbol_box is None else self.data[self.symbol_box.value]
-                result = backtest(strategy, frame, seed=self.seed,
-                                  **asdict(self.settings))
+                frame = self._frame()
+                options = asdict(self.settings)
+                result, took = measure_point_cost(
+                    lambda: backtest(strategy, frame, seed=self.seed, **options))
             except Exception as error:  # shown in the widget, never as a traceback
-                self.message.value = f"<span style='{_ERROR_STYLE}'>{html.escape(error_text(error))}</span>"
+                self.message.value = error_html(error_text(error))
                 return None
-            took = time.perf_counter() - started
             self.runs += 1
             self.result = result
             self.figure = result_figure(result, title=repr(strategy))
@@ -200,6 +193,13 @@ class Explorer(widgets.VBox):
             on = "" if self.symbol_box is None else f" on {self.symbol_box.value}"
             self.status.value = html.escape(f"{strategy!r}{on}: ran in {took * 1000:.0f} ms")
             return result
+
+    def _frame(self) -> pd.DataFrame:
+        """The data of the symbol shown (the data itself when it is a single frame)."""
+        if isinstance(self.data, pd.DataFrame):
+            return self.data
+        symbol = self.symbol_box.value if self.symbol_box is not None else next(iter(self.data))
+        return self.data[symbol]
 
     def _changed(self, _change: Any = None) -> None:
         if self.delay == 0:

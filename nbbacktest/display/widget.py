@@ -184,7 +184,7 @@ class ProgressWidget(widgets.VBox):
             return
         frame = sweep.results
         ranked = rank_rows(frame, sweep.metric, descending=sweep.maximize, top=self.top)
-        for row, value in ranked[sweep.metric].items():
+        for row, value in zip(ranked.index.tolist(), ranked[sweep.metric]):
             self._consider(int(row), float(value))
 
     # ------------------------------------------------------------ drawing
