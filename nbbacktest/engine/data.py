@@ -106,8 +106,8 @@ def validate_data(
         return _validate_frame(data, name, None)
     if is_universe(data):
         out: dict[str, pd.DataFrame] = {}
-        for symbol in universe_symbols(data, name):  # type: ignore[arg-type]
-            frame = data[symbol]  # type: ignore[index]
+        for symbol in universe_symbols(data, name):
+            frame = data[symbol]
             item = f"{name}[{symbol!r}]"
             if not isinstance(frame, pd.DataFrame):
                 raise TypeError(

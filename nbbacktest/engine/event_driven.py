@@ -235,8 +235,8 @@ class EventRunner:
     def resting_fill_price(order: Order, o: float, h: float, lo: float) -> float | None:
         buy = order.side > 0
         if not order.triggered:
-            stop = order.stop
-            if buy and h >= stop or not buy and lo <= stop:
+            stop = order.stop  # set: an order without a stop starts triggered
+            if stop is not None and (h >= stop if buy else lo <= stop):
                 price = max(o, stop) if buy else min(o, stop)
                 limit = order.limit
                 if limit is None or (price <= limit if buy else price >= limit):
@@ -247,6 +247,8 @@ class EventRunner:
                 order.triggered = True
             return None
         limit = order.limit
+        if limit is None:  # never: a resting order that is not a stop is a limit order
+            return None
         if buy:
             return o if o <= limit else (limit if lo <= limit else None)
         return o if o >= limit else (limit if h >= limit else None)

@@ -43,16 +43,20 @@ def read_only_index(index: pd.Index) -> pd.Index:
 
 
 def _read_only_datetimes(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
-    array = index.array
+    # pandas' private constructors (absent from pandas-stubs) wrap the view without
+    # a copy or a check; the public ones copy or validate every bar.
+    array: Any = index.array
     backing = array._ndarray.view()
     backing.flags.writeable = False
-    shared = pd.DatetimeIndex._simple_new(array._from_backing_data(backing), name=index.name)
+    shared = pd.DatetimeIndex._simple_new(  # type: ignore[attr-defined]
+        array._from_backing_data(backing), name=index.name
+    )
     # as pandas' own DatetimeIndex.copy() does: setting .freq would check it
     # against every bar (milliseconds on long data)
     shared._freq = index.freq
     # Same memory, so pandas may treat the two as views of one another (as
     # Index.view() does): equals() between them is then an identity check.
-    shared._id = index._id
+    shared._id = index._id  # type: ignore[attr-defined]
     return shared
 
 

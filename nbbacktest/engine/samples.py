@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -179,7 +180,9 @@ def _read_sample(name: str) -> pd.DataFrame | dict[str, pd.DataFrame]:
 def _canonical_index(frame: pd.DataFrame) -> pd.DataFrame:
     # the same index whether generated or parsed from text: ns unit, no freq
     # (user data read from files has none either)
-    index = pd.DatetimeIndex(frame.index.as_unit("ns"), freq=None, name="Date")
+    times = cast(pd.DatetimeIndex, frame.index)  # validated: datetimes
+    # freq=None (no frequency) is pandas' documented default, missing from pandas-stubs
+    index = pd.DatetimeIndex(times.as_unit("ns"), freq=None, name="Date")  # type: ignore[arg-type]
     frame = frame.set_axis(index, axis=0)
     return frame.astype(np.float64)
 

@@ -132,7 +132,7 @@ class Strategy:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.param_values == other.param_values  # type: ignore[attr-defined]
+        return self.param_values == other.param_values
 
     def __hash__(self) -> int:
         return hash((type(self).__qualname__, tuple(self.param_values.items())))

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -146,7 +146,7 @@ class PreparedData:
     ) -> None:
         self.frame = frame
         # Read-only bar times: the strategy's frame and every result share them.
-        self.index: pd.DatetimeIndex = read_only_index(frame.index)
+        self.index = cast(pd.DatetimeIndex, read_only_index(frame.index))  # validated: datetimes
         self.open, self.high, self.low, self.close = open, high, low, close
         self._volume = volume
         self._shared: pd.DataFrame | None = None
