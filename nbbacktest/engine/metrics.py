@@ -62,6 +62,7 @@ never a bare ``index.asi8``.
 from __future__ import annotations
 
 import math
+from datetime import tzinfo
 
 import numpy as np
 import pandas as pd
@@ -113,7 +114,7 @@ _NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-def _bar_times(index: object) -> tuple[np.ndarray, int, object]:
+def _bar_times(index: object) -> tuple[np.ndarray, int, tzinfo | None]:
     """Bar times as int64 in their own unit, the nanoseconds per unit, and the tz.
 
     pandas 3 often stores microseconds. Keeping the stored unit and scaling only the
@@ -175,7 +176,7 @@ class Timeline:
         "bars_per_year", "sqrt_bars_per_year", "start", "end", "duration",
     )
 
-    def __init__(self, index: object, tz: object | None = None) -> None:
+    def __init__(self, index: object, tz: str | tzinfo | None = None) -> None:
         times, per_unit, index_tz = _bar_times(index)
         if times.ndim != 1 or times.shape[0] == 0:
             raise ValueError(f"`index` must hold at least one bar time, got shape {times.shape}.")
@@ -286,7 +287,7 @@ def compute_stats(
     in_market: np.ndarray,
     trade_pnl: np.ndarray,
     trade_returns: np.ndarray,
-    tz: object | None = None,
+    tz: str | tzinfo | None = None,
 ) -> dict[str, object]:
     """Compute the performance statistics of one backtest.
 
