@@ -14,25 +14,22 @@ from typing import Any
 
 import psutil
 import pytest
-from IPython.core.error import UsageError
+from conftest import Sleepy, SmaCross
 from IPython import get_ipython
+from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
 import nbbacktest as nbb
 from nbbacktest.errors import ClusterError, NbbacktestWarning, SweepError
-from nbbacktest.parallel import cluster as cluster_module
-from nbbacktest.parallel import worker
-from nbbacktest.parallel.cluster import (
-    ENGINE_ANSWER_SECONDS,
-    ENGINE_FOOTPRINT,
-    MAX_ENGINES_PER_CORE,
-    ORPHAN_SECONDS,
-    Cluster,
-)
-from nbbacktest.parallel.shared import fingerprint, layout_of, remove_stale_segments
-
-from conftest import Sleepy, SmaCross
+from nbbacktest.parallel import cluster_sizing, worker
+from nbbacktest.parallel.cluster import Cluster
+from nbbacktest.parallel.cluster_processes import ORPHAN_SECONDS
+from nbbacktest.parallel.cluster_sizing import ENGINE_FOOTPRINT, MAX_ENGINES_PER_CORE
+from nbbacktest.parallel.engine_calls import ENGINE_ANSWER_SECONDS
+from nbbacktest.parallel.fingerprint import fingerprint
+from nbbacktest.parallel.segment_files import remove_stale_segments
+from nbbacktest.parallel.segment_layout import layout_of
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -145,14 +142,8 @@ def test_share_sends_again_what_an_engine_dropped(current, daily):
 DEAD_CLIENT = """
 import os, signal, sys
 import nbbacktest as nbb
-from nbbacktest.parallel.cluster import (
-    ENGINE_ANSWER_SECONDS,
-    ENGINE_FOOTPRINT,
-    MAX_ENGINES_PER_CORE,
-    ORPHAN_SECONDS,
-    Cluster,
-)
-from nbbacktest.parallel.shared import fingerprint
+from nbbacktest.parallel.cluster import Cluster
+from nbbacktest.parallel.fingerprint import fingerprint
 
 data = nbb.load_sample("daily").iloc[:1600]
 client = Cluster.connect(url_file=sys.argv[1], timeout=30)
@@ -284,7 +275,7 @@ def test_a_stopped_engine_is_left_out_of_share_and_all_stopped_is_one_error(dail
 ORPHANED = """
 import time
 import nbbacktest as nbb
-from nbbacktest.parallel.shared import fingerprint
+from nbbacktest.parallel.fingerprint import fingerprint
 
 cluster = nbb.Cluster(engines=1, timeout=120)
 data = nbb.load_sample("daily")
@@ -338,7 +329,7 @@ def test_more_local_engines_than_the_machine_runs_is_refused_before_anything_sta
     with pytest.raises(SweepError, match=f"engines={too_many} is more local engines"):
         Cluster(engines=too_many)
     # The bound is by memory too: no more engines than free memory holds.
-    monkeypatch.setattr(cluster_module, "available_memory", lambda: 3 * ENGINE_FOOTPRINT)
+    monkeypatch.setattr(cluster_sizing, "available_memory", lambda: 3 * ENGINE_FOOTPRINT)
     with pytest.raises(SweepError, match=r"room for 3 engines of 150 MiB"):
         Cluster(engines=4)
     assert set(psutil.Process().children(recursive=True)) == before  # nothing was started

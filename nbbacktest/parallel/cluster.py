@@ -12,29 +12,32 @@ gives its leases up, and the lease of a client that died lapses
 (``worker.LEASE_SECONDS``). Of the data no sweep is using, an engine keeps the most
 recently used within ``worker.IDLE_KEPT`` and ``worker.IDLE_BYTES``; a share finds
 what an engine let go and sends it again. A cluster started here has a watchdog
-process that ends it when this process is gone (:data:`ORPHAN_SECONDS`).
+process that ends it when this process is gone
+(:data:`~nbbacktest.parallel.cluster_processes.ORPHAN_SECONDS`).
+
+Below it: :mod:`~nbbacktest.parallel.cluster_sizing` (how many engines),
+:mod:`~nbbacktest.parallel.cluster_processes` (reaping, the watchdog) and
+:mod:`~nbbacktest.parallel.engine_calls` (asking engines, telling the silent ones).
 """
 
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
-import contextlib
-import json
 import logging
 import os
 import subprocess
-import sys
 import threading
-import time
 import uuid
 import warnings
 import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from nbbacktest.errors import ClusterError, NbbacktestWarning, SweepError
+from nbbacktest.errors import ClusterError, NbbacktestWarning
 from nbbacktest.parallel import worker
+from nbbacktest.parallel.cluster_processes import end_watchdog, launched_processes, reap, start_watchdog
+from nbbacktest.parallel.cluster_sizing import check_local_engines, resolve_engine_count
+from nbbacktest.parallel.engine_calls import ENGINE_ANSWER_SECONDS, EngineCalls, process_halted
 
 if TYPE_CHECKING:
     import ipyparallel as ipp
@@ -42,114 +45,19 @@ if TYPE_CHECKING:
 
     from nbbacktest.parallel.shared import Segment
 
-#: Memory one engine process takes before it holds any data (measured: ~90 MB).
-ENGINE_FOOTPRINT = 150 * 2**20
-#: Local engines per core, at most: more than one per core only helps points that wait
-#: (on I/O, a lock); beyond a few, engines just take turns on the cores, each with its
-#: own ~90 MB and a second of start-up.
-MAX_ENGINES_PER_CORE = 4
-#: Seconds an engine with no other task queued has to answer before :meth:`Cluster.share`
-#: leaves it out with a warning: a healthy engine answers in milliseconds, so this only
-#: catches a stopped (SIGSTOP), hung or swapping one; the controller itself takes ~35 s.
-#: An engine busy with other tasks (another sweep's) is waited for, up to SHARE_TIMEOUT.
-ENGINE_ANSWER_SECONDS = 5.0
+__all__ = [
+    "SHARE_TIMEOUT",
+    "Cluster",
+    "current_or_start",
+    # defined below this module, used here, and imported from here by the sweep, the magics,
+    # the widget and their tests: resolve_engine_count; by tests/test_browser.py: reap
+    "reap",
+    "resolve_engine_count",
+]
+
 #: Seconds a share waits at most, for engines busy with other work and for data sent to
 #: another host (a 1 GiB frame took 14-18 s).
 SHARE_TIMEOUT = 600.0
-#: Seconds between two looks of a started cluster's watchdog at its client process.
-WATCH_INTERVAL = 1.0
-#: Seconds the processes of a cluster whose client is gone get to exit on SIGTERM before
-#: SIGKILL (controller and engines take well under a second).
-WATCH_GRACE = 5.0
-#: A cluster started here ends, and its client's shared-memory segments go, at most this
-#: many seconds after the client process is gone (SIGKILL, SIGTERM, a crash): one look,
-#: the grace, and room for SIGKILL to land on a loaded machine.
-ORPHAN_SECONDS = WATCH_INTERVAL + WATCH_GRACE + 4.0
-#: Seconds between two looks at engines that have not answered yet (each look asks the
-#: controller for their queues: one round trip).
-_ANSWER_POLL = 0.25
-
-
-def available_memory() -> int:
-    """Bytes of memory available to new processes (MemAvailable), or 0 if unknown."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def resolve_engine_count(engines: Any, data_bytes: int = 0, argument: str = "engines") -> int:
-    """Turn ``engines`` (N, -1 for all cores, or "auto") into a number of engines.
-
-    ``"auto"`` takes every core, but no more engines than free memory holds: each
-    needs its footprint plus working room the size of one frame of the data.
-
-    Examples
-    --------
-    >>> resolve_engine_count(3)
-    3
-    >>> resolve_engine_count(-1) == (os.cpu_count() or 1)
-    True
-    """
-    cores = os.cpu_count() or 1
-    if engines == "auto":
-        free = available_memory()
-        if not free:
-            return cores
-        per_engine = ENGINE_FOOTPRINT + data_bytes
-        return max(1, min(cores, int(free * 0.8) // per_engine))
-    if isinstance(engines, bool) or not isinstance(engines, int):
-        raise SweepError(
-            f"{argument} must be a positive int, -1 (all cores) or 'auto', got {engines!r}"
-        )
-    if engines == -1:
-        return cores
-    if engines < 1:
-        raise SweepError(
-            f"{argument} must be a positive int, -1 (all cores) or 'auto', got {engines}"
-        )
-    return engines
-
-
-def check_local_engines(n: int, argument: str = "engines") -> int:
-    """Check that this machine can run ``n`` local engines; returns ``n``.
-
-    At most :data:`MAX_ENGINES_PER_CORE` per core, and no more than free memory holds
-    at :data:`ENGINE_FOOTPRINT` each. A connected cluster's engines run elsewhere and
-    are not checked here.
-
-    Raises
-    ------
-    SweepError
-        ``n`` is beyond either bound; the message names ``argument`` and both bounds.
-
-    Examples
-    --------
-    >>> check_local_engines(1)
-    1
-    >>> check_local_engines(10**6)
-    Traceback (most recent call last):
-    ...
-    nbbacktest.errors.SweepError: engines=1000000 is more local engines than this machine can run: ...
-    """
-    cores = os.cpu_count() or 1
-    by_cores = cores * MAX_ENGINES_PER_CORE
-    free = available_memory()
-    by_memory = free // ENGINE_FOOTPRINT if free else by_cores
-    if n > min(by_cores, by_memory):
-        raise SweepError(
-            f"{argument}={n} is more local engines than this machine can run: it has {cores} core(s)"
-            f" (at most {by_cores} engines, {MAX_ENGINES_PER_CORE} per core)"
-            + (f" and {free / 2**30:.1f} GiB of free memory (room for {by_memory} engines of"
-               f" {ENGINE_FOOTPRINT // 2**20} MiB)" if free else "")
-            + f". Use {argument}=-1 for one engine per core, or connect to a larger cluster with"
-            " nbb.Cluster.connect(profile=...)"
-        )
-    return n
 
 
 class Cluster:
@@ -159,8 +67,9 @@ class Cluster:
     database, so it keeps no task data); :meth:`connect` attaches to one started
     elsewhere. The newest cluster becomes current and is reused by sweeps. Use it
     as a context manager, or call :meth:`stop`; a cluster started here is also
-    stopped when the interpreter exits, and ends itself within :data:`ORPHAN_SECONDS`
-    when this process is killed (a small watchdog process looks after it).
+    stopped when the interpreter exits, and ends itself within
+    :data:`~nbbacktest.parallel.cluster_processes.ORPHAN_SECONDS` when this process is
+    killed (a small watchdog process looks after it).
 
     Parameters
     ----------
@@ -180,6 +89,7 @@ class Cluster:
     """
 
     _current: ClassVar[Cluster | None] = None
+    _watchdog: subprocess.Popen[bytes] | None
 
     def __init__(
         self,
@@ -199,12 +109,12 @@ class Cluster:
             kwargs["profile"] = profile
         self._ipp_cluster: ipp.Cluster | None = ipp.Cluster(**kwargs)
         # Started first, so that no moment leaves the processes without one.
-        watchdog = _start_watchdog(self._ipp_cluster.cluster_id, self._ipp_cluster.profile_dir)
+        watchdog = start_watchdog(self._ipp_cluster.cluster_id, self._ipp_cluster.profile_dir)
         try:
             client = self._ipp_cluster.start_and_connect_sync(n=n)
         except Exception as error:
             self._ipp_cluster = None
-            _end_watchdog(watchdog)
+            end_watchdog(watchdog)
             raise ClusterError(f"could not start a local cluster of {n} engines: {error}") from error
         self._setup(client, owned=True)
         self._watchdog = watchdog
@@ -301,13 +211,22 @@ class Cluster:
         # this client's id there, and the keys it leases.
         self.lease_id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._leased: set[str] = set()
-        # Requests to engines that gave no answer: still queued there, not another's work.
-        self._unanswered: dict[int, list[Any]] = {}
-        self._watchdog: subprocess.Popen[bytes] | None = None
+        # Through a weak reference, like the exit hook below: no cycle keeps the cluster alive.
+        halted = weakref.WeakMethod(self._halted)
+        self._calls = EngineCalls(
+            client, halted=lambda engine: (method := halted()) is not None and method(engine)
+        )
+        self._watchdog = None
         self._stopped = False
         Cluster._current = self
         reference = weakref.ref(self)
-        atexit.register(lambda: (cluster := reference()) is not None and cluster.stop())
+
+        def stop_at_exit() -> None:
+            cluster = reference()
+            if cluster is not None:
+                cluster.stop()
+
+        atexit.register(stop_at_exit)
 
     def _wait_for(self, n: int, timeout: float) -> None:
         try:
@@ -360,25 +279,7 @@ class Cluster:
         return [process.pid for process in self._processes()]
 
     def _processes(self) -> list[Any]:
-        import psutil
-
-        cluster = self._ipp_cluster
-        if cluster is None:
-            return []
-        launchers = [cluster.controller] if cluster.controller is not None else []
-        for engine_set in cluster.engines.values():
-            launchers.extend(getattr(engine_set, "launchers", {}).values())
-        found = []
-        for launcher in launchers:
-            pid = getattr(launcher, "pid", None)
-            if not pid or pid < 0:
-                continue
-            try:
-                process = psutil.Process(pid)
-                found.extend([process, *process.children(recursive=True)])
-            except psutil.Error:
-                continue
-        return found
+        return [] if self._ipp_cluster is None else launched_processes(self._ipp_cluster)
 
     def segment_paths(self) -> list[str]:
         """Shared-memory files this cluster wrote on this host."""
@@ -402,7 +303,8 @@ class Cluster:
             # segments they wrote on other hosts; the leases of a client that cannot
             # say so (killed, or its engines hung) lapse after worker.LEASE_SECONDS.
             try:
-                self._ask(self.client.ids, 10.0, worker.release_data, sorted(self._leased), self.lease_id)
+                self._calls.ask(self.client.ids, 10.0, worker.release_data, sorted(self._leased),
+                                self.lease_id)
             except Exception:
                 pass
         try:
@@ -418,7 +320,7 @@ class Cluster:
             # stop_cluster_sync signals the processes; make sure none outlives stop().
             reap(processes, timeout=10)
             self._ipp_cluster = None
-        _end_watchdog(self._watchdog)
+        end_watchdog(self._watchdog)
         self._watchdog = None
 
     def __enter__(self) -> Cluster:
@@ -448,102 +350,24 @@ class Cluster:
         with self._lock:
             wanted = [e for e in (self.client.ids if ids is None else ids) if e not in self._hosts]
             if wanted:
-                infos, _ = self._ask(wanted, SHARE_TIMEOUT, worker.engine_info)
+                infos, _ = self._calls.ask(wanted, SHARE_TIMEOUT, worker.engine_info)
                 for engine, info in infos.items():
                     self._hosts[engine] = info["host"]
                     self._pids[engine] = info["pid"]
                     self._engine_data[engine] = set(info["data"])
             return {e: self._hosts[e] for e in self.client.ids if e in self._hosts}
 
-    def _ask(self, ids: Iterable[int], timeout: float, function: Any, *args: Any,
-             **kwargs: Any) -> tuple[dict[int, Any], list[int]]:
-        """Run ``function`` on each engine of ``ids``: the answers, and the engines that gave none.
-
-        An engine gives none when it left or died, when it has had nothing else queued for
-        :data:`ENGINE_ANSWER_SECONDS` and still not answered (stopped or hung), or when
-        ``timeout`` seconds passed. A task that raised raises here.
-        """
-        import ipyparallel as ipp
-
-        pending = {self.client[engine].apply_async(function, *args, **kwargs): engine for engine in ids}
-        answers: dict[int, Any] = {}
-        silent: list[int] = []
-        idle_since: dict[int, float] = {}
-        deadline = time.monotonic() + timeout
-        while pending:
-            finished, _ = concurrent.futures.wait(list(pending), timeout=_ANSWER_POLL)
-            for ar in finished:
-                engine = pending.pop(ar)
-                try:
-                    answers[engine] = ar.get(timeout=0)
-                except (ipp.error.EngineError, ipp.error.TaskAborted):
-                    silent.append(engine)  # it died (or the controller dropped it) meanwhile
-                except ipp.RemoteError as error:
-                    if error.ename not in ("EngineError", "TaskAborted"):
-                        raise
-                    silent.append(engine)
-                with contextlib.suppress(Exception):  # the client would keep it for ever
-                    self.client.purge_local_results(jobs=ar)
-            if not pending:
-                break
-            now = time.monotonic()
-            registered = set(self.client.ids)
-            # The controller counts the tasks queued on each engine, ours included: an
-            # engine with ours alone that stays silent is stopped, one with more is busy.
-            asked = sorted(set(pending.values()) & registered)
-            queues = self._queues(asked) if asked else {}
-            if queues is None:  # the controller itself is gone: nobody will answer
-                silent.extend(pending.values())
-                break
-            for ar, engine in list(pending.items()):
-                queue = queues.get(engine, {})
-                ours = 1 + sum(not old.done() for old in self._unanswered.get(engine, []))
-                if queue.get("queue", 0) + queue.get("tasks", 0) > ours and not self._halted(engine):
-                    idle_since.pop(engine, None)
-                    stopped = False
-                else:
-                    stopped = now - idle_since.setdefault(engine, now) >= ENGINE_ANSWER_SECONDS
-                if stopped or engine not in registered or now >= deadline:
-                    silent.append(pending.pop(ar))
-                    unanswered = self._unanswered.setdefault(engine, [])
-                    unanswered[:] = [old for old in unanswered if not old.done()] + [ar]
-        return answers, sorted(silent)
-
     def _halted(self, engine: int) -> bool:
         """Whether ``engine`` is a process of this host stopped by a signal (SIGSTOP, a
         debugger): then the tasks queued on it are not work in progress."""
-        import psutil
-
         pid = self._pids.get(engine)
         if pid is None or self._hosts.get(engine) != self.host:
             return False
-        try:
-            return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
-        except psutil.Error:
-            return False
-
-    def _queues(self, engines: list[int]) -> dict[Any, Any] | None:
-        """The controller's counts of tasks queued on ``engines``; None when it does not
-        answer within :data:`ENGINE_ANSWER_SECONDS` (``queue_status`` would wait for ever)."""
-        box: dict[str, Any] = {}
-
-        def ask() -> None:
-            try:
-                box["queues"] = self.client.queue_status(targets=engines)
-            except Exception as error:  # raised in the caller's thread below
-                box["error"] = error
-
-        # The client sends from its own IO thread: asking from another thread is safe,
-        # and one left waiting on a dead controller costs nothing but itself.
-        thread = threading.Thread(target=ask, name="nbbacktest-queue-status", daemon=True)
-        thread.start()
-        thread.join(ENGINE_ANSWER_SECONDS)
-        if "error" in box:
-            raise box["error"]
-        return box.get("queues")
+        return process_halted(pid)
 
     # ------------------------------------------------------------------ data
-    def share(self, data: pd.DataFrame | dict[str, pd.DataFrame], key: str, ids: Iterable[int] | None = None) -> int:
+    def share(self, data: pd.DataFrame | dict[str, pd.DataFrame], key: str,
+              ids: Iterable[int] | None = None) -> int:
         """Make validated ``data`` available under ``key`` on the engines ``ids`` (default: all).
 
         Every engine is asked whether it still holds ``key`` (another client's data, a
@@ -557,7 +381,7 @@ class Cluster:
         data : pandas.DataFrame or dict of str to pandas.DataFrame
             A validated frame or universe (see :func:`nbbacktest.load_ohlcv`).
         key : str
-            Its :func:`~nbbacktest.parallel.shared.fingerprint`.
+            Its :func:`~nbbacktest.parallel.fingerprint.fingerprint`.
         ids : iterable of int, optional
             The engines that need it.
 
@@ -574,20 +398,22 @@ class Cluster:
         Examples
         --------
         >>> import nbbacktest as nbb
-        >>> from nbbacktest.parallel.shared import fingerprint
+        >>> from nbbacktest.parallel.fingerprint import fingerprint
         >>> data = nbb.load_sample("daily")
         >>> cluster.share(data, fingerprint(data))   # doctest: +SKIP
         0
         >>> cluster.holds(fingerprint(data)) == cluster.ids   # doctest: +SKIP
         True
         """
-        from nbbacktest.parallel.shared import Segment, layout_of
+        from nbbacktest.parallel.segment_files import remote_segment_name
+        from nbbacktest.parallel.segment_layout import layout_of
+        from nbbacktest.parallel.shared import Segment
 
         self.check_running()
         with self._lock:
             registered = set(self.client.ids)
             wanted = [e for e in (sorted(registered) if ids is None else ids) if e in registered]
-            held, silent = self._ask(wanted, SHARE_TIMEOUT, worker.lease_data, key, self.lease_id)
+            held, silent = self._calls.ask(wanted, SHARE_TIMEOUT, worker.lease_data, key, self.lease_id)
             if wanted and not held:
                 raise ClusterError(
                     f"none of the engines {_engines(silent)} answered in {ENGINE_ANSWER_SECONDS:g} seconds:"
@@ -622,7 +448,7 @@ class Cluster:
             if by_host:
                 layout, arrays = layout_of(data)
                 nbytes = sum(a.nbytes for a in arrays)
-                path = _remote_name(key)
+                path = remote_segment_name(key)
                 for engines in by_host.values():
                     # One engine per host receives the arrays and writes its host's
                     # segment; the others attach that segment once it exists.
@@ -635,8 +461,8 @@ class Cluster:
                     if rest:
                         attaching.append((rest, path, layout))
             for engines, path, layout in attaching:
-                attached, silent = self._ask(engines, SHARE_TIMEOUT, worker.attach_data, key, path, layout,
-                                             self.lease_id)
+                attached, silent = self._calls.ask(engines, SHARE_TIMEOUT, worker.attach_data, key, path,
+                                                   layout, self.lease_id)
                 self._leave_out(silent, key)
                 for engine in attached:
                     self._engine_data.setdefault(engine, set()).add(key)
@@ -724,132 +550,8 @@ class Cluster:
         }
 
 
-def reap(processes: Iterable[Any], timeout: float) -> None:
-    """Give ``processes`` (``psutil.Process``) ``timeout`` seconds to exit, then kill the rest.
-
-    Examples
-    --------
-    >>> import subprocess, sys, psutil
-    >>> child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    >>> process = psutil.Process(child.pid)
-    >>> reap([process], timeout=0.1)
-    >>> process.is_running()
-    False
-    """
-    import psutil
-
-    _, alive = psutil.wait_procs(list(processes), timeout=timeout)
-    for process in alive:
-        try:
-            process.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=5)
-
-
-# Run by a small process of its own (stdlib and psutil only: nbbacktest's imports would
-# cost it ~100 MB) in a session of its own, so the signal that ends the client spares it.
-_WATCHDOG = r"""
-import json, os, sys, time
-import psutil
-
-args = json.loads(sys.argv[1])
-
-def gone(process):
-    try:
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return True
-
-try:
-    client = psutil.Process(args["client"])
-    if client.create_time() != args["born"]:
-        raise psutil.NoSuchProcess(args["client"])
-except psutil.Error:
-    client = None
-while client is not None and not gone(client):
-    time.sleep(args["interval"])
-# Every process of the cluster carries its id and profile in its environment.
-mine = []
-for process in psutil.process_iter():
-    try:
-        env = process.environ()
-    except psutil.Error:
-        continue
-    if (process.pid != os.getpid() and env.get("IPP_CLUSTER_ID") == args["cluster_id"]
-            and env.get("IPP_PROFILE_DIR") == args["profile_dir"]):
-        mine.append(process)
-for signal_them in ("terminate", "kill"):
-    for process in mine:
-        try:
-            getattr(process, signal_them)()
-        except psutil.Error:
-            pass
-    deadline = time.monotonic() + args["grace"]
-    while time.monotonic() < deadline and not all(gone(p) for p in mine):
-        time.sleep(0.1)
-    mine = [p for p in mine if not gone(p)]
-for name in os.listdir(args["segments"]):
-    if name.startswith(args["prefix"]):
-        try:
-            os.unlink(os.path.join(args["segments"], name))
-        except OSError:
-            pass
-security = os.path.join(args["profile_dir"], "security")
-cluster_id = args["cluster_id"]
-for name in (f"cluster-{cluster_id}.json", f"ipcontroller-{cluster_id}-client.json",
-             f"ipcontroller-{cluster_id}-engine.json"):
-    try:
-        os.unlink(os.path.join(security, name))
-    except OSError:
-        pass
-"""
-
-
-def _start_watchdog(cluster_id: str, profile_dir: str) -> subprocess.Popen[bytes]:
-    """A process that ends the cluster ``cluster_id`` once this process is gone.
-
-    Within :data:`ORPHAN_SECONDS`, it signals every process whose environment names the
-    cluster (controller, engines, nannies, engines started later alike) and removes this
-    process's segments and the cluster's connection files. :meth:`Cluster.stop` ends it.
-    """
-    import psutil
-
-    from nbbacktest.parallel.shared import SEGMENT_PREFIX, segment_dir
-
-    me = psutil.Process()
-    args = {
-        "client": me.pid, "born": me.create_time(), "cluster_id": cluster_id,
-        "profile_dir": profile_dir, "segments": str(segment_dir()),
-        "prefix": f"{SEGMENT_PREFIX}{me.pid}-", "interval": WATCH_INTERVAL, "grace": WATCH_GRACE,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-c", _WATCHDOG, json.dumps(args)], stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-
-
-def _end_watchdog(watchdog: subprocess.Popen[bytes] | None) -> None:
-    if watchdog is None:
-        return
-    watchdog.terminate()
-    try:
-        watchdog.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        watchdog.kill()
-        watchdog.wait(timeout=5)
-
-
 def _engines(ids: list[int]) -> str:
     return ", ".join(map(str, ids)) or "(none registered)"
-
-
-def _remote_name(key: str) -> str:
-    from nbbacktest.parallel.shared import SEGMENT_PREFIX
-
-    # A file name, resolved in each host's own segment directory; named after the
-    # data, not a pid, so every engine of that host finds the same file.
-    return f"{SEGMENT_PREFIX}remote-{key}"
 
 
 def _check_timeout(timeout: Any) -> None:
