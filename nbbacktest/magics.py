@@ -6,6 +6,9 @@ user namespace, call :func:`nbbacktest.backtest`, :func:`nbbacktest.sweep` or
 :class:`nbbacktest.Cluster`, and display what comes back. Every mistake in the
 input is a one-line ``UsageError``; errors raised by strategy code are not touched.
 
+The options, their types and the ``--grid`` SPEC grammar live in
+:mod:`nbbacktest.magic_args`; the ``%cluster`` table in :mod:`nbbacktest.display.status`.
+
 Examples
 --------
 >>> sorted(BacktestMagics.magics["line"]), sorted(BacktestMagics.magics["cell"])
@@ -16,15 +19,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
-import math
 import os
-import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import pandas as pd
 from IPython.core import magic_arguments
@@ -34,10 +33,33 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.display import display
 
 from nbbacktest.display import sweep
-from nbbacktest.engine import Param, Settings, Strategy, backtest, is_universe
-from nbbacktest.engine.params import unknown_param_message
-from nbbacktest.errors import ClusterError, DataError, ParamError, SweepError, UnknownParamError
-from nbbacktest.parallel.cluster import Cluster, resolve_engine_count
+from nbbacktest.display.status import engines_phrase, format_status, plural
+from nbbacktest.engine import Param, Strategy, backtest, is_universe
+from nbbacktest.engine.strategy import resolve_strategy
+from nbbacktest.errors import (
+    ClusterError,
+    DataError,
+    ParamError,
+    SweepError,
+    UnknownParamError,
+    closest,
+    did_you_mean,
+)
+from nbbacktest.magic_args import (
+    assignments,
+    declared_param,
+    engine_count,
+    grid_options,
+    output_options,
+    parse_grid_spec,
+    parse_line,
+    parse_scalar,
+    run_options,
+    settings_from,
+    settings_options,
+    validated,
+)
+from nbbacktest.parallel.cluster import Cluster
 from nbbacktest.parallel.events import Started, SweepEvent
 from nbbacktest.parallel.sweep import SweepResult
 
@@ -55,340 +77,6 @@ __all__ = [
 INPUT_ERRORS: tuple[type[Exception], ...] = (
     ParamError, UnknownParamError, SweepError, DataError, ClusterError,
 )
-
-#: Where ``%backtest`` stores its result unless ``-o VAR`` says otherwise.
-DEFAULT_VARIABLE = "_backtest"
-
-# A range longer than this per parameter is a typo (a step of 1e-9), not a sweep.
-_MAX_RANGE = 1_000_000
-_TRUE = frozenset({"true", "yes", "on", "1"})
-_FALSE = frozenset({"false", "no", "off", "0"})
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-# ------------------------------------------------------------------ option types
-def _engine_count(text: str) -> int | str:
-    """argparse type of ``--engines``/``-n``: N, -1 (every core) or auto."""
-    if text == "auto":
-        return text
-    try:
-        engines = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of engines: give N, -1 (every core) or auto"
-        ) from None
-    try:
-        resolve_engine_count(engines)
-    except SweepError:
-        raise argparse.ArgumentTypeError(
-            f"{engines} is not a number of engines: give N >= 1, -1 (every core) or auto"
-        ) from None
-    return engines
-
-
-def _positive_int(text: str) -> int:
-    """argparse type of counts (``--sample``, ``--top``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
-    return value
-
-
-def _variable_name(text: str) -> str:
-    """argparse type of ``-o``: a Python identifier."""
-    if not text.isidentifier():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a valid variable name")
-    return text
-
-
-def _symbol_list(text: str) -> list[str]:
-    """argparse type of ``--symbols``: A,B,C."""
-    symbols = [symbol.strip() for symbol in text.split(",")]
-    if not all(symbols):
-        raise argparse.ArgumentTypeError(f"{text!r} has an empty symbol: give A,B,C")
-    return symbols
-
-
-# ------------------------------------------------------ shared option groups
-def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
-    """One decorator applying ``decorators`` so that help lists them in the order given."""
-
-    def apply(magic: F) -> F:
-        for decorator in reversed(decorators):
-            magic = decorator(magic)
-        return magic
-
-    return apply
-
-
-grid_options = _options(
-    magic_arguments.argument_group("grid"),
-    magic_arguments.argument(
-        "--grid", nargs="+", action="extend", default=[], metavar="NAME=SPEC",
-        help="values of a parameter to sweep: start:stop:step (stop excluded, like range;"
-        " ints or floats; without :step, the Param's declared step, else 1 for an int"
-        " parameter, while a float one needs a step), a,b,c (numbers or strings) or one value",
-    ),
-    magic_arguments.argument(
-        "--set", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
-        help="a fixed value for a parameter the grid does not sweep",
-    ),
-    magic_arguments.argument(
-        "--where", metavar="EXPR",
-        help='keep the points where EXPR is true, e.g. "fast < slow"; it sees the'
-        " parameters only",
-    ),
-    magic_arguments.argument(
-        "--sample", type=_positive_int, metavar="N", help="run a random sample of N points"
-    ),
-    magic_arguments.argument(
-        "--seed", type=int, default=0, metavar="S",
-        help="seed of the sample and of every run (default 0)",
-    ),
-    magic_arguments.argument(
-        "--symbols", type=_symbol_list, metavar="A,B", help="the symbols of a universe to run on"
-    ),
-)
-
-run_options = _options(
-    magic_arguments.argument_group("run"),
-    magic_arguments.argument(
-        "--metric", default="sharpe", metavar="M",
-        help="the stat that ranks the runs (default sharpe)",
-    ),
-    magic_arguments.argument(
-        "--minimize", action="store_true", help="the lowest metric is best (default: highest)"
-    ),
-    magic_arguments.argument(
-        "--engines", type=_engine_count, metavar="N",
-        help="engines to run on: N, -1 (every core) or auto; without a running cluster,"
-        " N > 1 starts a local one (default: this process)",
-    ),
-    magic_arguments.argument(
-        "--stop-on-error", action="store_true", help="stop at the first run that raises"
-    ),
-    magic_arguments.argument(
-        "--save", metavar="DIR", help="checkpoint the rows into DIR as they arrive"
-    ),
-    magic_arguments.argument(
-        "--resume", action="store_true", help="skip the points already saved in --save DIR"
-    ),
-    magic_arguments.argument(
-        "--no-progress", action="store_true", help="do not show the progress display"
-    ),
-)
-
-settings_options = _options(
-    magic_arguments.argument_group("simulation"),
-    magic_arguments.argument("--cash", type=float, help="starting equity (default 10000)"),
-    magic_arguments.argument(
-        "--commission", type=float,
-        help="fraction of traded notional paid per fill, e.g. 0.002 for 0.2%% (default 0)",
-    ),
-    magic_arguments.argument(
-        "--slippage", type=float,
-        help="fraction by which fills move against the trade (default 0)",
-    ),
-    magic_arguments.argument(
-        "--fill", choices=("next_open", "close"), help="fill at the next open (default) or this close"
-    ),
-    magic_arguments.argument("--leverage", type=float, help="largest absolute exposure (default 1)"),
-    magic_arguments.argument(
-        "--close-at-end", action="store_true", help="close the last position at the last close"
-    ),
-)
-
-output_options = _options(
-    magic_arguments.argument_group("output"),
-    magic_arguments.argument(
-        "--top", type=_positive_int, metavar="K", help="show the table of the K best runs"
-    ),
-    magic_arguments.argument(
-        "-o", "--output", type=_variable_name, default=DEFAULT_VARIABLE, metavar="VAR",
-        help=f"store the result in VAR (default {DEFAULT_VARIABLE})",
-    ),
-    magic_arguments.argument(
-        "--ui", action="store_true", help="show the sweep widget instead of running"
-    ),
-)
-
-
-# ------------------------------------------------------------------ grid specs
-def parse_grid_spec(name: str, spec: str, param: Param, owner: str) -> list[Any]:
-    """The values of ``--grid NAME=SPEC``, converted to the parameter's type.
-
-    ``SPEC`` is ``start:stop:step`` (stop excluded, like ``range``; the step may be
-    left out when the Param declares one, or for ints), ``a,b,c``, or one value.
-    Ranges are computed in decimal, so ``0.1:0.3:0.05`` gives exactly 0.1, 0.15,
-    0.2 and 0.25. A str parameter takes ``:`` literally.
-
-    Raises
-    ------
-    UsageError
-        Naming the part of SPEC that is wrong, or the value the Param rejects.
-
-    Examples
-    --------
-    >>> parse_grid_spec("fast", "5:20:5", Param(10), "SmaCross")
-    [5, 10, 15]
-    >>> parse_grid_spec("stop", "0.1:0.3:0.05", Param(0.0), "SmaCross")
-    [0.1, 0.15, 0.2, 0.25]
-    >>> parse_grid_spec("mode", "long,short", Param("long"), "SmaCross")
-    ['long', 'short']
-    >>> parse_grid_spec("fast", "5:x:5", Param(10), "SmaCross")
-    Traceback (most recent call last):
-    ...
-    IPython.core.error.UsageError: --grid fast=5:x:5: stop 'x' is not a number
-    """
-    label = f"--grid {name}={spec}"
-    text = spec.strip()
-    if not text:
-        raise UsageError(f"{label}: SPEC is empty; give start:stop:step, a,b,c or one value")
-    if ":" in text and param.type is not str:
-        values: list[Any] = _range_values(text, param, label)
-    else:
-        items = [item.strip() for item in text.split(",")]
-        for position, item in enumerate(items, 1):
-            if not item:
-                raise UsageError(f"{label}: item {position} of {text!r} is empty")
-        values = [_scalar(item, param, label) for item in items]
-    return [_validated(value, param, owner, label) for value in values]
-
-
-def _range_values(text: str, param: Param, label: str) -> list[Any]:
-    if param.type is bool:
-        raise UsageError(f"{label}: a range needs a numeric parameter, {param.name!r} is bool;"
-                         " give true,false")
-    parts = text.split(":")
-    if len(parts) not in (2, 3):
-        raise UsageError(f"{label}: a range is start:stop:step, got {len(parts)} parts")
-    start = _decimal(parts[0], "start", label)
-    stop = _decimal(parts[1], "stop", label)
-    if len(parts) == 3:
-        step = _decimal(parts[2], "step", label)
-    elif param.step is not None:
-        step = Decimal(str(param.step))
-    elif param.type is int:
-        step = Decimal(1)
-    else:
-        raise UsageError(f"{label}: give a step, start:stop:step ({param.name!r} declares none)")
-    if step == 0:
-        raise UsageError(f"{label}: step must not be 0")
-    count = math.ceil((stop - start) / step)
-    if count <= 0:
-        way = "up" if step > 0 else "down"
-        raise UsageError(
-            f"{label} is empty: no value from start {start} {way} to stop {stop}"
-            " (stop is excluded, like range)"
-        )
-    if count > _MAX_RANGE:
-        raise UsageError(f"{label} has {count:,} values; at most {_MAX_RANGE:,} per parameter")
-    return [_number(start + i * step, param) for i in range(count)]
-
-
-def _decimal(text: str, part: str, label: str) -> Decimal:
-    text = text.strip()
-    if not text:
-        raise UsageError(f"{label}: {part} is missing")
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise UsageError(f"{label}: {part} {text!r} is not a number") from None
-    if not value.is_finite():
-        raise UsageError(f"{label}: {part} {text!r} is not a finite number")
-    return value
-
-
-def _number(value: Decimal, param: Param) -> int | float:
-    # A whole number stays an int unless the Param is a float (Param converts 5 -> 5.0).
-    if param.type is not float and value == value.to_integral_value():
-        return int(value)
-    return float(value)
-
-
-def _scalar(text: str, param: Param, label: str) -> Any:
-    """One value of SPEC (or of ``--set``) in the Param's type."""
-    if param.type is str:
-        return text
-    if param.type is bool:
-        word = text.lower()
-        if word in _TRUE:
-            return True
-        if word in _FALSE:
-            return False
-        raise UsageError(f"{label}: {text!r} is not true or false")
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise UsageError(f"{label}: {text!r} is not a number") from None
-    if value.is_nan():
-        raise UsageError(f"{label}: {text!r} is not a number")
-    return _number(value, param) if value.is_finite() else float(value)
-
-
-def _validated(value: Any, param: Param, owner: str, label: str) -> Any:
-    try:
-        return param.validate(value, owner)
-    except ParamError as error:
-        raise UsageError(f"{label}: {error}") from None
-
-
-def _assignments(items: list[str], option: str) -> dict[str, str]:
-    """``NAME=TEXT`` items of ``--grid``/``--set`` as a dict, each name once."""
-    found: dict[str, str] = {}
-    for item in items:
-        name, equals, text = item.partition("=")
-        name = name.strip()
-        if not equals or not name:
-            raise UsageError(f"{option} {item!r} must be NAME=VALUE, e.g. {option} fast=10")
-        if name in found:
-            raise UsageError(f"{option} gives {name!r} twice")
-        found[name] = text
-    return found
-
-
-def _declared(name: str, params: Mapping[str, Param], owner: str, option: str, text: str) -> Param:
-    if name not in params:
-        close = closest(name, params)
-        message = (f"Strategy {owner!r} has no parameter {name!r}. Did you mean: {', '.join(close)}?"
-                   if close else unknown_param_message(owner, name, params))
-        raise UsageError(f"{option} {name}={text}: {message}")
-    return params[name]
-
-
-def closest(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> list[str]:
-    """The candidates closest to ``word``: the single best, or those tied for best.
-
-    A did-you-mean hint that lists every name above ``cutoff`` (``difflib``'s
-    ``get_close_matches``) offers ``period, upper`` for ``perod``; the one
-    closest is what was meant unless two are exactly as close.
-
-    Examples
-    --------
-    >>> closest("perod", ["upper", "period", "lower"])
-    ['period']
-    >>> closest("fst", ["fast", "fist"])
-    ['fast', 'fist']
-    >>> closest("zzz", ["fast", "slow"])
-    []
-    """
-    scores: dict[str, float] = {}
-    matcher = difflib.SequenceMatcher()
-    matcher.set_seq2(word)
-    for candidate in candidates:
-        matcher.set_seq1(candidate)
-        # The same three ratios, in the same order, as difflib.get_close_matches.
-        if (matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff
-                and matcher.ratio() >= cutoff):
-            scores[candidate] = matcher.ratio()
-    if not scores:
-        return []
-    best = max(scores.values())
-    return [c for c, score in scores.items() if math.isclose(score, best)]
 
 
 # --------------------------------------------------------------------- helpers
@@ -417,60 +105,6 @@ def _is_data(value: Any) -> bool:
     )
 
 
-def format_status(status: Mapping[str, Any]) -> str:
-    """A cluster's :meth:`~nbbacktest.Cluster.status` as the text table ``%cluster`` prints.
-
-    Examples
-    --------
-    >>> print(format_status({"running": True, "kind": "local", "engines": 2,
-    ...                      "hosts": {"node1": 2}, "busy": 1, "idle": 1,
-    ...                      "data": {"3f9a": {"bytes": 1_500_000, "engines": 2}}}))
-    Cluster (local): 2 engines on 1 host, 1 busy, 1 idle
-      host   engines
-      node1        2
-      data        size  engines
-      3f9a     1.4 MiB        2
-    """
-    if not status.get("running"):
-        return "Cluster: stopped"
-    hosts = status["hosts"]
-    lines = [
-        f"Cluster ({status['kind']}): {_count(status['engines'], 'engine')} on"
-        f" {_count(len(hosts), 'host')}, {status['busy']:,} busy, {status['idle']:,} idle"
-    ]
-    width = max([len("host"), *map(len, hosts)])
-    lines.append(f"  {'host':<{width}}  engines")
-    lines += [f"  {host:<{width}}  {count:>7,}" for host, count in hosts.items()]
-    data = status["data"]
-    if not data:
-        lines.append("  data held: none")
-        return "\n".join(lines)
-    width = max([len("data"), *map(len, data)])
-    lines.append(f"  {'data':<{width}}  {'size':>10}  engines")
-    lines += [
-        f"  {key:<{width}}  {_size(held['bytes']):>10}  {held['engines']:>7,}"
-        for key, held in data.items()
-    ]
-    return "\n".join(lines)
-
-
-def _size(nbytes: int) -> str:
-    size = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
-
-
-def _engines_phrase(engines: int) -> str:
-    return "in this process" if engines == 0 else f"on {_count(engines, 'engine')}"
-
-
 # ---------------------------------------------------------------------- magics
 @magics_class
 class BacktestMagics(Magics):
@@ -485,7 +119,7 @@ class BacktestMagics(Magics):
         help="start, connect or stop; none prints the status table",
     )
     @magic_arguments.argument(
-        "-n", "--engines", type=_engine_count, metavar="N",
+        "-n", "--engines", type=engine_count, metavar="N",
         help="start: engines to start, N, -1 (every core) or auto (default auto)",
     )
     @magic_arguments.argument("--profile", metavar="P", help="start, connect: IPython profile")
@@ -513,7 +147,7 @@ class BacktestMagics(Magics):
             %cluster                            # engines, hosts, busy, data held
             %cluster stop
         """
-        args = _parse(self.cluster, line)
+        args = parse_line(self.cluster, line)
         action = args.action
         if args.engines is not None and action != "start":
             raise UsageError("-n/--engines applies to %cluster start")
@@ -525,7 +159,7 @@ class BacktestMagics(Magics):
         if action in ("start", "connect") and current is not None:
             raise UsageError(
                 f"a cluster is already running ({'local' if current.owned else 'connected'},"
-                f" {_count(len(current.ids), 'engine')}): stop it first with %cluster stop"
+                f" {plural(len(current.ids), 'engine')}): stop it first with %cluster stop"
             )
         if action == "start":
             _start_cluster(args)
@@ -535,7 +169,7 @@ class BacktestMagics(Magics):
                     profile=args.profile, cluster_id=args.cluster_id,
                     url_file=None if args.url_file is None else os.path.expanduser(args.url_file),
                 )
-            print(f"Connected to a cluster of {_count(len(cluster.ids), 'engine')}")
+            print(f"Connected to a cluster of {plural(len(cluster.ids), 'engine')}")
         elif action == "stop":
             _stop_cluster(current)
         elif current is None:
@@ -581,7 +215,7 @@ class BacktestMagics(Magics):
             %backtest SmaCross universe --grid fast=5:30:5 --symbols AAA,BBB
             %backtest SmaCross data --ui
         """
-        args = _parse(self.backtest, line)
+        args = parse_line(self.backtest, line)
         strategy = self._strategy(args.strategy)
         data = self._data(args.data)
         self._run(args.strategy, strategy, data, args)
@@ -600,7 +234,9 @@ class BacktestMagics(Magics):
     @settings_options
     @output_options
     @no_var_expand
-    @cell_magic("backtest")
+    # IPython types cell_magic(name) as returning a decorator *or* the function (one
+    # annotation for both of its uses), so mypy cannot apply the decorator it returns.
+    @cell_magic("backtest")  # type: ignore[arg-type]
     def backtest_cell(self, line: str, cell: str) -> None:
         """Run the cell, which defines a strategy, then backtest or sweep that strategy.
 
@@ -622,7 +258,7 @@ class BacktestMagics(Magics):
                     if bar.close >= self.high[bar.i]:
                         self.buy()
         """
-        args = _parse(self.backtest_cell, line)
+        args = parse_line(self.backtest_cell, line)
         namespace = self.shell.user_ns
         namespace.setdefault("Strategy", Strategy)
         namespace.setdefault("Param", Param)
@@ -678,9 +314,9 @@ class BacktestMagics(Magics):
         names = [n for n in self.shell.user_ns if not n.startswith("_") and n not in hidden]
         fitting = [n for n in names if wanted(self.shell.user_ns[n])]
         others = [n for n in names if n not in fitting]
-        close = closest(name, fitting) or closest(name, others)
-        if close:
-            return f" Did you mean: {', '.join(close)}?"
+        hint = did_you_mean(name, fitting) or did_you_mean(name, others)
+        if hint:
+            return hint
         if fitting:
             return f" The {kind} defined: {', '.join(sorted(fitting))}."
         return f" No {kind} defined yet."
@@ -690,9 +326,13 @@ class BacktestMagics(Magics):
             name, "STRATEGY", lambda v: _is_strategy_class(v) or isinstance(v, Strategy),
             "strategies",
         )
-        if _is_strategy_class(value) or isinstance(value, Strategy):
-            return value
-        raise UsageError(f"STRATEGY {name!r} is {_describe(value)}, not a Strategy subclass")
+        try:
+            resolve_strategy(value, f"STRATEGY {name!r}")  # the one check of every entry point
+        except TypeError:
+            # Said in one line: the value's repr may span several.
+            raise UsageError(f"STRATEGY {name!r} is {_describe(value)}, not a Strategy subclass"
+                             " or instance") from None
+        return value
 
     def _data(self, name: str) -> pd.DataFrame | Mapping[str, pd.DataFrame]:
         value = self._lookup(name, "DATA", _is_data, "data frames")
@@ -725,16 +365,16 @@ class BacktestMagics(Magics):
         owner = cls.__name__
         grid = self._grid(args.grid, params, owner)
         fixed: dict[str, Any] = {}
-        for key, text in _assignments(args.set, "--set").items():
-            param = _declared(key, params, owner, "--set", text)
+        for key, text in assignments(args.set, "--set").items():
+            param = declared_param(key, params, owner, "--set", text)
             label = f"--set {key}={text}"
-            fixed[key] = _validated(_scalar(text.strip(), param, label), param, owner, label)
+            fixed[key] = validated(parse_scalar(text.strip(), param, label), param, owner, label)
         both = sorted(fixed.keys() & grid.keys())
         if both:
             raise UsageError(f"{', '.join(both)} is both in --grid and in --set: keep one")
         if args.resume and args.save is None:
             raise UsageError("--resume continues a sweep saved with --save DIR: give --save too")
-        settings = _settings(args)
+        settings = settings_from(args)
         with _input_errors():
             if fixed:
                 strategy = (
@@ -743,7 +383,7 @@ class BacktestMagics(Magics):
         if args.ui:
             self._show_widget(strategy, data, grid, args, settings)
             return
-        if not grid and not is_universe(data):
+        if not grid and isinstance(data, pd.DataFrame):  # not a universe
             for option, value in (("--where", args.where), ("--sample", args.sample),
                                   ("--symbols", args.symbols), ("--save", args.save),
                                   ("--engines", args.engines), ("--top", args.top),
@@ -759,8 +399,8 @@ class BacktestMagics(Magics):
 
     def _grid(self, items: list[str], params: Mapping[str, Param], owner: str) -> dict[str, list]:
         return {
-            key: parse_grid_spec(key, spec, _declared(key, params, owner, "--grid", spec), owner)
-            for key, spec in _assignments(items, "--grid").items()
+            key: parse_grid_spec(key, spec, declared_param(key, params, owner, "--grid", spec), owner)
+            for key, spec in assignments(items, "--grid").items()
         }
 
     def _sweep(
@@ -780,13 +420,13 @@ class BacktestMagics(Magics):
                 return
             cluster = Cluster.current()
             if cluster is not None and cluster is not cluster_before:
-                print(f"Started a local cluster of {_count(len(cluster.ids), 'engine')}"
+                print(f"Started a local cluster of {plural(len(cluster.ids), 'engine')}"
                       " (stop it with %cluster stop)")
             points = event.total // symbols if symbols else event.total
-            on = f" on {_count(symbols, 'symbol')} ({event.total:,} runs)" if symbols else ""
+            on = f" on {plural(symbols, 'symbol')} ({event.total:,} runs)" if symbols else ""
             saved = f" ({event.finished:,} already saved)" if event.finished else ""
-            print(f"Sweeping {_count(points, 'point')} of {name}{on}"
-                  f" {_engines_phrase(event.engines)}{saved}", flush=True)
+            print(f"Sweeping {plural(points, 'point')} of {name}{on}"
+                  f" {engines_phrase(event.engines)}{saved}", flush=True)
 
         with _input_errors():
             result = sweep(
@@ -820,7 +460,7 @@ class BacktestMagics(Magics):
         settings: dict[str, Any],
     ) -> None:
         try:
-            from nbbacktest.display import SweepWidget  # type: ignore[attr-defined]
+            from nbbacktest.display import SweepWidget
         except ImportError as error:
             raise UsageError(f"--ui: the sweep widget is not available ({error})") from None
         # The widget starts from the options given; it fills in the rest from the Params.
@@ -843,7 +483,7 @@ def _start_cluster(args: argparse.Namespace) -> None:
     with _input_errors():
         cluster = Cluster(engines=engines, profile=args.profile)
     print(
-        f"Started a local cluster of {_count(len(cluster.ids), 'engine')} in"
+        f"Started a local cluster of {plural(len(cluster.ids), 'engine')} in"
         f" {time.monotonic() - started:.1f} s (stop it with %cluster stop)"
     )
 
@@ -857,40 +497,9 @@ def _stop_cluster(current: Cluster | None) -> None:
     engines, owned = len(current.ids), current.owned
     current.stop()
     if owned:
-        print(f"Stopped the local cluster of {_count(engines, 'engine')}")
+        print(f"Stopped the local cluster of {plural(engines, 'engine')}")
     else:
-        print(f"Disconnected from the cluster of {_count(engines, 'engine')} (it keeps running)")
-
-
-def _parse(magic: Callable[..., Any], line: str) -> argparse.Namespace:
-    """Split ``line`` like a shell does, then parse it with the magic's parser.
-
-    magic_arguments' own split keeps the quotes (``--where "fast < slow"`` would
-    arrive as a quoted string literal) and cuts ``--where="a < b"`` in three.
-    """
-    try:
-        words = shlex.split(line)
-    except ValueError as error:  # an unclosed quote
-        raise UsageError(f"cannot read the options: {error} in {line!r}") from None
-    return magic.parser.parse_args(words)
-
-
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The simulation options given, checked now (as :class:`Settings` checks them)."""
-    given = {
-        key: getattr(args, key)
-        for key in ("cash", "commission", "slippage", "fill", "leverage")
-        if getattr(args, key) is not None
-    }
-    if args.close_at_end:
-        given["close_at_end"] = True
-    try:
-        Settings(**given)
-    except (TypeError, ValueError) as error:
-        # Settings names the field first ("commission must be ..."): name the option.
-        field, _, rest = str(error).partition(" ")
-        raise UsageError(f"--{field.replace('_', '-')} {rest}") from None
-    return given
+        print(f"Disconnected from the cluster of {plural(engines, 'engine')} (it keeps running)")
 
 
 def _report(result: SweepResult, args: argparse.Namespace) -> None:
@@ -899,13 +508,14 @@ def _report(result: SweepResult, args: argparse.Namespace) -> None:
     if result.failed:
         table = result.results
         row = int(table.index[table["status"] == "failed"][0])
+        traceback, error = str(table.at[row, "traceback"]), str(table.at[row, "error"])
         if result.status == "stopped":
-            print(f"Sweep {result.reason}\nRow {row} ({result.describe(row)}):\n"
-                  f"{table.at[row, 'traceback']}", file=sys.stderr)
+            print(f"Sweep {result.reason}\nRow {row} ({result.describe(row)}):\n{traceback}",
+                  file=sys.stderr)
         else:
             print(
                 f"{result.failed} of {len(result)} runs raised; the first, row {row}"
-                f" ({result.describe(row)}), raised {table.at[row, 'error']}."
+                f" ({result.describe(row)}), raised {error}."
                 f" Tracebacks: {variable}.results.traceback",
                 file=sys.stderr,
             )

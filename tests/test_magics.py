@@ -394,7 +394,7 @@ def test_ctrl_c_cancels_the_sweep_and_keeps_finished_rows(shell, ns):
         ("SmaCross daily --grid fast=5 --where 'open(\"x\")'", "may not use 'open'"),
         ("SmaCross daily --grid fast=5 --where 'fast.__class__'", "may not use the attribute '__class__'"),
         ("SmaCross daily --grid fast=5 --metric sharp",
-         "metric 'sharp' is not a numeric stat. Did you mean 'sharpe'? Valid metrics: equity_final,"),
+         "metric 'sharp' is not a numeric stat. Did you mean: sharpe? Valid metrics: equity_final,"),
         ("SmaCross daily --grid fast=5 --engines 0", "argument --engines: 0 is not a number of engines"),
         ("SmaCross daily --grid fast=5 --engines many", "argument --engines: 'many' is not a number"),
         ("SmaCross daily --grid fast=5 --sample 0", "argument --sample: 0 must be 1 or more"),

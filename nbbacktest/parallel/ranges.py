@@ -44,7 +44,7 @@ from nbbacktest.engine.params import Param
 from nbbacktest.errors import SweepError
 from nbbacktest.parallel.grid import MAX_RUNS
 
-__all__ = ["MAX_RANGE_VALUES", "GridRange", "range_of", "range_values"]
+__all__ = ["MAX_RANGE_VALUES", "GridRange", "as_number", "range_of", "range_values"]
 
 #: Most values one range may hold: the most runs a sweep holds, so that no range
 #: that could run alone is refused, and a typo'd step fails before it is expanded.
@@ -94,13 +94,7 @@ class GridRange:
         if self.kind is int and _is_whole(self.start) and _is_whole(self.step):
             first, step = int(self.start), int(self.step)
             return list(range(first, first + count * step, step))
-        return [self._number(self.start + i * self.step) for i in range(count)]
-
-    def _number(self, value: Decimal) -> int | float:
-        # A whole number stays an int unless the values are floats (Param converts 5 -> 5.0).
-        if self.kind is not float and _is_whole(value):
-            return int(value)
-        return float(value)
+        return [as_number(self.start + i * self.step, self.kind) for i in range(count)]
 
     # ------------------------------------------------------------ constructors
     @classmethod
@@ -242,6 +236,19 @@ def range_of(values: Sequence[Any], kind: type = int) -> tuple[Any, Any, Any]:
     if kind is int:
         return int(low), int(high), int(np.gcd.reduce(gaps.astype(np.int64)))
     return float(low), float(high), float(f"{float(gaps.min()):.12g}")
+
+
+def as_number(value: Decimal, kind: type) -> int | float:
+    """A grid value of a parameter of type ``kind``: a whole number stays an int unless ``kind`` is float.
+
+    Examples
+    --------
+    >>> as_number(Decimal("5"), int), as_number(Decimal("5"), float), as_number(Decimal("5.5"), int)
+    (5, 5.0, 5.5)
+    """
+    if kind is not float and _is_whole(value):
+        return int(value)
+    return float(value)
 
 
 # --------------------------------------------------------------------- helpers
