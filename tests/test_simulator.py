@@ -345,65 +345,6 @@ def test_result_pickles_small_and_whole():
     assert "Result SmaVector" in repr(result) and "<table>" in result._repr_html_()
 
 
-# ------------------------------------------------- the fast vectorized fill loop
-def _reference_ledger(settings, targets, bars, prices, n):
-    """The general path: Broker.follow over every change, as the event path fills."""
-    from nbbacktest.engine.broker import Broker
-
-    broker = Broker(settings["cash"], settings["commission"], settings["slippage"],
-                    settings["fractional"])
-    broker.follow(targets.tolist(), bars.tolist(), prices.tolist())
-    return broker.ledger(n)
-
-
-def _random_changes(rng, n, kind):
-    levels = {
-        "long": [0.0, 1.0],
-        "long-short": [-1.0, 0.0, 1.0],
-        "fractions": [-1.0, -0.5, 0.0, 0.25, 0.5, 1.0],  # resizes hand over mid-run
-        "leverage": [-2.0, 0.0, 1.5, 3.0],
-    }[kind]
-    exposures = rng.choice(levels, n)
-    changed = np.flatnonzero(exposures != np.concatenate(([0.0], exposures[:-1])))
-    prices = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
-    return exposures[changed], changed, prices[changed]
-
-
-@pytest.mark.parametrize("n", [100, 3_000], ids=["P&L-in-loop", "P&L-in-numpy"])
-@pytest.mark.parametrize("kind", ["long", "long-short", "fractions", "leverage"])
-@pytest.mark.parametrize(
-    "costs",
-    [
-        {"cash": 10_000.0, "commission": 0.0, "slippage": 0.0, "fractional": True},
-        {"cash": 10_000.0, "commission": 0.002, "slippage": 0.001, "fractional": True},
-        {"cash": 5_000.0, "commission": 0.01, "slippage": 0.0, "fractional": False},
-    ],
-    ids=["free", "costs", "whole-units"],
-)
-def test_fast_fill_loop_matches_the_broker_bit_for_bit(kind, costs, n):
-    from nbbacktest.engine.broker import _PNL_IN_LOOP_MAX_CHANGES, follow_changes
-    from nbbacktest.engine.ledger import trade_arrays
-
-    rng = np.random.default_rng(len(kind))
-    targets, bars, prices = _random_changes(rng, n, kind)
-    if kind == "long":  # both ways of working out the P&L are covered
-        assert (len(targets) <= _PNL_IN_LOOP_MAX_CHANGES) == (n == 100)
-    fast = follow_changes(costs["cash"], costs["commission"], costs["slippage"],
-                          costs["fractional"], targets, bars, prices, n)
-    reference = _reference_ledger(costs, targets, bars, prices, n)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
-    for got, expected in zip(fast.mark_to_market(close), reference.mark_to_market(close)):
-        assert got.tobytes() == expected.tobytes()
-    assert fast.pnl.tobytes() == reference.pnl.tobytes()
-    assert fast.returns.tobytes() == reference.returns.tobytes()
-    assert fast.bars_in_market() == reference.bars_in_market()
-    assert fast.trades == reference.trades and len(fast.trades) == len(reference.trades) > 5
-    # resizes hand the rest of the run to Broker.follow, which books a plain list
-    assert isinstance(fast.trades, list) == (kind in ("fractions", "leverage"))
-    for field, column in trade_arrays(fast.trades).items():
-        np.testing.assert_array_equal(column, trade_arrays(reference.trades)[field], err_msg=field)
-
-
 def test_trade_book_builds_records_on_demand_and_pickles_small():
     import pickle
 
@@ -469,31 +410,6 @@ def test_microsecond_and_time_zone_indexes_give_the_same_results():
     assert stats["start"] == zoned.index[0] and stats["end"] == zoned.index[-1]
     assert stats["duration"] == zoned.index[-1] - zoned.index[0]  # an hour of DST apart
     assert stats["sharpe"] != base.stats["sharpe"]  # bars per year from the true span
-
-
-def test_identity_cache_remembers_per_object_and_forgets_the_dead():
-    import gc
-
-    from nbbacktest.engine.caches import IdentityCache
-
-    cache = IdentityCache(kept=2)
-    calls = []
-
-    def compute(index):
-        calls.append(len(index))  # not the index itself: that would keep it alive
-        return len(index)
-
-    first = pd.Index(["a", "b"])
-    assert cache.get(first, compute) == cache.get(first, compute) == 2
-    assert len(calls) == 1
-    equal_but_other = pd.Index(["a", "b"])
-    assert cache.get(equal_but_other, compute) == 2 and len(calls) == 2  # identity, not equality
-    del equal_but_other
-    gc.collect()
-    assert len(cache._entries) == 1  # the dead object's entry went with it
-    for _ in range(3):  # a full cache starts over rather than growing
-        cache.get(pd.Index(["c"]), compute)
-    assert len(cache._entries) <= 2
 
 
 def test_resizing_up_averages_the_entry_price_and_down_books_the_part_closed():
