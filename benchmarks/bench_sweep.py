@@ -107,13 +107,15 @@ def bare_apply_floor(cluster, data, plan):
     from nbbacktest.engine.backtest import Settings
     from nbbacktest.parallel import worker
     from nbbacktest.parallel.fingerprint import fingerprint
-    from nbbacktest.parallel.sweep import _job_blob, make_job, point_specs
+    from nbbacktest.parallel.launch import job_bytes
+    from nbbacktest.parallel.spec import SweepSpec
 
     key = fingerprint(data)
     cluster.share(data, key)
-    blob = _job_blob(make_job(plan, Settings(), key))
+    spec = SweepSpec(plan, Settings())
+    blob = job_bytes(spec.job(key))
     views = [cluster.client[engine] for engine in cluster.client.ids[:2]]
-    specs = point_specs(plan, range(len(plan)))
+    specs = spec.point_specs(range(len(plan)))
     halves = [specs[0::2], specs[1::2]]
 
     def once(job=None):

@@ -19,6 +19,7 @@ ipyparallel, ipywidgets or plotly.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 from nbbacktest.engine import (
@@ -57,7 +58,7 @@ _LAZY = {
     "SweepWidget": "nbbacktest.display",
     "explore": "nbbacktest.display",
 }
-# Loading these first loads the display layer, which installs their progress display.
+# Loading these first names their default progress display (see _default_progress).
 _SHOWN = {"sweep", "run_many", "resume"}
 
 __all__ = [
@@ -73,10 +74,20 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'nbbacktest' has no attribute {name!r}")
     if name in _SHOWN:
-        importlib.import_module("nbbacktest.display")
+        _default_progress()
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def _default_progress() -> None:
+    """Where IPython runs, ``progress=True`` shows the notebook-aware display (a widget in a
+    Jupyter kernel); elsewhere the parallel layer's text line on stderr stays the default."""
+    if "IPython" not in sys.modules:
+        return
+    progress = importlib.import_module("nbbacktest.parallel.progress")
+    if progress.default_display is None:
+        progress.default_display = importlib.import_module("nbbacktest.display").show_progress
 
 
 def __dir__() -> list[str]:

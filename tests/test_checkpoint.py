@@ -22,10 +22,11 @@ import pytest
 
 import nbbacktest as nbb
 from nbbacktest.errors import NbbacktestError, NbbacktestWarning, SweepError
-from nbbacktest.parallel import checkpoint
+from nbbacktest.parallel import checkpoint, trust
 from nbbacktest.parallel.checkpoint import (
     DATA_DIR_ENV,
     DATA_PICKLE,
+    FORMAT,
     ROWS,
     SECRET,
     SPEC_JSON,
@@ -33,8 +34,8 @@ from nbbacktest.parallel.checkpoint import (
     code_digests,
     load_spec,
     read_rows,
-    secret_key,
 )
+from nbbacktest.parallel.trust import secret_key
 
 from conftest import Sleepy, SmaCross
 
@@ -225,7 +226,7 @@ def test_the_lock_of_a_killed_process_is_released(tmp_path):
 def fill_disk_after(monkeypatch, writes):
     """The checkpoint's writes succeed ``writes`` times, then the disk is full (half of that write lands)."""
     secret_key()  # the key exists before the disk fills
-    real = checkpoint._write
+    real = checkpoint.write_all
     calls = []
 
     def write(fd, payload):
@@ -235,7 +236,7 @@ def fill_disk_after(monkeypatch, writes):
         os.write(fd, payload[: len(payload) // 2])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(checkpoint, "_write", write)
+    monkeypatch.setattr(checkpoint, "write_all", write)
     return calls
 
 
@@ -302,7 +303,7 @@ DAMAGE = {
                                   r"its spec\.json has no 'format', 'strategy', 'runs', 'identity', 'data'"),
     "spec.json a list": (lambda f: (f / SPEC_JSON).write_text("[1, 2]"), r"holds a JSON list"),
     "spec.json newer": (lambda f: (f / SPEC_JSON).write_text(
-        (f / SPEC_JSON).read_text().replace('"format": 2', '"format": 99')), r"newer nbbacktest \(format 99"),
+        (f / SPEC_JSON).read_text().replace(f'"format": {FORMAT}', '"format": 99')), r"newer nbbacktest \(format 99"),
     "spec.pkl cut": (lambda f: _truncate(f, SPEC_PICKLE), r"its spec\.pkl cannot be loaded \((EOF|Unpickling)"),
     "spec.pkl garbage": (lambda f: (f / SPEC_PICKLE).write_bytes(b"garbage"),
                          r"its spec\.pkl cannot be loaded \(UnpicklingError"),
@@ -439,7 +440,7 @@ def test_another_key_unsigned_or_changed_data_is_refused_and_trusted_signs_it(tm
 
 
 def test_a_damaged_key_is_a_clear_error(own_key, tmp_path, daily, monkeypatch):
-    monkeypatch.setattr(checkpoint, "_KEY_WAIT", 0.05)
+    monkeypatch.setattr(trust, "_KEY_WAIT", 0.05)
     own_key.parent.mkdir(parents=True)
     own_key.write_text("short")
     with pytest.raises(SweepError, match=rf"signing key {re.escape(repr(str(own_key)))} is damaged.*delete it"):

@@ -7,6 +7,7 @@ import io
 import os
 import queue
 import re
+import subprocess
 import sys
 import textwrap
 import threading
@@ -15,7 +16,6 @@ import time
 import pytest
 
 import nbbacktest as nbb
-import nbbacktest.display  # noqa: F401  (installs the progress factory)
 from nbbacktest.display import progress as progress_module
 from nbbacktest.display.progress import ProgressState, TextProgress, in_kernel, show_progress
 from nbbacktest.display.widget import ProgressWidget
@@ -32,8 +32,8 @@ class Sleepy(conftest.Sleepy):
 
 
 GRID = {"fast": [5, 10, 15], "slow": [30, 60]}
-# The module, not the function of the same name that nbbacktest.parallel exports.
-sweep_module = importlib.import_module("nbbacktest.parallel.sweep")
+# The module that picks a sweep's progress display.
+parallel_progress = importlib.import_module("nbbacktest.parallel.progress")
 
 
 def row_numbers(table_html: str) -> list[int]:
@@ -55,7 +55,7 @@ def widget_factory(monkeypatch):
         shown.append(ProgressWidget(result))
         return shown[-1]
 
-    monkeypatch.setattr(sweep_module, "_progress_factory", factory)
+    monkeypatch.setattr(parallel_progress, "default_display", factory)
     return shown
 
 
@@ -157,6 +157,56 @@ def test_progress_goes_to_stderr_unless_turned_off(daily, capsys, monkeypatch):
     assert capsys.readouterr().err == ""
     nbb.sweep(SmaCross, daily, {"fast": [5, 10]}, progress=True)  # an explicit True wins
     assert "2/2" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- progress=
+def test_progress_may_be_a_callable_given_the_sweep(daily, capsys):
+    seen = []
+    sweep = nbb.sweep(SmaCross, daily, {"fast": [5, 10]}, progress=seen.append)
+    assert seen == [sweep] and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("progress", ["yes", 1.5])
+def test_a_progress_that_is_no_bool_nor_callable_names_the_argument(daily, progress):
+    with pytest.raises(TypeError, match=r"progress must be True, False or a callable taking the SweepResult"):
+        nbb.sweep(SmaCross, daily, {"fast": [5]}, progress=progress)
+
+
+PARALLEL_ALONE = """
+import sys
+from nbbacktest.engine.examples import SmaCross
+from nbbacktest.engine.samples import load_sample
+import nbbacktest.parallel as parallel
+parallel.sweep(SmaCross, load_sample("daily"), {"fast": [5, 10]}, progress=True)
+print(sorted(m for m in ("nbbacktest.display", "ipywidgets", "plotly", "IPython") if m in sys.modules))
+"""
+
+TOP_LEVEL_IN_IPYTHON = """
+import sys
+{ipython}
+import nbbacktest as nbb
+nbb.sweep
+from nbbacktest.parallel import progress
+print(getattr(progress.default_display, "__module__", None))
+"""
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NBBACKTEST_PROGRESS": "1"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=env, check=True)
+
+
+def test_the_parallel_layer_alone_shows_the_text_line_when_asked():
+    done = run_python(PARALLEL_ALONE)
+    assert "[####################] 2/2" in done.stderr
+    assert done.stdout.strip() == "[]"  # no display layer, no widgets, no plotly, no IPython
+
+
+@pytest.mark.parametrize("ipython, default", [("import IPython", "nbbacktest.display.progress"),
+                                              ("", "None")])
+def test_the_top_level_package_names_the_notebook_display_only_where_ipython_runs(ipython, default):
+    assert run_python(TOP_LEVEL_IN_IPYTHON.format(ipython=ipython)).stdout.strip() == default
 
 
 # ---------------------------------------------------------------------- factory

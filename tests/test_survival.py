@@ -558,7 +558,7 @@ def test_a_point_that_ignores_the_interrupt_does_not_hold_up_later_sweeps(spare,
 
 
 def test_a_sweep_whose_controller_dies_fails_soon_and_keeps_its_rows(daily):
-    from nbbacktest.parallel.sweep import CONTROLLER_CHECK
+    from nbbacktest.parallel.cluster_runner import CONTROLLER_CHECK
 
     previous = Cluster.current()
     own = Cluster(engines=2, timeout=120)

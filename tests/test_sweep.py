@@ -17,7 +17,8 @@ import nbbacktest as nbb
 from nbbacktest.errors import ClusterError, SweepError
 from nbbacktest.parallel import events as ev
 from nbbacktest.parallel.cluster import Cluster, resolve_engine_count
-from nbbacktest.parallel.shared import fingerprint, segment_dir
+from nbbacktest.parallel.fingerprint import fingerprint
+from nbbacktest.parallel.segment_files import segment_dir
 from nbbacktest.parallel.worker import ClaimBoard
 
 from conftest import SmaCross
@@ -219,7 +220,7 @@ def test_bad_inputs_fail_before_anything_is_sent(cluster, daily):
         nbb.sweep(SmaCross, daily, {"fast": [5]}, engines=0)
     with pytest.raises(SweepError, match="engines must be a positive int"):
         nbb.sweep(SmaCross, daily, {"fast": [5]}, engines=-2)
-    with pytest.raises(SweepError, match="metric 'sharp' is not a numeric stat. Did you mean 'sharpe'"):
+    with pytest.raises(SweepError, match="metric 'sharp' is not a numeric stat. Did you mean: sharpe?"):
         nbb.sweep(SmaCross, daily, {"fast": [5]}, metric="sharp")
     with pytest.raises(nbb.UnknownParamError, match="Did you mean: fast"):
         nbb.sweep(SmaCross, daily, {"fsat": [5]})

@@ -1,8 +1,9 @@
 """The display layer: progress, tables and charts; it observes the parallel layer's events.
 
-Importing it installs the progress display used by :func:`nbbacktest.sweep` and
-registers the views that ``Result`` and ``SweepResult`` ask for by name
-(``result.plot()``, ``sweep.table()``, their rich display, ...).
+Importing it registers the views that ``Result`` and ``SweepResult`` ask for by
+name (``result.plot()``, ``sweep.table()``, their rich display, ...).
+:func:`show_progress` is the progress display a sweep uses in IPython: the
+top-level package names it as the default when IPython is present.
 
 The widget modules load on first use (``ProgressWidget``, ``figure_widget``,
 ``SweepWidget``, ``explore``), so that a script without ipywidgets still gets the
@@ -17,7 +18,7 @@ from typing import Any
 from nbbacktest.display import charts, tables
 from nbbacktest.display.progress import ProgressState, TextProgress, in_kernel, show_progress
 from nbbacktest.engine import views
-from nbbacktest.parallel.sweep import run_many, set_progress_factory, sweep
+from nbbacktest.parallel.launch import run_many, sweep
 
 #: The views this layer draws, by the names the engine and parallel layers ask for.
 VIEWS = {
@@ -33,8 +34,6 @@ VIEWS = {
 }
 for _name, _function in VIEWS.items():
     views.provide(_name, _function)
-
-set_progress_factory(show_progress)
 
 _LAZY = {
     "ProgressWidget": "nbbacktest.display.widget",

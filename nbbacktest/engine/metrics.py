@@ -69,6 +69,7 @@ import pandas as pd
 
 __all__ = [
     "NUMERIC_STATS",
+    "STAT_KINDS",
     "STAT_LABELS",
     "STAT_NAMES",
     "Timeline",
@@ -103,8 +104,22 @@ STAT_LABELS: dict[str, str] = {
     "exposure_time_pct": "Exposure Time [%]",
 }
 STAT_NAMES: tuple[str, ...] = tuple(STAT_LABELS)
-_NON_NUMERIC = frozenset({"start", "end", "duration", "max_drawdown_duration"})
-NUMERIC_STATS: tuple[str, ...] = tuple(k for k in STAT_NAMES if k not in _NON_NUMERIC)
+#: How a stat is stored and shown where it is not a float (every stat not named here
+#: is one): "int" (a count), "timedelta" (``pd.Timedelta``), "data" (a ``pd.Timestamp``
+#: or ``pd.Timedelta`` that depends on the data set alone, the same for every run on
+#: it) or "object" (anything else, kept as it is). A sweep's table, its checkpoint and
+#: a resume read a stat's kind from here: a new stat needs its label, its kind when
+#: not a float, and its value in :func:`summarize`, and nothing else.
+STAT_KINDS: dict[str, str] = {
+    "start": "data",
+    "end": "data",
+    "duration": "data",
+    "max_drawdown_duration": "timedelta",
+    "trades": "int",
+}
+NUMERIC_STATS: tuple[str, ...] = tuple(
+    k for k in STAT_NAMES if STAT_KINDS.get(k, "float") in ("float", "int")
+)
 
 _NAN = math.nan
 # A Julian year, so that hourly 24/7 data gives exactly 24 * 365.25 = 8766 bars/year.

@@ -5,16 +5,18 @@ A directory holds
 - ``spec.json``: what the sweep is (strategy, grid size, settings, data fingerprint,
   a digest of each strategy class's source, the signature of the pickled files), for
   people and for resuming; ``spec.pkl``: what :func:`nbbacktest.resume` needs to go
-  on in a new process (the plan with its strategy classes by value, settings, metric);
+  on in a new process (the :class:`~nbbacktest.parallel.spec.SweepSpec`, its strategy
+  classes by value);
 - ``data.pkl``: the data, written once, so that ``resume(dir)`` needs nothing else;
 - ``rows.jsonl``: one JSON line per finished run (done or failed), appended as rows
   arrive. A sweep holds a lock (``flock``) on it while it runs, so that a second
   sweep on the directory fails at once instead of corrupting it; the OS releases
-  the lock when the sweep ends or its process dies. A line is written with a single ``write`` on a file opened for appending;
-  a process killed mid-write leaves at most a last line without its newline, which
-  :func:`read_rows` detects and skips (and the next writer cuts off). Files are not
-  fsync'ed (that would cost more than the sweep on fast points): a killed process
-  loses nothing, a machine that loses power may lose the last rows the OS held;
+  the lock when the sweep ends or its process dies. A line is written with a single
+  ``write`` on a file opened for appending; a process killed mid-write leaves at
+  most a last line without its newline, which :func:`read_rows` detects and skips
+  (and the next writer cuts off). Files are not fsync'ed (that would cost more
+  than the sweep on fast points): a killed process loses nothing, a machine that
+  loses power may lose the last rows the OS held;
 - ``errors.log``: each failed run's params, error and engine-side traceback, as text.
 
 Floats survive the JSON round trip to the bit (``repr`` is exact), so a resumed sweep's
@@ -22,11 +24,8 @@ table equals an uninterrupted run's.
 
 A checkpoint holds code: ``spec.pkl`` carries the strategy classes, and unpickling it
 runs whatever its author put there. So :func:`load_state` unpickles only checkpoints
-signed on this machine by this user: ``spec.json`` holds an HMAC-SHA256 of each
-pickled file under a random per-user key, created on first use in a file only its owner can
-read (``checkpoint_secret`` in ``$NBBACKTEST_DATA_DIR``, or else the user's data
-directory: ``~/.local/share/nbbacktest`` on Linux), as Jupyter signs notebooks.
-Any other checkpoint is refused unless the caller says it is trusted.
+signed on this machine by this user (see :mod:`nbbacktest.parallel.trust`); any
+other is refused unless the caller says it is trusted.
 
 Resuming with ``sweep(..., resume=True)`` compares the source of each strategy class
 (and of its bases outside nbbacktest) with the digest the checkpoint recorded, and
@@ -47,104 +46,55 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import hmac
-import inspect
 import json
-import marshal
 import os
 import pickle
-import re
-import sys
 import time
-import types
-import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from nbbacktest.engine.data import _warn
 from nbbacktest.errors import SweepError
 from nbbacktest.parallel import pickling
+from nbbacktest.parallel.rows import SavedRow, parse_saved_line, saved_line
+from nbbacktest.parallel.spec import SweepSpec
+from nbbacktest.parallel.trust import (
+    DATA_DIR_ENV,
+    DATA_PICKLE,
+    SECRET,
+    SPEC_JSON,
+    SPEC_PICKLE,
+    check_signature,
+    code_changes,
+    code_digests,
+    remember_loaded_code,
+    signature,
+    write_all,
+)
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock, no lock (see _open_locked)
     fcntl = None  # type: ignore[assignment]
 
-SPEC_JSON, SPEC_PICKLE, DATA_PICKLE = "spec.json", "spec.pkl", "data.pkl"
+__all__ = ["DATA_DIR_ENV", "DATA_PICKLE", "ERRORS", "FORMAT", "ROWS", "SECRET", "SPEC_JSON",
+           "SPEC_PICKLE", "Checkpoint", "SavedRow", "load_spec", "load_state", "read_rows"]
+
 ROWS, ERRORS = "rows.jsonl", "errors.log"
 #: 2: spec.json records each strategy class's code digest; the pickled files are signed.
-FORMAT = 2
-#: Environment variable naming the directory of this user's key (for a test, or a
-#: home directory that cannot be written).
-DATA_DIR_ENV = "NBBACKTEST_DATA_DIR"
-#: The key's file name in :func:`data_dir`.
-SECRET = "checkpoint_secret"
+#: 3: spec.pkl holds the SweepSpec itself (with its stat schema).
+FORMAT = 3
 
-#: One saved run: (row, stats or None, (type, message, traceback) or None, seconds, engine, host).
-SavedRow = tuple[int, "dict[str, Any] | None", "tuple[str, str, str] | None", float, int, "str | None"]
-
-# What a spec.json must hold to be one of ours, and a spec.pkl's state.
+# What a spec.json must hold to be one of ours.
 _SPEC_KEYS = ("format", "strategy", "runs", "identity", "data")
-_STATE_KEYS = ("plan", "settings", "metric", "maximize", "stop_on_error", "warn_after")
-# data.pkl can be gigabytes: its MAC is computed a block at a time.
-_BLOCK = 1 << 20
-# How long a reader waits for a key another process is creating at that moment.
-_KEY_WAIT = 2.0
 # flock's errors when another holds the lock.
 _BUSY = {errno.EAGAIN, errno.EWOULDBLOCK}
 # The save directories this process holds locks on (to say whose the lock is).
 _LOCKED_HERE: set[Path] = set()
-# Class attributes that are not code: moving a class or editing its docstring changes them.
-_NOT_CODE = frozenset({"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__",
-                       "__firstlineno__", "__static_attributes__"})
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-_HEAPTYPE = 1 << 9  # a class defined in Python (not a built-in type like object)
-# The digest each class loaded from a checkpoint was saved with: a class unpickled
-# from spec.pkl is that checkpoint's code, whatever its file holds now.
-_LOADED_CODE: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
 
 
 # ---------------------------------------------------------------------- rows
-def _encode(value: Any) -> Any:
-    # Timestamps and Timedeltas keep their unit and zone, so the table rebuilds identically.
-    if isinstance(value, pd.Timestamp):
-        return {"$ts": int(value.value), "unit": value.unit, "tz": None if value.tz is None else str(value.tz)}
-    if isinstance(value, pd.Timedelta):
-        return {"$td": int(value.value), "unit": value.unit}
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    return str(value)
-
-
-def _decode(obj: dict[str, Any]) -> Any:
-    if "$ts" in obj:
-        stamp = pd.Timestamp(obj["$ts"], unit="ns", tz="UTC" if obj["tz"] else None)
-        if obj["tz"]:
-            stamp = stamp.tz_convert(obj["tz"])
-        return stamp.as_unit(obj["unit"])
-    if "$td" in obj:
-        return pd.Timedelta(obj["$td"], unit="ns").as_unit(obj["unit"])
-    return obj
-
-
-def _parse_row(line: bytes) -> SavedRow:
-    """One line of rows.jsonl as a saved run; ValueError, KeyError or TypeError if it is none."""
-    record = json.loads(line, object_hook=_decode)
-    row, stats, error = record["row"], record["stats"], record["error"]
-    if type(row) is not int or row < 0:
-        raise ValueError(f"row {row!r} is not a row number")
-    # A finished run has stats, a failed one an error: exactly one of them.
-    if not (isinstance(stats, dict) and error is None
-            or stats is None and isinstance(error, list) and len(error) == 3):
-        raise ValueError("neither stats nor an error")
-    return (row, stats, None if error is None else tuple(error), float(record["seconds"]),
-            int(record["engine"]), record["host"])
-
-
 def _line_numbers(numbers: list[int]) -> str:
     shown = ", ".join(map(str, numbers[:5]))
     more = f" and {len(numbers) - 5} more" if len(numbers) > 5 else ""
@@ -184,7 +134,7 @@ def read_rows(folder: str | os.PathLike[str]) -> dict[int, SavedRow]:
             if not line.endswith(b"\n"):
                 break  # the last line: the writer died mid-line
             try:
-                saved = _parse_row(line)
+                saved = parse_saved_line(line)
             except (ValueError, KeyError, TypeError):
                 damaged.append(number)
                 continue
@@ -203,216 +153,6 @@ def _complete_length(path: Path) -> int:
     with open(path, "rb") as file:
         data = file.read()
     return data.rfind(b"\n") + 1
-
-
-def _write(fd: int, payload: bytes) -> None:
-    """Write all of ``payload``: ``os.write`` may write less (a disk that fills up midway)."""
-    view = memoryview(payload)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-# ---------------------------------------------------------------------- code
-def _user_classes(classes: Iterable[type]) -> Iterator[type]:
-    """``classes`` and their bases, except nbbacktest's and built-in types, once each."""
-    seen: set[type] = set()
-    for cls in classes:
-        for klass in cls.__mro__:
-            module = klass.__module__ or ""
-            if (klass in seen or not klass.__flags__ & _HEAPTYPE
-                    or module == "nbbacktest" or module.startswith("nbbacktest.")):
-                continue
-            seen.add(klass)
-            yield klass
-
-
-def _class_name(klass: type) -> str:
-    return f"{klass.__module__}.{klass.__qualname__}"
-
-
-def _member_code(value: Any) -> bytes:
-    """What a class attribute contributes to its class's digest when the class has no source."""
-    if isinstance(value, (staticmethod, classmethod)):
-        value = value.__func__
-    if isinstance(value, property):
-        return b"property(" + b",".join(_member_code(f) for f in (value.fget, value.fset, value.fdel)) + b")"
-    if isinstance(value, types.FunctionType):
-        defaults = _ADDRESS.sub("", repr((value.__defaults__, value.__kwdefaults__))).encode()
-        try:
-            # A notebook cell's methods have source (in linecache) where their class has none.
-            return inspect.getsource(value).encode() + defaults
-        except (OSError, TypeError):
-            return marshal.dumps(value.__code__) + defaults
-    # Addresses differ from one process (or cell run) to the next; the rest is the value.
-    return _ADDRESS.sub("", repr(value)).encode()
-
-
-def _digest(klass: type) -> str:
-    try:
-        source = inspect.getsource(klass)
-    except (OSError, TypeError):
-        # No source (a class from a notebook cell, exec or ``python -c``): its members'.
-        digest = hashlib.sha256()
-        for name, value in sorted(vars(klass).items()):
-            if name not in _NOT_CODE:
-                digest.update(name.encode() + b"=" + _member_code(value) + b"\n")
-        return "members:" + digest.hexdigest()
-    return "source:" + hashlib.sha256(source.encode()).hexdigest()
-
-
-def code_digests(classes: Iterable[type]) -> dict[str, str]:
-    """A digest of the code of each class and of its bases outside nbbacktest.
-
-    The digest is of the class's source (:func:`inspect.getsource`); a class with
-    no source (from a notebook cell, ``exec`` or ``python -c``) gets one of its
-    methods' source or code and its other attributes. A class loaded from a
-    checkpoint keeps the digest it was saved with.
-
-    Parameters
-    ----------
-    classes : iterable of classes
-
-    Returns
-    -------
-    dict of str to str
-        By qualified name (``module.QualName``).
-
-    Examples
-    --------
-    >>> from nbbacktest.engine.examples import SmaCross
-    >>> code_digests([SmaCross])   # nbbacktest's own classes are not recorded
-    {}
-    """
-    return {_class_name(klass): _LOADED_CODE.get(klass) or _digest(klass)
-            for klass in _user_classes(classes)}
-
-
-def _code_changes(saved: Any, current: dict[str, str]) -> list[str]:
-    """What differs between the code digests of a checkpoint and of this sweep, in words."""
-    saved = saved if isinstance(saved, dict) else {}
-    changes = [f"the code of {name} changed" for name in current
-               if name in saved and saved[name] != current[name]]
-    changes += [f"{name} is new" for name in current if name not in saved]
-    changes += [f"{name} is gone" for name in saved if name not in current]
-    return changes
-
-
-# ---------------------------------------------------------------------- signing
-def data_dir() -> Path:
-    """The directory of this user's nbbacktest files (the checkpoint key).
-
-    ``$NBBACKTEST_DATA_DIR`` when set; otherwise the platform's per-user data
-    directory: ``$XDG_DATA_HOME/nbbacktest`` or ``~/.local/share/nbbacktest`` on
-    Linux, ``~/Library/Application Support/nbbacktest`` on macOS,
-    ``%APPDATA%\\nbbacktest`` on Windows.
-
-    Examples
-    --------
-    >>> data_dir().name in ("nbbacktest", os.path.basename(os.environ.get(DATA_DIR_ENV, "")))
-    True
-    """
-    override = os.environ.get(DATA_DIR_ENV)
-    if override:
-        return Path(override).expanduser()
-    home = Path.home()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = home / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
-    return base / "nbbacktest"
-
-
-def secret_key() -> bytes:
-    """This user's key for signing checkpoints; made on first use (mode 0600).
-
-    The key lives in ``data_dir() / "checkpoint_secret"``. Deleting it makes a new
-    one: checkpoints signed with the old one then need ``resume(dir, trusted=True)``.
-
-    Examples
-    --------
-    >>> len(secret_key())
-    32
-    """
-    path = data_dir() / SECRET
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # O_EXCL: of two processes making it at once, one writes it, the other reads it.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            try:
-                _write(fd, os.urandom(32).hex().encode())
-            finally:
-                os.close(fd)
-    deadline = time.monotonic() + _KEY_WAIT
-    while True:
-        text = path.read_text(encoding="ascii", errors="replace").strip()
-        if re.fullmatch(r"[0-9a-f]{64}", text):
-            return bytes.fromhex(text)
-        if time.monotonic() > deadline:
-            raise SweepError(
-                f"the checkpoint signing key {str(path)!r} is damaged (not 64 hex digits): "
-                "delete it and a new one is made (checkpoints signed with the old one then "
-                "need nbb.resume(dir, trusted=True))"
-            )
-        time.sleep(0.01)  # its maker is writing it
-
-
-def _chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as file:
-        while block := file.read(_BLOCK):
-            yield block
-
-
-def _mac(key: bytes, name: str, chunks: Iterable[bytes]) -> str:
-    # The file's name is signed too: a checkpoint's spec.pkl cannot pass for its data.pkl.
-    mac = hmac.new(key, name.encode() + b"\0", hashlib.sha256)
-    for chunk in chunks:
-        mac.update(chunk)
-    return mac.hexdigest()
-
-
-def _signature(folder: Path, payloads: dict[str, bytes] | None = None) -> dict[str, str] | None:
-    """The signature of ``folder``'s pickled files (``payloads``: their bytes, when at hand)."""
-    try:
-        key = secret_key()
-    except OSError as error:
-        _warn(f"checkpoint {str(folder)!r} is not signed: this user's key cannot be made "
-              f"({error}); set {DATA_DIR_ENV} to a writable directory, or resume it with "
-              "nbb.resume(dir, trusted=True)")
-        return None
-    files = {name: _mac(key, name, [payloads[name]] if payloads else _chunks(folder / name))
-             for name in (SPEC_PICKLE, DATA_PICKLE)}
-    return {"algorithm": "hmac-sha256", **files}
-
-
-def _refuse(folder: Path, why: str) -> SweepError:
-    return SweepError(
-        f"nbb.resume will not load the checkpoint {str(folder)!r}: {why}. A checkpoint holds "
-        f"code (the strategy classes in {SPEC_PICKLE}) that loading it runs, so only those "
-        "made by this user on this machine load without asking. If you trust where it came "
-        f"from: nbb.resume({str(folder)!r}, trusted=True) (which then signs it as yours)"
-    )
-
-
-def _check_signature(folder: Path, spec: dict[str, Any]) -> None:
-    """Raise unless ``folder``'s pickled files carry this user's signature (reads, never unpickles)."""
-    signature = spec.get("signature")
-    if signature is None:
-        raise _refuse(folder, "it is not signed (made by another program, or by an older nbbacktest)")
-    if not isinstance(signature, dict) or signature.get("algorithm") != "hmac-sha256":
-        raise _refuse(folder, f"the signature in its {SPEC_JSON} is damaged")
-    key = secret_key()
-    for name in (SPEC_PICKLE, DATA_PICKLE):
-        expected = signature.get(name)
-        if not isinstance(expected, str) or not hmac.compare_digest(
-                _mac(key, name, _chunks(folder / name)), expected):
-            raise _refuse(folder, f"{name} does not match its signature (made by another user "
-                                  "or on another machine, or changed since)")
 
 
 # ---------------------------------------------------------------------- the directory
@@ -479,17 +219,19 @@ class Checkpoint:
         cls,
         save: Any,
         *,
-        spec: dict[str, Any],
-        state: dict[str, Any],
+        spec: SweepSpec,
         data: Any,
+        data_key: str | None,
         resume: bool | str,
     ) -> tuple[Checkpoint, dict[int, SavedRow]]:
         """Create ``save`` (or reopen it with ``resume``); returns it and the rows saved.
 
-        ``spec`` identifies the sweep (compared on resume, with the code of its
-        strategy classes); ``state`` is what ``nbbacktest.resume`` needs to rebuild it
-        (pickled by value). ``resume="force"`` keeps the saved rows although the
-        strategy's code changed, and records the new code.
+        ``spec`` is the sweep: its summary and identity (compared on resume, with
+        the code of its strategy classes) go to ``spec.json``, the spec itself
+        (pickled by value, so that ``nbbacktest.resume`` rebuilds it in another
+        process) to ``spec.pkl``; ``data_key`` is the data's fingerprint.
+        ``resume="force"`` keeps the saved rows although the strategy's code
+        changed, and records the new code.
         """
         if not isinstance(save, (str, os.PathLike)):
             raise TypeError(f"save must be a directory path, got {type(save).__name__}")
@@ -507,25 +249,26 @@ class Checkpoint:
                 " choose a directory you can write to"
             ) from error
         try:
-            spec = {**spec, "format": FORMAT, "code": code_digests(state["plan"].classes)}
+            summary = {**spec.summary(data_key), "format": FORMAT,
+                       "code": code_digests(spec.plan.classes)}
             saved_spec = load_spec(folder) if (folder / SPEC_JSON).exists() else None
             if saved_spec is None and (folder / ROWS).stat().st_size:
                 raise _damaged(folder, f"it has saved rows ({ROWS}) but no {SPEC_JSON}")
             rows: dict[int, SavedRow] = {}
             write = saved_spec is None
             if saved_spec is not None:
-                rows = cls._check_resume(folder, saved_spec, spec, resume)
-                write = resume == "force" and saved_spec.get("code") != spec["code"]
+                rows = cls._check_resume(folder, saved_spec, summary, resume)
+                write = resume == "force" and saved_spec.get("code") != summary["code"]
             if write:
-                payloads = {DATA_PICKLE: pickle.dumps(data, protocol=5), SPEC_PICKLE: state_bytes(state)}
+                payloads = {DATA_PICKLE: pickle.dumps(data, protocol=5), SPEC_PICKLE: spec_bytes(spec)}
                 for name, payload in payloads.items():
                     _write_atomic(folder / name, payload)
-                signature = _signature(folder, payloads)
-                if signature is not None:
-                    spec["signature"] = signature
+                signed = signature(folder, payloads)
+                if signed is not None:
+                    summary["signature"] = signed
                 # Last: a directory with spec.json is a complete checkpoint.
-                _write_spec(folder, spec)
-            return cls(folder, spec, fd), rows
+                _write_spec(folder, summary)
+            return cls(folder, summary, fd), rows
         except BaseException:
             if created and not (folder / ROWS).stat().st_size:
                 # Leave a refused directory as it was (unlinked before the lock goes,
@@ -558,7 +301,7 @@ class Checkpoint:
                   "record the strategy's code: its saved rows are kept without checking that "
                   "the code is the same")
         else:
-            changes = _code_changes(saved["code"], spec["code"])
+            changes = code_changes(saved["code"], spec["code"])
             if changes and resume != "force":
                 raise SweepError(
                     f"cannot resume from save={str(folder)!r}: {'; '.join(changes)} since the "
@@ -579,10 +322,9 @@ class Checkpoint:
             raise self._failed
         lines = []
         errors = []
-        for row, stats, error, seconds, engine, host in rows:
-            record = {"row": row, "stats": stats, "error": error, "seconds": seconds,
-                      "engine": engine, "host": host}
-            lines.append(json.dumps(record, default=_encode, separators=(",", ":")))
+        for saved in rows:
+            row, _, error, _, engine, host = saved
+            lines.append(saved_line(saved))
             if error is not None:
                 errors.append(
                     f"--- row {row} ({describe(row)}) on engine {engine}, host {host}, "
@@ -590,11 +332,12 @@ class Checkpoint:
                 )
         try:
             if lines and self._rows is not None:
-                _write(self._rows, ("\n".join(lines) + "\n").encode())
+                write_all(self._rows, ("\n".join(lines) + "\n").encode())
             if errors:
                 if self._errors is None:
-                    self._errors = os.open(self.folder / ERRORS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                _write(self._errors, "".join(errors).encode())
+                    self._errors = os.open(self.folder / ERRORS,
+                                           os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                write_all(self._errors, "".join(errors).encode())
         except OSError as error:
             self._failed = self._write_failed(error)
             raise self._failed from error
@@ -640,9 +383,9 @@ def _write_spec(folder: Path, spec: dict[str, Any]) -> None:
     _write_atomic(folder / SPEC_JSON, json.dumps(spec, indent=2, default=str).encode())
 
 
-def state_bytes(state: dict[str, Any]) -> bytes:
-    """Pickle ``state`` with classes from notebooks and scripts by value (cloudpickle)."""
-    return pickling.dumps(state, state["plan"].classes)
+def spec_bytes(spec: SweepSpec) -> bytes:
+    """Pickle ``spec`` with classes from notebooks and scripts by value (cloudpickle)."""
+    return pickling.dumps(spec, spec.plan.classes)
 
 
 def load_spec(folder: str | os.PathLike[str]) -> dict[str, Any]:
@@ -693,8 +436,8 @@ def _unpickle(folder: Path, name: str) -> Any:
         raise _damaged(folder, f"its {name} cannot be loaded ({type(error).__name__}: {error})") from error
 
 
-def load_state(folder: str | os.PathLike[str], trusted: bool = False) -> tuple[dict[str, Any], Any]:
-    """What :func:`nbbacktest.resume` needs: the pickled state and the saved data.
+def load_state(folder: str | os.PathLike[str], trusted: bool = False) -> tuple[SweepSpec, Any]:
+    """What :func:`nbbacktest.resume` needs: the saved sweep's spec and its data.
 
     A checkpoint holds code: nothing is unpickled before the signature of its pickled
     files is checked against this user's key, unless ``trusted`` (which then signs it).
@@ -708,7 +451,7 @@ def load_state(folder: str | os.PathLike[str], trusted: bool = False) -> tuple[d
 
     Returns
     -------
-    (dict, DataFrame or dict of DataFrame)
+    (SweepSpec, DataFrame or dict of DataFrame)
 
     Examples
     --------
@@ -717,35 +460,28 @@ def load_state(folder: str | os.PathLike[str], trusted: bool = False) -> tuple[d
     >>> folder = tempfile.mkdtemp()
     >>> _ = nbb.sweep(SmaCross, nbb.load_sample("daily"), grid={"fast": [5, 10]},
     ...               save=folder, progress=False)
-    >>> state, data = load_state(folder)
-    >>> len(state["plan"]), len(data) > 0
+    >>> spec, data = load_state(folder)
+    >>> len(spec.plan), len(data) > 0
     (2, True)
     """
-    from nbbacktest.parallel.grid import Plan
-
     folder = Path(folder)
-    spec = load_spec(folder)
+    summary = load_spec(folder)
     for name in (SPEC_PICKLE, DATA_PICKLE):
         if not (folder / name).is_file():
             raise _damaged(folder, f"its {name} is missing")
     if not trusted:
-        _check_signature(folder, spec)
+        check_signature(folder, summary)
     state = _unpickle(folder, SPEC_PICKLE)
-    if not isinstance(state, dict):
+    if not isinstance(state, (SweepSpec, dict)):
         raise _damaged(folder, f"its {SPEC_PICKLE} holds a {type(state).__name__}, not a sweep's state")
-    missing = [key for key in _STATE_KEYS if key not in state]
-    if missing or not isinstance(state["plan"], Plan):
-        what = f"no {', '.join(map(repr, missing))}" if missing else "a plan that is no Plan"
-        raise _damaged(folder, f"its {SPEC_PICKLE} is not a sweep's state (it has {what})")
+    try:
+        spec = SweepSpec.from_state(state)
+    except (TypeError, ValueError) as error:
+        raise _damaged(folder, f"its {SPEC_PICKLE} is not a sweep's state ({error})") from error
     data = _unpickle(folder, DATA_PICKLE)
     if trusted:  # the user vouched for it: later resumes need no flag
-        signature = _signature(folder)
-        if signature is not None:
-            _write_spec(folder, {**spec, "signature": signature})
-    recorded = spec.get("code")
-    recorded = recorded if isinstance(recorded, dict) else {}
-    for klass in _user_classes(state["plan"].classes):
-        digest = recorded.get(_class_name(klass))
-        if isinstance(digest, str):
-            _LOADED_CODE[klass] = digest
-    return state, data
+        signed = signature(folder)
+        if signed is not None:
+            _write_spec(folder, {**summary, "signature": signed})
+    remember_loaded_code(spec.plan.classes, summary.get("code"))
+    return spec, data

@@ -9,8 +9,6 @@ same bits wherever it runs.
 
 from __future__ import annotations
 
-import math
-import operator
 import os
 import signal
 import socket
@@ -18,17 +16,14 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
-
-import numpy as np
-import pandas as pd
+from typing import Any
 
 from nbbacktest.engine.backtest import PreparedData, RunSeeds, Settings, simulate_stats
-from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_NAMES
 from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import StrategyError
+from nbbacktest.parallel.rows import ErrorInfo, Rows, RowsBuilder, StatSchema
 
 try:
     import fcntl
@@ -60,6 +55,9 @@ class Job:
     stop_on_error: bool = False
     #: The sweep's seed; a point's own seed is derived from it where the point runs.
     seed: int = 0
+    #: The stats each point gives and how its rows keep them (the client's, so that
+    #: both ends agree on the columns).
+    schema: StatSchema = field(default_factory=StatSchema.current)
 
 
 def host_name() -> str:
@@ -113,7 +111,7 @@ def _resolve(path: str) -> str:
     # A bare file name lives in this host's segment directory.
     if os.path.isabs(path):
         return path
-    from nbbacktest.parallel.shared import segment_dir
+    from nbbacktest.parallel.segment_files import segment_dir
 
     return str(segment_dir() / path)
 
@@ -152,7 +150,8 @@ def _leased(held: _Held, now: float) -> bool:
 
 def _collect(now: float) -> None:
     lapsed = [key for key, held in _HELD.items() if not _leased(held, now)]
-    idle = sorted((key for key, held in _HELD.items() if now - held.used >= IN_USE_SECONDS and key not in lapsed),
+    idle = sorted((key for key, held in _HELD.items()
+                   if now - held.used >= IN_USE_SECONDS and key not in lapsed),
                   key=lambda key: _HELD[key].used, reverse=True)
     kept = 0
     for count, key in enumerate(idle):
@@ -166,7 +165,7 @@ def _collect(now: float) -> None:
 
 def receive_data(key: str, path: str, layout: Any, *arrays: Any, client: str = "") -> str:
     """On another host: write the arrays into this host's segment once, then attach."""
-    from nbbacktest.parallel.shared import write_segment
+    from nbbacktest.parallel.segment_files import write_segment
 
     if key not in _DATA:
         full = _resolve(path)
@@ -238,117 +237,6 @@ def register_job(key: str, job: Job | bytes) -> Job:
 
 #: One point of a task: (row, class index, param values, symbol).
 PointSpec = tuple[int, int, tuple, "str | None"]
-#: Stats that travel and are kept as float64 columns: every numeric stat but trades.
-FLOAT_STATS: tuple[str, ...] = tuple(name for name in NUMERIC_STATS if name != "trades")
-#: Stats that depend on the data set alone: kept once per symbol, not per run.
-TIME_STATS: tuple[str, ...] = ("start", "end", "duration")
-#: The int64 that stands for "no value" in a nanoseconds column (NaT).
-NAT = np.iinfo(np.int64).min
-
-_FLOAT_VALUES = operator.itemgetter(*FLOAT_STATS)
-_TIME_VALUES = operator.itemgetter(*TIME_STATS)
-
-
-class Rows(NamedTuple):
-    """The rows of a chunk as they travel: a column per field, not a tuple per row.
-
-    A few numpy arrays pickle and unpickle in microseconds where a thousand
-    tuples of Python floats take a millisecond each way, and a sweep's result
-    stores them with one fancy-indexed assignment. Row ``k`` is run ``rows[k]``;
-    a failed run has NaN stats and its error in ``errors``.
-
-    Examples
-    --------
-    >>> rows = Rows.empty()
-    >>> len(rows.rows), rows.errors
-    (0, {})
-    """
-
-    rows: np.ndarray  #: int64 run numbers, in the order they ran
-    floats: np.ndarray  #: float64, one row per run, FLOAT_STATS order
-    trades: np.ndarray  #: int64
-    drawdown_ns: np.ndarray  #: int64 max_drawdown_duration in nanoseconds
-    seconds: np.ndarray  #: float64 run time
-    errors: dict[int, tuple[str, str, str]]  #: run number -> (type, message, traceback)
-    times: dict[str | None, tuple]  #: symbol -> (start, end, duration) of its data
-
-    @classmethod
-    def empty(cls) -> Rows:
-        """No rows (a task that came back with nothing)."""
-        return RowsBuilder().build()
-
-    def without(self, runs: Iterable[int]) -> Rows:
-        """These rows less ``runs`` (as if those had not run).
-
-        Examples
-        --------
-        >>> builder = RowsBuilder()
-        >>> builder.failed(3, ("KeyError", "'k'", ""), 0.1)
-        >>> builder.failed(4, ("ValueError", "x", ""), 0.1)
-        >>> left = builder.build().without([3])
-        >>> left.rows.tolist(), list(left.errors)
-        ([4], [4])
-        """
-        drop = set(runs)
-        keep = ~np.isin(self.rows, list(drop))
-        return self._replace(rows=self.rows[keep], floats=self.floats[keep], trades=self.trades[keep],
-                             drawdown_ns=self.drawdown_ns[keep], seconds=self.seconds[keep],
-                             errors={r: e for r, e in self.errors.items() if r not in drop})
-
-
-def stats_dict(floats: np.ndarray, trades: int, drawdown_ns: int, times: tuple) -> dict[str, Any]:
-    """One run's stats dict from its stored fields, keys in :data:`STAT_NAMES` order."""
-    values = dict(zip(FLOAT_STATS, floats.tolist()))
-    values.update(zip(TIME_STATS, times))
-    values["trades"] = trades
-    values["max_drawdown_duration"] = pd.Timedelta(drawdown_ns)
-    return {name: values[name] for name in STAT_NAMES}
-
-
-class RowsBuilder:
-    """Collects a chunk's runs one by one and builds their :class:`Rows`."""
-
-    __slots__ = ("rows", "floats", "trades", "drawdowns", "seconds", "errors", "times")
-
-    def __init__(self) -> None:
-        self.rows: list[int] = []
-        self.floats: list[float] = []  # flat, FLOAT_STATS values of one run after another
-        self.trades: list[int] = []
-        self.drawdowns: list[int] = []
-        self.seconds: list[float] = []
-        self.errors: dict[int, tuple[str, str, str]] = {}
-        self.times: dict[str | None, tuple] = {}
-
-    def ok(self, row: int, stats: dict[str, Any], symbol: str | None, seconds: float) -> None:
-        self.rows.append(row)
-        self.floats.extend(_FLOAT_VALUES(stats))
-        self.trades.append(stats["trades"])
-        self.drawdowns.append(stats["max_drawdown_duration"].value)
-        self.seconds.append(seconds)
-        if symbol not in self.times:
-            self.times[symbol] = _TIME_VALUES(stats)
-
-    def failed(self, row: int, error: tuple[str, str, str], seconds: float) -> None:
-        self.rows.append(row)
-        self.floats.extend(_NAN_FLOATS)
-        self.trades.append(0)
-        self.drawdowns.append(NAT)
-        self.seconds.append(seconds)
-        self.errors[row] = error
-
-    def build(self) -> Rows:
-        return Rows(
-            np.array(self.rows, dtype=np.int64),
-            np.array(self.floats, dtype=np.float64).reshape(len(self.rows), len(FLOAT_STATS)),
-            np.array(self.trades, dtype=np.int64),
-            np.array(self.drawdowns, dtype=np.int64),
-            np.array(self.seconds, dtype=np.float64),
-            self.errors,
-            self.times,
-        )
-
-
-_NAN_FLOATS = (math.nan,) * len(FLOAT_STATS)
 
 
 #: A window shared by the engines of one host: (claim file, slot, engines sharing it).
@@ -377,13 +265,14 @@ def run_points(
     >>> hold_data("doc", nbb.load_sample("daily"))
     >>> job = register_job("doc-job", Job((SmaCross,), (("fast", "slow"),), Settings(), "doc"))
     >>> rows, interrupted = run_points("doc-job", None, [(0, 0, (10, 30), None)])
-    >>> rows.rows.tolist(), rows.trades[0] > 0, rows.errors, interrupted
+    >>> rows_schema = job.schema
+    >>> rows.rows.tolist(), rows.ints[0, rows_schema.ints.index("trades")] > 0, rows.errors, interrupted
     ([0], np.True_, {}, False)
     >>> _ = release_data(["doc"])
     """
     spec = register_job(job_key, job) if job is not None else _JOBS[job_key]
     settings, data_key = spec.settings, spec.data_key
-    rows = RowsBuilder()
+    rows = RowsBuilder(spec.schema)
     clock = time.perf_counter
     running = _RUNNING
     seed_of = RunSeeds(spec.seed)
@@ -591,7 +480,7 @@ def _watch_loop() -> None:
             pass  # a warning that cannot be delivered must not disturb the run
 
 
-def describe_error(error: BaseException) -> tuple[str, str, str]:
+def describe_error(error: BaseException) -> ErrorInfo:
     """Type name, message and traceback of the user's exception behind ``error``."""
     cause = error.__cause__ if isinstance(error, StrategyError) and error.__cause__ else error
     text = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))

@@ -1,0 +1,385 @@
+"""The entry points of a sweep: :func:`sweep`, :func:`run_many` and :func:`resume`.
+
+Each checks its arguments, builds the :class:`~nbbacktest.parallel.spec.SweepSpec`,
+and hands it to :func:`launch`, which opens the checkpoint, picks the progress
+display and starts the runner in a thread of its own. The client validates
+everything first (grid, where, data, strategy picklability), so that a mistake
+is an error before a cluster starts or data moves.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+
+from nbbacktest.engine.backtest import Settings
+from nbbacktest.engine.data import is_universe, validate_data
+from nbbacktest.engine.strategy import Strategy
+from nbbacktest.errors import SweepError, SweepFailedError
+from nbbacktest.parallel import pickling, worker
+from nbbacktest.parallel.checkpoint import Checkpoint, load_state
+from nbbacktest.parallel.cluster import Cluster, current_or_start, resolve_engine_count
+from nbbacktest.parallel.cluster_runner import ClusterRunner
+from nbbacktest.parallel.events import SweepEvent
+from nbbacktest.parallel.grid import plan_instances, plan_sweep
+from nbbacktest.parallel.progress import start_progress
+from nbbacktest.parallel.runners import LocalRunner, Runner
+from nbbacktest.parallel.fingerprint import fingerprint
+from nbbacktest.parallel.spec import SweepSpec
+from nbbacktest.parallel.sweep import SweepResult, SweepWriter
+
+
+def sweep(
+    strategy: type[Strategy] | Strategy,
+    data: pd.DataFrame | Mapping[str, pd.DataFrame],
+    grid: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    *,
+    where: Callable[[Any], bool] | str | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    metric: str = "sharpe",
+    maximize: bool = True,
+    engines: int | str | None = None,
+    cluster: Cluster | None = None,
+    symbols: Sequence[str] | None = None,
+    chunksize: int | str = "auto",
+    on_result: Callable[[SweepEvent], Any] | None = None,
+    stop_on_error: bool = False,
+    save: str | os.PathLike[str] | None = None,
+    resume: bool | str = False,
+    warn_after: float = 3600.0,
+    progress: bool | Callable[[SweepResult], Any] | None = None,
+    block: bool = True,
+    cash: float = 10_000.0,
+    commission: float = 0.0,
+    slippage: float = 0.0,
+    fill: str = "next_open",
+    fractional: bool = True,
+    leverage: float | None = None,
+    close_at_end: bool = False,
+) -> SweepResult:
+    """Backtest every point of a parameter grid, in parallel on an ipyparallel cluster.
+
+    Parameters
+    ----------
+    strategy : Strategy subclass (or instance, whose values fill params not in the grid)
+    data : DataFrame or {symbol: DataFrame}
+        One instrument, or a universe: every point then runs on every symbol.
+    grid : dict of iterables, or a list of such dicts
+        The values of each param to try (the product; a list is a union of grids).
+    where : callable or str, optional
+        Keep only points for which ``where(p)`` is true (``p.fast < p.slow``).
+    n : int, optional
+        Run a random sample of ``n`` points (deterministic from ``seed``).
+    seed : int
+        The sweep's seed: each run's seed is derived from it and the run's params.
+    metric, maximize
+        What ``best`` and the progress display rank by (a stat name).
+    engines : int, -1, "auto" or None
+        None or 1 runs in this process; N uses N engines of the current cluster (or
+        starts a local one); -1 every core.
+    cluster : Cluster, optional
+        The cluster to use instead of the current one.
+    symbols : list of str, optional
+        Subset of a universe's symbols.
+    chunksize : int or "auto"
+        Points per task; "auto" sizes chunks from the measured run time.
+    on_result : callable, optional
+        Called with every event (``PointDone``, ``PointFailed``, ...).
+    stop_on_error : bool
+        Stop at the first failing point; ``reason`` (and the progress display) says which.
+    save : str or path, optional
+        A directory to checkpoint into: every finished run is appended as it
+        arrives (``rows.jsonl``), with the sweep's spec, its data, and ``errors.log``.
+    resume : bool or "force"
+        Go on from the checkpoint in ``save``: finished runs are not run again and
+        the final table equals an uninterrupted run's (see :func:`resume`). Refused
+        when the code of a strategy class (or of its bases outside nbbacktest)
+        changed since the checkpoint was made: its rows came from the old code.
+        ``"force"`` keeps them anyway (for a change that cannot alter results).
+    warn_after : float
+        Seconds after which a run still going emits a ``PointSlow`` event naming it.
+    progress : bool or callable, optional
+        True shows the default display: a widget in a notebook (once
+        ``nbbacktest`` is imported there), else a text line on stderr; False shows
+        nothing; a callable is called with the SweepResult before it starts, to
+        show it its own way. The default is True unless NBBACKTEST_PROGRESS=0.
+    block : bool
+        Wait for the end; False returns at once. Ctrl-C while waiting cancels the
+        sweep and returns it with its finished rows (status "cancelled").
+    cash, commission, slippage, fill, fractional, leverage, close_at_end
+        Simulation settings, as in :func:`nbbacktest.backtest`.
+
+    Returns
+    -------
+    SweepResult
+
+    Examples
+    --------
+    >>> import nbbacktest as nbb
+    >>> from nbbacktest.engine.examples import SmaCross
+    >>> sweep = nbb.sweep(SmaCross, nbb.load_sample("daily"),
+    ...                   grid={"fast": range(5, 30, 5), "slow": range(20, 80, 20)},
+    ...                   where=lambda p: p.fast < p.slow, progress=False)
+    >>> len(sweep.results)
+    13
+    """
+    settings = Settings(cash, commission, slippage, fill, fractional, leverage, close_at_end)
+    data = validate_data(data, name="data")
+    plan = plan_sweep(strategy, grid, where=where, n=n, seed=seed,
+                      symbols=universe_symbols(data, symbols))
+    spec = SweepSpec(plan, settings, metric, maximize, stop_on_error, warn_after)
+    return launch(spec, data, engines=engines, cluster=cluster, chunksize=chunksize,
+                  on_result=on_result, progress=progress, block=block, save=save, resume=resume)
+
+
+def run_many(
+    instances: Sequence[Strategy],
+    data: pd.DataFrame | Mapping[str, pd.DataFrame],
+    *,
+    seed: int = 0,
+    metric: str = "sharpe",
+    maximize: bool = True,
+    engines: int | str | None = None,
+    cluster: Cluster | None = None,
+    symbols: Sequence[str] | None = None,
+    chunksize: int | str = "auto",
+    on_result: Callable[[SweepEvent], Any] | None = None,
+    stop_on_error: bool = False,
+    save: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    warn_after: float = 3600.0,
+    progress: bool | Callable[[SweepResult], Any] | None = None,
+    block: bool = True,
+    **settings: Any,
+) -> SweepResult:
+    """Backtest a list of strategy instances (of any classes), in parallel.
+
+    Takes the options of :func:`sweep` (but no grid).
+
+    Examples
+    --------
+    >>> import nbbacktest as nbb
+    >>> from nbbacktest.engine.examples import SmaCross
+    >>> runs = nbb.run_many([SmaCross(10, 30), SmaCross(20, 60)], nbb.load_sample("daily"),
+    ...                     progress=False)
+    >>> runs.results["trades"].gt(0).all()
+    np.True_
+    """
+    settings_ = Settings.from_options(settings, "run_many")
+    data = validate_data(data, name="data")
+    plan = plan_instances(instances, seed=seed, symbols=universe_symbols(data, symbols))
+    spec = SweepSpec(plan, settings_, metric, maximize, stop_on_error, warn_after)
+    return launch(spec, data, engines=engines, cluster=cluster, chunksize=chunksize,
+                  on_result=on_result, progress=progress, block=block, save=save, resume=resume)
+
+
+def resume(
+    save: str | os.PathLike[str],
+    *,
+    engines: int | str | None = None,
+    cluster: Cluster | None = None,
+    chunksize: int | str = "auto",
+    on_result: Callable[[SweepEvent], Any] | None = None,
+    progress: bool | Callable[[SweepResult], Any] | None = None,
+    block: bool = True,
+    trusted: bool = False,
+) -> SweepResult:
+    """Go on with the sweep checkpointed in ``save``, in this or any later process.
+
+    Everything comes from the directory: strategy classes (by value, so classes
+    defined in a notebook or a killed script come back), grid, settings, metric
+    and data. Finished runs are not run again; the final table equals an
+    uninterrupted run's.
+
+    A checkpoint holds code: its strategy classes are pickled, and loading them
+    runs whatever its author put there. So only checkpoints signed by this user
+    on this machine are loaded (each sweep signs its own with a per-user key);
+    one received from someone else is refused unless ``trusted=True``.
+
+    Parameters
+    ----------
+    save : str or path
+        The directory of ``sweep(..., save=...)``.
+    engines, cluster, chunksize, on_result, progress, block
+        As in :func:`sweep`.
+    trusted : bool
+        Load a checkpoint that this user did not make (it is then signed as
+        this user's). Only for checkpoints from a source you trust.
+
+    Examples
+    --------
+    >>> import tempfile, nbbacktest as nbb
+    >>> from nbbacktest.engine.examples import SmaCross
+    >>> folder = tempfile.mkdtemp()
+    >>> first = nbb.sweep(SmaCross, nbb.load_sample("daily"), grid={"fast": [5, 10], "slow": [40]},
+    ...                   save=folder, progress=False)
+    >>> again = nbb.resume(folder, progress=False)
+    >>> again.results.equals(first.results), again.status
+    (True, 'complete')
+    """
+    if not isinstance(trusted, (bool, np.bool_)):
+        raise TypeError(f"trusted must be True or False, got {trusted!r}")
+    spec, data = load_state(save, trusted=bool(trusted))
+    return launch(spec, data, engines=engines, cluster=cluster, chunksize=chunksize,
+                  on_result=on_result, progress=progress, block=block, save=save, resume=True)
+
+
+def universe_symbols(data: Any, symbols: Sequence[str] | str | None) -> list[str] | None:
+    """The symbols a sweep runs on: all of a universe's, or ``symbols`` checked against it.
+
+    None for a single frame (where ``symbols`` is an error). A bare str is one symbol.
+
+    Examples
+    --------
+    >>> import nbbacktest as nbb
+    >>> universe_symbols(nbb.load_sample("universe"), ["BBB", "AAA"])
+    ['BBB', 'AAA']
+    >>> universe_symbols(nbb.load_sample("universe"), "AAA")
+    ['AAA']
+    >>> universe_symbols(nbb.load_sample("daily"), None) is None
+    True
+    """
+    if not is_universe(data):
+        if symbols is not None:
+            raise SweepError("symbols= selects symbols of a universe, but data is a single frame")
+        return None
+    if symbols is None:
+        return list(data)
+    if isinstance(symbols, str):
+        symbols = [symbols]  # one symbol, not its letters
+    elif not isinstance(symbols, Iterable):
+        raise SweepError(f"symbols must be a list of symbols such as ['AAA', 'BBB'] or one symbol,"
+                         f" got {type(symbols).__name__} {symbols!r}")
+    unknown = [s for s in symbols if s not in data]
+    if unknown:
+        raise SweepError(f"symbols {unknown} are not in the data; it has {', '.join(map(str, data))}")
+    return list(symbols)
+
+
+def _check_chunksize(chunksize: Any) -> int | None:
+    if chunksize == "auto":
+        return None
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+        raise SweepError(f"chunksize must be a positive int or 'auto', got {chunksize!r}")
+    return chunksize
+
+
+def launch(
+    spec: SweepSpec,
+    data: Any,
+    *,
+    engines: Any = None,
+    cluster: Cluster | None = None,
+    chunksize: Any = "auto",
+    on_result: Callable[[SweepEvent], Any] | None = None,
+    progress: bool | Callable[[SweepResult], Any] | None = None,
+    block: bool = True,
+    save: Any = None,
+    resume: bool | str = False,
+) -> SweepResult:
+    """Run ``spec`` on ``data``: check the options, open the checkpoint, start a runner.
+
+    The common end of :func:`sweep`, :func:`run_many` and :func:`resume`; the
+    options are theirs.
+    """
+    fixed_chunk = _check_chunksize(chunksize)
+    if cluster is not None and not isinstance(cluster, Cluster):
+        raise TypeError(f"cluster must be an nbbacktest.Cluster, got {type(cluster).__name__}")
+    if engines is not None:
+        resolve_engine_count(engines)  # validate before anything starts
+    if on_result is not None and not callable(on_result):
+        raise TypeError(f"on_result must be callable, got {type(on_result).__name__}")
+    if progress is not None and not isinstance(progress, (bool, np.bool_)) and not callable(progress):
+        raise TypeError(f"progress must be True, False or a callable taking the SweepResult,"
+                        f" got {type(progress).__name__} {progress!r:.60}")
+    for name, flag in (("resume", resume == "force" or resume), ("block", block)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if resume and save is None:
+        raise SweepError("resume=True needs save=DIR, the directory of the checkpoint to go on from")
+    parallel = cluster is not None or (engines is not None and engines != 1)
+    data_key = job_blob = None
+    if parallel or save is not None:
+        # Everything that can fail is checked before a cluster starts or data moves.
+        data_key = fingerprint(data)
+    if parallel:
+        job_blob = job_bytes(spec.job(data_key))  # type: ignore[arg-type]
+    result = SweepResult(spec, data)
+    writer = SweepWriter(result)
+    if save is not None:
+        result.checkpoint, saved = Checkpoint.open(save, spec=spec, data=data, data_key=data_key,
+                                                   resume=resume)
+        writer.restore(saved.values())
+    try:
+        if on_result is not None:
+            result.events.subscribe(on_result)
+        start_progress(result, progress)
+        if not parallel:
+            runner: Runner = LocalRunner(writer, fixed_chunk)
+        else:
+            if cluster is None:
+                cluster = current_or_start(engines, _data_bytes(data))
+            cluster.check_running()
+            wanted = None if engines in (None, -1, "auto") else resolve_engine_count(engines)
+            runner = ClusterRunner(writer, cluster, wanted, data_key, job_blob, fixed_chunk)  # type: ignore[arg-type]
+        runner.prepare()
+    except BaseException:
+        # The checkpoint holds its directory's lock: a sweep that never started frees it.
+        if result.checkpoint is not None:
+            result.checkpoint.close()
+        raise
+    # The runner always works in a thread: the caller's thread stays free to wait,
+    # to turn Ctrl-C into a clean cancel, and to keep a notebook's widgets responsive.
+    thread = threading.Thread(target=runner.drive, name="nbbacktest-sweep", daemon=True)
+    thread.start()
+    if block:
+        result.wait()
+        thread.join()
+        error = result.exception()
+        if isinstance(error, Exception):
+            raise failed_error(result, error, save) from error
+        if error is not None:
+            raise error
+    return result
+
+
+def failed_error(result: SweepResult, error: BaseException, save: Any = None) -> SweepFailedError:
+    """The error a blocking sweep raises when it fails: what went wrong, and where its rows are."""
+    kept = result.progress
+    where = ("error.result holds them (error.result.results is the table)" if save is None else
+             f"error.result holds them, and so does the checkpoint: sweep(..., save={str(save)!r},"
+             " resume=True) runs the rest")
+    return SweepFailedError(
+        f"the sweep failed: {type(error).__name__}: {error}; {kept} of {len(result)} rows"
+        f" finished and are kept: {where}", result)
+
+
+def _data_bytes(data: Any) -> int:
+    frames = data.values() if isinstance(data, dict) else [data]
+    return int(sum(f.memory_usage(index=True).sum() for f in frames))
+
+
+def job_bytes(job: worker.Job) -> bytes:
+    """cloudpickle the job, naming the attribute that cannot travel when one cannot."""
+    try:
+        return pickling.dumps(job, job.classes)
+    except Exception as error:
+        for cls in job.classes:
+            for name, value in vars(cls).items():
+                try:
+                    cloudpickle.dumps(value)
+                except Exception:
+                    raise SweepError(
+                        f"strategy class {cls.__name__} cannot be sent to the engines: its"
+                        f" attribute {name!r} ({type(value).__name__}) cannot be pickled ({error})"
+                    ) from error
+        raise SweepError(f"the strategy cannot be sent to the engines: {error}") from error
+
+
