@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import importlib
 import json
 import linecache
@@ -17,6 +18,7 @@ import textwrap
 import time
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -445,3 +447,61 @@ def test_a_damaged_key_is_a_clear_error(own_key, tmp_path, daily, monkeypatch):
     own_key.write_text("short")
     with pytest.raises(SweepError, match=rf"signing key {re.escape(repr(str(own_key)))} is damaged.*delete it"):
         secret_key()
+
+
+# ------------------------------------------------------------------ a stat added to metrics.py
+@pytest.fixture
+def new_stats(monkeypatch):
+    """Two stats added the way metrics.py declares them (label, kind, value in summarize):
+    a float and an object. Nothing else in the package is touched."""
+    from nbbacktest.engine import metrics
+
+    labels = {**metrics.STAT_LABELS, "median_trade_pct": "Median Trade [%]", "regime": "Regime"}
+    monkeypatch.setattr(metrics, "STAT_LABELS", labels)
+    monkeypatch.setattr(metrics, "STAT_NAMES", tuple(labels))
+    monkeypatch.setitem(metrics.STAT_KINDS, "regime", "object")
+    real = metrics.summarize
+
+    def summarize(line, equity, initial_cash, buy_hold_pct, bars_in_market, trade_pnl, trade_returns,
+                  *args, **kwargs):
+        stats = real(line, equity, initial_cash, buy_hold_pct, bars_in_market, trade_pnl, trade_returns,
+                     *args, **kwargs)
+        stats["median_trade_pct"] = float(np.median(trade_returns) * 100) if len(trade_returns) else math.nan
+        stats["regime"] = "up" if equity[-1] >= initial_cash else "down"
+        return stats
+
+    # Every module that took summarize by name (the simulator) calls the new one.
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("nbbacktest.") and getattr(module, "summarize", None) is real:
+            monkeypatch.setattr(module, "summarize", summarize)
+    return summarize
+
+
+def test_a_stat_added_to_metrics_reaches_the_table_the_checkpoint_and_a_resume(tmp_path, daily, new_stats):
+    folder = tmp_path / "run"
+    expected = {}
+    for fast, slow in [(5, 40), (10, 40), (15, 80)]:
+        stats = nbb.backtest(SmaCross(fast, slow), daily).stats
+        expected[(fast, slow)] = (stats["median_trade_pct"], stats["regime"])
+    grid = {"fast": [5, 10, 15], "slow": [40, 80]}
+    first = nbb.sweep(SmaCross, daily, grid, save=folder, progress=False, metric="median_trade_pct",
+                      block=True)
+    table = first.results
+    # The table: both stats, after the others, with the simulator's values.
+    assert list(table.columns[-8:-6]) == ["median_trade_pct", "regime"]
+    assert table["median_trade_pct"].dtype == np.float64 and table["regime"].dtype == object
+    for (fast, slow), (median, regime) in expected.items():
+        row = table[(table.fast == fast) & (table.slow == slow)].iloc[0]
+        assert row["median_trade_pct"] == median and row["regime"] == regime
+    assert first.best_value == table["median_trade_pct"].max()
+    # The checkpoint: every saved line has them.
+    saved = read_rows(folder)
+    assert len(saved) == 6
+    assert all({"median_trade_pct", "regime"} <= set(stats) for _, stats, *_ in saved.values())
+    # A resume of a checkpoint with some rows gone runs them again and rebuilds the same table.
+    lines = (folder / ROWS).read_bytes().splitlines(keepends=True)
+    (folder / ROWS).write_bytes(b"".join(lines[:3]))
+    resumed = nbb.resume(folder, progress=False)
+    assert resumed.status == "complete"
+    pd.testing.assert_frame_equal(comparable(resumed.results), comparable(table))
+    assert resumed.row(0)["regime"] == table["regime"][0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -61,3 +62,94 @@ def test_the_namespace_offered_is_exactly_all():
     assert not {"Any", "annotations", "importlib"} & set(dir(nbb))
     for name in nbb.__all__:  # every name offered can be had
         assert getattr(nbb, name) is not None
+
+
+def module_imports(root: Path) -> dict[str, set[str]]:
+    """Each module of the package and the package modules it imports, at the top or in a
+    function (what ``if TYPE_CHECKING:`` imports is for the type checker only)."""
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        tree = ast.parse(path.read_text())
+        typing_only = {id(node) for block in ast.walk(tree)
+                       if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                       for statement in block.body for node in ast.walk(statement)}
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, base] if base else up)
+                # ``from package import module`` imports the module, not all of the package
+                found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in names else base for a in node.names)
+        edges = set()
+        for imported in found:
+            while imported and imported not in names:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                edges.add(imported)
+        graph[name] = edges
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or through others (Tarjan)."""
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(module: str) -> None:
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for other in graph[module]:
+            if other not in order:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], order[other])
+        if low[module] == order[module]:
+            group = []
+            while True:
+                other = stack.pop()
+                group.append(other)
+                if other == module:
+                    break
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for module in graph:
+        if module not in order:
+            visit(module)
+    return circles
+
+
+def test_no_module_of_the_package_imports_itself_in_a_circle():
+    graph = module_imports(ROOT / "nbbacktest")
+    assert "nbbacktest.parallel.sweep" in graph["nbbacktest.parallel.launch"]  # the walk sees imports
+    assert import_circles(graph) == []
+
+
+def test_the_circle_check_finds_a_circle(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from pkg import b\n")
+    (package / "b.py").write_text("from pkg.a import f\n")
+    (package / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n")
+    assert import_circles(module_imports(package)) == [["pkg.a", "pkg.b"]]
+
+
+def test_no_module_is_over_600_lines():
+    long = {str(path.relative_to(ROOT)): n for path in (ROOT / "nbbacktest").rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > 600}
+    assert long == {}

@@ -10,9 +10,9 @@ sweep's events, so they count, time and word things the same way.
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
+from nbbacktest.display.kernel import in_kernel
 from nbbacktest.engine.formatting import format_seconds
 from nbbacktest.parallel.progress import ProgressState, TextProgress, text_progress
 
@@ -21,19 +21,6 @@ if TYPE_CHECKING:
     from nbbacktest.parallel.sweep import SweepResult
 
 __all__ = ["ProgressState", "TextProgress", "format_seconds", "in_kernel", "show_progress"]
-
-
-def in_kernel() -> bool:
-    """True when this code runs in a Jupyter kernel (IPython's shell has a ``kernel``).
-
-    Examples
-    --------
-    >>> in_kernel()
-    False
-    """
-    ipython = sys.modules.get("IPython")  # not imported: no shell can be running
-    shell = ipython.get_ipython() if ipython is not None else None
-    return getattr(shell, "kernel", None) is not None
 
 
 def show_progress(sweep: SweepResult) -> ProgressWidget | TextProgress:

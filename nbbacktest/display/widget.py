@@ -36,10 +36,11 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from nbbacktest.display.charts import figure_bundle
-from nbbacktest.display.progress import ProgressState, in_kernel
+from nbbacktest.display.kernel import in_kernel
 from nbbacktest.display.tables import rank_rows, results_html
 from nbbacktest.errors import NbbacktestWarning
 from nbbacktest.parallel.events import PointDone, SweepEvent
+from nbbacktest.parallel.progress import ProgressState
 from nbbacktest.parallel.sweep import SweepResult
 
 __all__ = ["ProgressWidget", "figure_widget"]
