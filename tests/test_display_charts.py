@@ -9,13 +9,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
+from conftest import SmaCross
 
 import nbbacktest as nbb
 from nbbacktest.display import charts
 from nbbacktest.display.widget import figure_widget
 from nbbacktest.errors import SweepError
-
-from conftest import SmaCross
 
 
 class Banded(nbb.Strategy):

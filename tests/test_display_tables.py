@@ -9,6 +9,7 @@ import time
 import pandas as pd
 import plotly.io as pio
 import pytest
+from conftest import Fragile, SmaCross
 
 import nbbacktest as nbb
 from nbbacktest.display import tables
@@ -24,8 +25,6 @@ from nbbacktest.display.tables import (
 )
 from nbbacktest.engine.metrics import STAT_LABELS
 from nbbacktest.errors import SweepError
-
-from conftest import Fragile, SmaCross
 
 GREEN, RED, GREY = "rgb(99, 190, 123)", "rgb(248, 105, 107)", "#eeeeee"
 GRID = {"fast": [5, 10, 15, 20], "slow": [30, 60]}  # 8 runs, 2 of them failing

@@ -7,12 +7,11 @@ import time
 
 import numpy as np
 import pytest
+from conftest import Knobs, SmaCross
 
 import nbbacktest as nbb
 import nbbacktest.display
 from nbbacktest.display.explorer import Explorer, explore, param_slider
-
-from conftest import Knobs, SmaCross
 
 
 class Picky(SmaCross):

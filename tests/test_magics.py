@@ -15,6 +15,7 @@ import time
 import pandas as pd
 import psutil
 import pytest
+from conftest import SmaCross
 from IPython.core.error import UsageError
 from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
@@ -24,8 +25,6 @@ from nbbacktest import display as nbb_display
 from nbbacktest.errors import StrategyError
 from nbbacktest.magics import BacktestMagics, parse_grid_spec
 from nbbacktest.parallel.cluster import Cluster
-
-from conftest import SmaCross
 
 GRID = {"fast": range(5, 60, 5), "slow": range(10, 200, 10)}
 RUN_ONLY = ["engine", "host", "seconds"]
@@ -435,7 +434,8 @@ class Band(nbb.Strategy):
 @pytest.mark.parametrize(("line", "message"), [
     ("Band daily --grid perod=5:10",
      "--grid perod=5:10: Strategy 'Band' has no parameter 'perod'. Did you mean: period?"),
-    ("Band daily --set perod=5", "--set perod=5: Strategy 'Band' has no parameter 'perod'. Did you mean: period?"),
+    ("Band daily --set perod=5",
+     "--set perod=5: Strategy 'Band' has no parameter 'perod'. Did you mean: period?"),
     ("Bnad daily", "STRATEGY 'Bnad' is not defined. Did you mean: Band?"),
 ])
 def test_did_you_mean_offers_the_closest_name_only(shell, ns, line, message):

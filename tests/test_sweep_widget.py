@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import KERNEL_SLEEPY, Fragile, Knobs, Sleepy, SmaCross
 
 import nbbacktest as nbb
 import nbbacktest.display
@@ -31,8 +32,6 @@ from nbbacktest.display.sweep_widget import (
 from nbbacktest.engine.metrics import NUMERIC_STATS
 from nbbacktest.errors import ParamError, SweepError, UnknownParamError
 from nbbacktest.parallel.grid import plan_sweep
-
-from conftest import KERNEL_SLEEPY, Fragile, Knobs, Sleepy, SmaCross
 
 WAIT = 120  # seconds a Run may take at most in these tests
 
@@ -130,7 +129,8 @@ def test_range_values_exact_and_errors():
         assert str(raised.value) == message
     # One cap with the magics: a range may hold as many values as a sweep holds runs.
     with pytest.raises(SweepError, match=rf"stop: a step of 0.00000001 from 0 to 0.1 has 10,000,001 values; "
-                                         rf"at most {MAX_VALUES:,} per parameter: raise the step or narrow the range"):
+                                         rf"at most {MAX_VALUES:,} per parameter: raise the step or narrow "
+                                         "the range"):
         range_values(0.0, 0.1, 1e-8, float, name="stop")
 
 
