@@ -1,5 +1,6 @@
 """Orders a trader can trust: in-bar entries and their exits, the leverage limit,
-stop-limit fills, stop-loss/take-profit as prices or fractions, exit reasons."""
+stop-limit fills, stop-loss/take-profit as prices or fractions, exit reasons; and
+nbbacktest.engine.orders itself: Order, Position and Bar."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pandas as pd
 import pytest
 
 import nbbacktest as nbb
+from nbbacktest.engine.orders import Bar, Order, Position
 from nbbacktest.errors import StrategyError
 
 
@@ -387,3 +389,71 @@ def test_whole_units_are_capped_after_rounding_without_a_spurious_note():
     result = nbb.backtest(Half(), data, fractional=False)
     assert result.position.iloc[2] == 99
     assert result.adjusted_orders.empty
+
+
+# ------------------------------------------- Order, Position and Bar themselves
+def test_an_order_checks_its_arguments_and_names_the_verb():
+    with pytest.raises(TypeError, match=r"sell\(size=\.\.\.\) must be a number, got str"):
+        Order(-1, "1", None, None, None, None, None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"buy\(size=-1\): size must be positive"):
+        Order(1, -1, None, None, None, None, None)
+    with pytest.raises(ValueError, match=r"buy\(limit=0\): must be a positive price"):
+        Order(1, None, 0, None, None, None, None)
+    with pytest.raises(ValueError, match=r"sell\(sl=90\.0, tp=95\.0\): a sell order needs sl > tp"):
+        Order(-1, None, None, None, 90.0, 95.0, None)
+    with pytest.raises(ValueError, match=r"buy\(sl_pct=1\.0\).*between 0 and 1"):
+        Order(1, None, None, None, None, None, None, sl_pct=1.0)
+    assert Order(-1, None, None, None, None, None, None, sl_pct=1.5).sl_pct == 1.5  # a short's stop
+
+
+def test_an_order_knows_its_kind_levels_and_status():
+    market = Order(1, None, None, None, None, None, "t")
+    assert market.is_market and not market.has_exits and market.triggered
+    stop = Order(-1, 0.5, None, 90.0, None, None, None, sl_pct=0.1, tp_pct=0.2)
+    assert not stop.is_market and stop.has_exits and not stop.triggered
+    assert stop.exit_levels(100.0) == pytest.approx((110.0, 80.0))
+    assert repr(stop) == "<Order sell(size=0.5, stop=90.0, sl_pct=0.1, tp_pct=0.2) open>"
+    stop.cancel()
+    assert stop.status == "cancelled"
+    market.status = "filled"
+    market.cancel()
+    assert market.status == "filled"  # a filled order stays filled
+
+
+class _Broker:
+    units, entry_price, cash = 0.0, float("nan"), 1_000.0
+
+
+class _Runner:
+    """The few members of the event loop a Position and a Bar read (orders.Runner)."""
+
+    def __init__(self):
+        self.broker, self.i, self.submitted = _Broker(), 1, []
+        self.index = pd.date_range("2024-01-01", periods=2, freq="D")
+        self.open, self.high, self.low = [10.0, 11.0], [12.0, 13.0], [9.0, 10.0]
+        self.close, self.volume = [11.0, 12.0], [100.0, float("nan")]
+
+    def submit(self, order):
+        self.submitted.append(order)
+        return order
+
+
+def test_a_position_reads_the_broker_at_the_current_close():
+    runner = _Runner()
+    position = Position(runner)  # type: ignore[arg-type]
+    assert not position and position.pl == 0.0 and position.pl_pct == 0.0
+    runner.broker.units, runner.broker.entry_price = -5.0, 10.0
+    assert position and position.is_short and not position.is_long
+    assert position.pl == pytest.approx(-10.0) and position.pl_pct == pytest.approx(-20.0)
+    order = position.close()
+    assert runner.submitted == [order] and order.side == 0
+
+
+def test_a_bar_reads_the_values_of_its_index():
+    runner = _Runner()
+    bar = Bar(runner)  # type: ignore[arg-type]
+    bar.i = 0
+    assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == (10.0, 12.0, 9.0, 11.0, 100.0)
+    assert bar.time == pd.Timestamp("2024-01-01")
+    bar.i = 1
+    assert bar.close == 12.0 and np.isnan(bar.volume) and "i=1" in repr(bar)
