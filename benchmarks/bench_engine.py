@@ -94,12 +94,12 @@ def main() -> None:
     results = {}
     for label, data, seconds in (("daily sample", daily, 1.0), ("100,000 bars", long, 3.0)):
         n = len(data)
-        vector = timed(lambda: nbb.backtest(SmaCross(), data, commission=0.002), seconds)
+        vector = timed(lambda data=data: nbb.backtest(SmaCross(), data, commission=0.002), seconds)
         SIGNAL = SmaCross().signals(data)
-        ours = timed(lambda: nbb.backtest(Precomputed(), data, commission=0.002), seconds)
-        signals = timed(lambda: SmaCross().signals(data), seconds)
-        event = timed(lambda: nbb.backtest(SmaCrossEvent(), data, commission=0.002), 2 * seconds)
-        idle = timed(lambda: nbb.backtest(Idle(), data), 2 * seconds)
+        ours = timed(lambda data=data: nbb.backtest(Precomputed(), data, commission=0.002), seconds)
+        signals = timed(lambda data=data: SmaCross().signals(data), seconds)
+        event = timed(lambda data=data: nbb.backtest(SmaCrossEvent(), data, commission=0.002), 2 * seconds)
+        idle = timed(lambda data=data: nbb.backtest(Idle(), data), 2 * seconds)
         results[label] = vector, ours, event, idle, n
         print(f"{label} ({n:,} bars):")
         limit = 0.5 if n < 10_000 else 10.0

@@ -94,7 +94,8 @@ def cancelled(cluster: nbb.Cluster, data: pd.DataFrame) -> tuple[int, list[float
         reported = []
         sweep = nbb.sweep(Sleepy, data, {"n": range(2, 202), "pause": [0.25]}, cluster=cluster,
                           progress=False, block=False, chunksize=3,
-                          on_result=lambda e: isinstance(e, ev.PointDone) and reported.append(e.index))
+                          on_result=lambda e, reported=reported: isinstance(e, ev.PointDone)
+                          and reported.append(e.index))
         while sweep.progress < 6:
             time.sleep(0.01)
         asked = time.perf_counter()
@@ -153,7 +154,7 @@ def checkpoint_overhead(cluster: nbb.Cluster, daily: pd.DataFrame) -> tuple[floa
 
     run(None)
     plain, saved = [], []
-    for i in range(9):
+    for _ in range(9):
         folder = tempfile.mkdtemp()
         # Alternate so that both see the same machine load.
         plain.append(run(None))
@@ -203,7 +204,8 @@ def memory_per_points(cluster: nbb.Cluster) -> None:
             sweep = nbb.sweep(SmaCross, data, grid, cluster=cluster, progress=False)
             seconds = time.perf_counter() - started
         rows_mb = sweep.results.memory_usage(deep=True).sum() / 2**20
-        print(f"   {points:>6,} points in {seconds:5.1f} s: peak RSS client {peak.peak['client'] / 2**20:6.0f} MiB,"
+        client = peak.peak["client"] / 2**20
+        print(f"   {points:>6,} points in {seconds:5.1f} s: peak RSS client {client:6.0f} MiB,"
               f" controller {peak.peak['controller'] / 2**20:5.0f} MiB (result table {rows_mb:.1f} MiB), "
               f"all done: {sweep.results.status.eq('done').all()}")
 

@@ -24,7 +24,6 @@ from common import long_series
 import nbbacktest as nbb
 from nbbacktest.engine.examples import SmaCross, SmaCrossEvent
 
-
 GRID = {"fast": range(5, 60, 5), "slow": range(10, 200, 10)}
 
 

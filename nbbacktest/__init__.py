@@ -85,9 +85,11 @@ def _default_progress() -> None:
     Jupyter kernel); elsewhere the parallel layer's text line on stderr stays the default."""
     if "IPython" not in sys.modules:
         return
-    progress = importlib.import_module("nbbacktest.parallel.progress")
+    from nbbacktest.display import show_progress
+    from nbbacktest.parallel import progress
+
     if progress.default_display is None:
-        progress.default_display = importlib.import_module("nbbacktest.display").show_progress
+        progress.default_display = show_progress
 
 
 def __dir__() -> list[str]:

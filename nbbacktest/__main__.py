@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pandas as pd
 
@@ -106,7 +106,7 @@ def demo(args: argparse.Namespace) -> int:
     from nbbacktest.display import sweep
     from nbbacktest.display.tables import results_text, stats_text
 
-    data = load_sample("daily")
+    data = cast(pd.DataFrame, load_sample("daily"))
     strategy = SmaCross()
     result = backtest(strategy, data, cash=10_000, commission=COMMISSION)
     print(f"{strategy!r} on the daily sample ({len(data):,} bars, synthetic),"

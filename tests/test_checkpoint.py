@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import errno
-import math
 import importlib
 import json
 import linecache
+import math
 import os
 import pickle
 import re
@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import Sleepy, SmaCross
 
 import nbbacktest as nbb
 from nbbacktest.errors import NbbacktestError, NbbacktestWarning, SweepError
@@ -38,8 +39,6 @@ from nbbacktest.parallel.checkpoint import (
     read_rows,
 )
 from nbbacktest.parallel.trust import secret_key
-
-from conftest import Sleepy, SmaCross
 
 pytestmark = pytest.mark.timeout(120)
 GRID = {"fast": [5, 10, 15, 20, 25], "slow": [40, 80]}

@@ -13,8 +13,8 @@ import pytest
 
 import nbbacktest as nbb
 from nbbacktest.engine.backtest import PreparedData, Settings, simulate
-from nbbacktest.engine.readonly import read_only_frame, read_only_index
 from nbbacktest.engine.metrics import NUMERIC_STATS
+from nbbacktest.engine.readonly import read_only_frame, read_only_index
 from nbbacktest.errors import StrategyError
 
 pytestmark = pytest.mark.timeout(120)

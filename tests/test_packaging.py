@@ -153,3 +153,25 @@ def test_no_module_is_over_600_lines():
     long = {str(path.relative_to(ROOT)): n for path in (ROOT / "nbbacktest").rglob("*.py")
             if (n := len(path.read_text().splitlines())) > 600}
     assert long == {}
+
+
+WRONG_TYPES = """
+import nbbacktest as nbb
+from nbbacktest.engine.examples import SmaCross
+from nbbacktest.parallel import sweep
+
+data = nbb.load_sample("daily")
+nbb.backtest(SmaCross(), data, cash="10000")
+sweep(SmaCross, data, {"fast": [5, 10]}, metric=3)
+"""
+
+
+def test_mypy_catches_a_wrong_argument_type_on_the_public_api(tmp_path):
+    script = tmp_path / "user_code.py"
+    script.write_text(WRONG_TYPES)
+    out = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
+                          "--cache-dir", str(ROOT / ".mypy_cache"), str(script)],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert 'Argument "cash" to "backtest" has incompatible type "str"; expected "float"' in out.stdout
+    assert 'Argument "metric" to "sweep" has incompatible type "int"; expected "str"' in out.stdout

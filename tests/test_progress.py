@@ -13,16 +13,15 @@ import textwrap
 import threading
 import time
 
+import conftest
 import pytest
+from conftest import Fragile, SmaCross
 
 import nbbacktest as nbb
 from nbbacktest.display import progress as progress_module
 from nbbacktest.display.progress import ProgressState, TextProgress, in_kernel, show_progress
 from nbbacktest.display.widget import ProgressWidget
 from nbbacktest.parallel.events import Finished, PointDone, PointSlow, Started
-
-import conftest
-from conftest import Fragile, SmaCross
 
 
 class Sleepy(conftest.Sleepy):

@@ -13,15 +13,14 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import SmaCross
 
 import nbbacktest as nbb
 from nbbacktest.errors import SweepError
 from nbbacktest.parallel import events as ev
-from nbbacktest.parallel.checkpoint import ERRORS, ROWS, read_rows
 from nbbacktest.parallel import worker
+from nbbacktest.parallel.checkpoint import ERRORS, ROWS, read_rows
 from nbbacktest.parallel.cluster import Cluster
-
-from conftest import SmaCross
 
 pytestmark = pytest.mark.timeout(300)
 RUN_ONLY = ["engine", "host", "seconds"]

@@ -12,6 +12,7 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import SmaCross
 
 import nbbacktest as nbb
 from nbbacktest.errors import ClusterError, SweepError
@@ -20,8 +21,6 @@ from nbbacktest.parallel.cluster import Cluster, resolve_engine_count
 from nbbacktest.parallel.fingerprint import fingerprint
 from nbbacktest.parallel.segment_files import segment_dir
 from nbbacktest.parallel.worker import ClaimBoard
-
-from conftest import SmaCross
 
 GRID = {"fast": range(5, 60, 5), "slow": range(10, 200, 10)}
 RUN_ONLY = ["engine", "host", "seconds"]

@@ -13,6 +13,7 @@ text progress line, tables and charts.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from nbbacktest.display import charts, tables
@@ -21,7 +22,7 @@ from nbbacktest.engine import views
 from nbbacktest.parallel.launch import run_many, sweep
 
 #: The views this layer draws, by the names the engine and parallel layers ask for.
-VIEWS = {
+VIEWS: dict[str, Callable[..., Any]] = {
     "result_plot": charts.result_figure,
     "stats_table": tables.result_stats_table,
     "result_bundle": charts.result_bundle,

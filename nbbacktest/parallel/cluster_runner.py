@@ -28,7 +28,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from nbbacktest.errors import ClusterError, NbbacktestWarning
 from nbbacktest.parallel import worker
@@ -291,6 +291,7 @@ class ClusterRunner(Runner):
                 if finished:
                     last_heard = clock()
                 for ar in finished:
+                    ar = cast(Any, ar)  # an ipyparallel AsyncResult
                     engine, window = outstanding.pop(ar)
                     lost = False
                     try:
@@ -470,6 +471,7 @@ class ClusterRunner(Runner):
         while outstanding and time.monotonic() < deadline:
             finished, _ = concurrent.futures.wait(list(outstanding), timeout=0.1)
             for ar in finished:
+                ar = cast(Any, ar)  # an ipyparallel AsyncResult
                 engine, _window = outstanding.pop(ar)
                 try:
                     out, _ = ar.get(timeout=0)

@@ -27,10 +27,10 @@ from nbbacktest.parallel.checkpoint import Checkpoint, load_state
 from nbbacktest.parallel.cluster import Cluster, current_or_start, resolve_engine_count
 from nbbacktest.parallel.cluster_runner import ClusterRunner
 from nbbacktest.parallel.events import SweepEvent
+from nbbacktest.parallel.fingerprint import fingerprint
 from nbbacktest.parallel.grid import plan_instances, plan_sweep
 from nbbacktest.parallel.progress import start_progress
 from nbbacktest.parallel.runners import LocalRunner, Runner
-from nbbacktest.parallel.fingerprint import fingerprint
 from nbbacktest.parallel.spec import SweepSpec
 from nbbacktest.parallel.sweep import SweepResult, SweepWriter
 

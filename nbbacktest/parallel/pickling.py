@@ -98,12 +98,13 @@ class _SourcePickler(_pickler_class()):  # type: ignore[misc]
         # One tuple per file, so that pickle's memo stores each file's lines once.
         self._lines: dict[str, tuple[str, ...]] = {}
         # Before the base __init__: the C pickler reads dispatch_table there.
-        self.dispatch_table = ChainMap({types.CodeType: self._reduce_code},
-                                       _pickler_class().dispatch_table)
+        base: Any = _pickler_class()
+        self.dispatch_table = ChainMap({types.CodeType: self._reduce_code}, base.dispatch_table)
         super().__init__(file)
 
     def _reduce_code(self, code: types.CodeType) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        rebuild, arguments = _pickler_class().dispatch_table[types.CodeType](code)
+        base: Any = _pickler_class()
+        rebuild, arguments = base.dispatch_table[types.CodeType](code)
         filename = code.co_filename
         lines = self._lines.get(filename)
         if lines is None:

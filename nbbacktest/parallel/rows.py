@@ -481,8 +481,9 @@ class RowStore:
         nanoseconds = np.where(done[:, None], self.ints[:, len(schema.ints):], NAT)
         columns.update((name, nanoseconds[:, k].view("m8[ns]")) for k, name in enumerate(schema.durations))
         if self.objects is not None:
-            columns.update((name, pd.Series(np.where(done, self.objects[:, k], None), dtype=object))
-                           for k, name in enumerate(schema.objects))
+            for k, name in enumerate(schema.objects):
+                values = [v if ok else None for v, ok in zip(self.objects[:, k].tolist(), done.tolist())]
+                columns[name] = pd.Series(values, dtype="object")
         stats = pd.DataFrame({name: columns[name] for name in schema.names})
         messages: list[str | None] = [None] * len(done)
         tracebacks: list[str | None] = [None] * len(done)
@@ -492,7 +493,7 @@ class RowStore:
             {
                 "error": messages,
                 "traceback": tracebacks,
-                "engine": pd.array(np.where(self.engine < 0, pd.NA, self.engine), dtype="Int64"),
+                "engine": pd.arrays.IntegerArray(self.engine.copy(), self.engine < 0),
                 "host": self.host.tolist(),
                 "seconds": self.seconds,
                 "status": STATUS_NAMES[self.status],
@@ -505,7 +506,7 @@ def _complete(stats: Mapping[str, Any], schema: StatSchema) -> Mapping[str, Any]
     """Saved stats with every stat of ``schema``: one the checkpoint predates has no value."""
     if all(name in stats for name in schema.names):
         return stats
-    blank = {name: math.nan for name in schema.floats}
+    blank: dict[str, Any] = {name: math.nan for name in schema.floats}
     blank.update({name: 0 for name in schema.ints})
     blank.update({name: pd.NaT for name in schema.durations})
     blank.update({name: None for name in (*schema.per_data, *schema.objects)})

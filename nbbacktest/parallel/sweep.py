@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -171,7 +171,7 @@ class SweepResult(concurrent.futures.Future):
         """Call ``poll()`` about 20 times a second while a blocking :meth:`wait` loops."""
         self._pollers.append(poll)
 
-    def result(self, timeout: float | None = None) -> pd.DataFrame:  # type: ignore[override]
+    def result(self, timeout: float | None = None) -> pd.DataFrame:
         """Wait for the sweep and return :attr:`results`."""
         super().result(timeout)
         return self.results
@@ -222,7 +222,7 @@ class SweepResult(concurrent.futures.Future):
         symbol = plan.symbols[i]
         prepared = self._prepared.get(symbol)
         if prepared is None:
-            frame = self.data if symbol is None else self.data[symbol]  # type: ignore[call-overload]
+            frame = cast(pd.DataFrame, self.data if symbol is None else cast(dict, self.data)[symbol])
             prepared = self._prepared[symbol] = PreparedData.from_frame(frame)
         strategy = plan.strategy_at(int(i))
         seed = plan.seed_at(int(i))
