@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import time
 
@@ -14,10 +13,6 @@ from conftest import Fragile, SmaCross
 import nbbacktest as nbb
 from nbbacktest.display import tables
 from nbbacktest.display.tables import (
-    format_duration,
-    format_params,
-    format_rate,
-    format_value,
     metric_colors,
     results_html,
     results_table,
@@ -51,45 +46,6 @@ def cells(fig) -> dict[str, list[str]]:
     """A table figure's cells by header (bold removed)."""
     table = fig.data[0]
     return {re.sub("</?b>", "", h): list(v) for h, v in zip(table.header.values, table.cells.values)}
-
-
-# ---------------------------------------------------------------------- formatting
-@pytest.mark.parametrize(("value", "name", "text"), [
-    (12.3456, "return_pct", "12.35%"),
-    (-20.5, "max_drawdown_pct", "-20.50%"),
-    (1.23456, "sharpe", "1.23"),
-    (10523.456, "equity_final", "10,523.46"),
-    (14, "trades", "14"),
-    (14.0, "trades", "14"),
-    (float("nan"), "sharpe", "n/a"),
-    (None, "error", "n/a"),
-    (pd.NA, "engine", "n/a"),
-    (float("inf"), "profit_factor", "inf"),
-    (0.005, "stop", "0.005"),
-    (10, "fast", "10"),
-    ("ema", "kind", "ema"),
-    (True, "flag", "True"),
-    (pd.Timedelta(days=959), "max_drawdown_duration", "959 days"),
-    (pd.Timedelta(days=1, hours=2), "duration", "1 day 2:00:00"),
-    (pd.Timedelta(minutes=75), "duration", "1:15:00"),
-    (pd.Timestamp("2024-01-05"), "start", "2024-01-05"),
-    (pd.Timestamp("2024-01-05 09:30"), "start", "2024-01-05 09:30:00"),
-    (112.4969, "entry_price", "112.50"),
-    (-1188.5286, "pnl", "-1,188.53"),
-    (88.71391051806476, "size", "88.7139"),
-    (-100.0, "size", "-100"),
-    (None, "tag", ""),
-    ("breakout", "tag", "breakout"),
-])
-def test_format_value_reads_each_kind(value, name, text):
-    assert format_value(value, name) == text
-
-
-def test_small_formatters():
-    assert format_duration(pd.Timedelta(seconds=-90)) == "-1:30"
-    assert format_params({"fast": 5, "stop": 0.25}) == "fast=5, stop=0.25"
-    assert [format_rate(r) for r in (12_345.6, 9.87, 0.0456, math.nan)] == [
-        "12,346/s", "9.9/s", "0.046/s", "?/s"]
 
 
 def test_metric_colors_run_red_to_green_with_grey_for_missing():
