@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pandas as pd
@@ -239,14 +238,6 @@ def test_bad_inputs_fail_before_anything_is_sent(cluster, daily):
         nbb.sweep(SmaCross, daily, cluster="local")
     with pytest.raises(ClusterError, match="engines=5 but the cluster has 2"):
         nbb.sweep(SmaCross, daily, cluster=cluster, engines=5, progress=False)
-
-
-def test_unpicklable_strategy_names_the_attribute(cluster, daily):
-    class Locked(SmaCross):
-        guard = threading.Lock()
-
-    with pytest.raises(SweepError, match="attribute 'guard'"):
-        nbb.sweep(Locked, daily, {"fast": [5]}, cluster=cluster, progress=False)
 
 
 def test_resolve_engine_count():
