@@ -256,39 +256,6 @@ def test_cancelling_one_sweep_leaves_another_on_the_same_cluster_complete(cluste
     assert second.progress == len(second) == 120
 
 
-class Spinning(nbb.Strategy):
-    """Computes for ``spin`` seconds in Python first: a point only cancel can stop."""
-
-    fast = nbb.Param(10, low=2, high=100)
-    spin = 0.0
-
-    def signals(self, data):
-        end = time.monotonic() + self.spin
-        while time.monotonic() < end:
-            pass
-        close = data["Close"]
-        return (close > close.rolling(self.fast).mean()).astype(float)
-
-
-def test_in_process_cancel_interrupts_the_running_point(daily):
-    sweep = nbb.sweep(Spinning, daily, {"fast": [5, 6, 7], "spin": [0.0, 30.0]}, progress=False,
-                      block=False)
-    deadline = time.monotonic() + 30
-    while sweep.progress < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.3)  # the 30-s point is running now
-    asked = time.monotonic()
-    assert sweep.cancel()
-    assert sweep.wait(timeout=10)
-    assert time.monotonic() - asked < 5  # not the 30 s the point would take
-    assert sweep.status == "cancelled"
-    assert sweep.results.status.iloc[0] == "done" and "done" in set(sweep.results.status)
-    assert sweep.results.status.isin(["done", "cancelled"]).all()
-    # The next in-process sweep is not disturbed by the interrupt.
-    after = nbb.sweep(SmaCross, daily, {"fast": [5, 10]}, progress=False)
-    assert after.status == "complete"
-
-
 class Exiting(nbb.Strategy):
     """Calls sys.exit for fast == 7: one point must not take the sweep (or the caller) down."""
 
