@@ -571,20 +571,6 @@ def test_a_point_running_past_warn_after_is_named(where, cluster, daily):
         nbb.sweep(Sleepy, daily, {"fast": [5]}, warn_after=0, progress=False)
 
 
-def test_a_short_warn_after_is_watched_at_once_after_a_long_one(daily):
-    # A job watched with the default hour puts the watchdog to sleep for a second; a
-    # sweep with warn_after=0.2 that starts then must still be told about its 0.6 s point.
-    worker.watch("a-long-job", 3600.0)
-    try:
-        time.sleep(0.05)
-        events = []
-        nbb.sweep(Sleepy, daily, {"fast": [5], "pause": [0.6]}, warn_after=0.2, progress=False,
-                  on_result=events.append)
-        assert [e.index for e in events if isinstance(e, ev.PointSlow)] == [0]
-    finally:
-        worker.unwatch("a-long-job")
-
-
 # ------------------------------------------------------------------ clusters started elsewhere
 def test_connect_by_profile_to_ipcluster_whose_engines_are_on_another_host(tmp_path, monkeypatch, daily):
     """`ipcluster start -n 2 --profile X`; its engines report the host "farhost", so

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pandas as pd
 import pytest
@@ -19,7 +17,6 @@ from nbbacktest.parallel import events as ev
 from nbbacktest.parallel.cluster import Cluster, resolve_engine_count
 from nbbacktest.parallel.fingerprint import fingerprint
 from nbbacktest.parallel.segment_files import segment_dir
-from nbbacktest.parallel.worker import ClaimBoard
 
 GRID = {"fast": range(5, 60, 5), "slow": range(10, 200, 10)}
 RUN_ONLY = ["engine", "host", "seconds"]
@@ -56,27 +53,6 @@ def test_engines_of_one_host_share_chunks_with_the_same_results(cluster, daily):
     assert {e for e, *_ in shared.chunks} == set(cluster.ids)
     claims = [p for p in os.listdir(segment_dir()) if f"{os.getpid()}-claims-" in p]
     assert claims == []  # the claim file went with the sweep
-
-
-def test_a_claim_file_hands_every_point_to_exactly_one_process(tmp_path):
-    path = str(tmp_path / "claims")
-    ClaimBoard.create(path)
-    with concurrent.futures.ProcessPoolExecutor(2) as pool:
-        taken = list(pool.map(_claim_all, [path, path]))
-    points = sorted(i for blocks in taken for begin, end in blocks for i in range(begin, end))
-    assert points == list(range(2_000))
-    assert all(blocks for blocks in taken)  # both took part
-    # later blocks are smaller (guided): the last ones are single points
-    assert max(end - begin for blocks in taken for begin, end in blocks) == 500
-    assert min(end - begin for blocks in taken for begin, end in blocks) == 1
-
-
-def _claim_all(path: str) -> list[tuple[int, int]]:
-    blocks = []
-    for begin, end in ClaimBoard.open(path).claims(3, 2_000, members=2):
-        blocks.append((begin, end))
-        time.sleep(0.0002 * (end - begin))  # "run" the points
-    return blocks
 
 
 def test_rows_are_stored_in_grid_order(cluster, daily):
