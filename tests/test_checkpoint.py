@@ -25,7 +25,7 @@ from conftest import Sleepy, SmaCross
 
 import nbbacktest as nbb
 from nbbacktest.errors import NbbacktestError, NbbacktestWarning, SweepError
-from nbbacktest.parallel import checkpoint, trust
+from nbbacktest.parallel import checkpoint
 from nbbacktest.parallel.checkpoint import (
     DATA_DIR_ENV,
     DATA_PICKLE,
@@ -34,7 +34,6 @@ from nbbacktest.parallel.checkpoint import (
     SECRET,
     SPEC_JSON,
     SPEC_PICKLE,
-    code_digests,
     load_spec,
     read_rows,
 )
@@ -147,16 +146,6 @@ def test_a_notebook_class_without_source_is_compared_by_its_members(tmp_path, da
                     CELL.replace("_band = 0.0", "_band = 0.01")):       # a plain attribute
         with pytest.raises(SweepError, match=r"the code of __main__\.Cell changed"):
             save(tmp_path, daily, {"fast": [5, 10, 20]}, strategy=run_cell(changed, 3), resume=True)
-
-
-def test_code_digests_skip_nbbacktest_and_builtin_classes():
-    from nbbacktest.engine.examples import SmaCross as Shipped
-
-    assert code_digests([Shipped]) == {}
-    digests = code_digests([SmaCross, Sleepy])
-    assert set(digests) == {"conftest.SmaCross", "conftest.Sleepy"}
-    assert all(d.startswith("source:") for d in digests.values())
-    assert code_digests([SmaCross]) == {"conftest.SmaCross": digests["conftest.SmaCross"]}
 
 
 def test_a_checkpoint_of_an_older_nbbacktest_resumes_with_a_warning(tmp_path, daily):
@@ -438,14 +427,6 @@ def test_another_key_unsigned_or_changed_data_is_refused_and_trusted_signs_it(tm
             nbb.resume(folder, progress=False)
     with pytest.raises(TypeError, match="trusted must be True or False, got 'yes'"):
         nbb.resume(folder, progress=False, trusted="yes")
-
-
-def test_a_damaged_key_is_a_clear_error(own_key, tmp_path, daily, monkeypatch):
-    monkeypatch.setattr(trust, "_KEY_WAIT", 0.05)
-    own_key.parent.mkdir(parents=True)
-    own_key.write_text("short")
-    with pytest.raises(SweepError, match=rf"signing key {re.escape(repr(str(own_key)))} is damaged.*delete it"):
-        secret_key()
 
 
 # ------------------------------------------------------------------ a stat added to metrics.py
