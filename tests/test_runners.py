@@ -200,7 +200,9 @@ def test_interrupter_raises_in_its_thread_only_while_armed():
     interrupter = state["interrupter"]
     interrupter.interrupt()
     assert unarmed_done.wait(10)
-    time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while not interrupter._armed and time.monotonic() < deadline:  # the thread is in the block
+        time.sleep(0.01)
     asked = time.monotonic()
     interrupter.interrupt()
     interrupter.interrupt()  # one interrupt per arming: the second is nothing
