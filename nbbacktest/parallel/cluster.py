@@ -528,8 +528,17 @@ class Cluster:
         if self._stopped:
             return {"running": False, "engines": 0, "hosts": {}, "busy": 0, "idle": 0, "data": {}}
         hosts = self.refresh_hosts()
-        queue = self.client.queue_status()
-        busy = sum(1 for e in hosts if queue.get(e, {}).get("tasks", 0) or queue.get(e, {}).get("queue", 0))
+        # The controller hears of a finished task after this client has its answer
+        # (refresh_hosts' own question, just answered, read as "1 busy"): a task
+        # whose answer we hold is not work in progress.
+        queue = self.client.queue_status(verbose=True)
+        answered = set(self.client.history) - set(self.client.outstanding)
+
+        def working(engine: int) -> bool:
+            counts = queue.get(engine, {})
+            return any(m not in answered for k in ("queue", "tasks") for m in counts.get(k, []))
+
+        busy = sum(1 for e in hosts if working(e))
         per_host: dict[str, int] = {}
         for host in hosts.values():
             per_host[host] = per_host.get(host, 0) + 1
