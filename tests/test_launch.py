@@ -139,7 +139,6 @@ def test_universe_symbols(daily, small_universe):
         universe_symbols(small_universe, ["B"])
 
 
-@pytest.mark.xfail(strict=True, reason="universe_symbols reads an iterator twice: the check consumes it")
 def test_universe_symbols_of_an_iterator(small_universe):
     assert universe_symbols(small_universe, iter(["AAA", "BBB"])) == ["AAA", "BBB"]
 

@@ -210,6 +210,18 @@ def test_register_job_keeps_the_last_jobs_kept(caches, monkeypatch):
     assert isinstance(loaded, Job) and loaded.warn_after == 1.0 and list(worker._JOBS) == ["j2", "j3"]
 
 
+def test_a_job_in_use_is_kept_over_newer_ones(caches, monkeypatch, daily):
+    """A long sweep's job stays cached while other sweeps register theirs on the engine."""
+    monkeypatch.setattr(worker, "_JOBS_KEPT", 2)
+    worker.hold_data("data", daily)
+    worker.register_job("long", job_of(SmaCross))
+    worker.register_job("other", job_of(SmaCross))
+    rows, _ = worker.run_points("long", None, [(0, 0, (10, 30), None)])  # the long sweep's next task
+    worker.register_job("newest", job_of(SmaCross))
+    assert list(worker._JOBS) == ["long", "newest"] and len(rows.rows) == 1
+    worker.release_data(["data"])
+
+
 # ------------------------------------------------------------------ run_points
 @pytest.fixture
 def held(caches, daily):

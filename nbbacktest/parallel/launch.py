@@ -257,10 +257,11 @@ def universe_symbols(data: Any, symbols: Sequence[str] | str | None) -> list[str
     elif not isinstance(symbols, Iterable):
         raise SweepError(f"symbols must be a list of symbols such as ['AAA', 'BBB'] or one symbol,"
                          f" got {type(symbols).__name__} {symbols!r}")
-    unknown = [s for s in symbols if s not in data]
+    chosen = list(symbols)  # once: an iterator can be read only once
+    unknown = [s for s in chosen if s not in data]
     if unknown:
         raise SweepError(f"symbols {unknown} are not in the data; it has {', '.join(map(str, data))}")
-    return list(symbols)
+    return chosen
 
 
 def _check_chunksize(chunksize: Any) -> int | None:

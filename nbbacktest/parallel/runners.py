@@ -88,11 +88,15 @@ class LocalRunner(Runner):
 
         def run_chunk(chunk: list[int]) -> tuple[int, float]:
             """Run and record ``chunk``: (points run, their seconds)."""
+            out = None
             try:
                 with interrupter.armed():
                     out, interrupted = worker.run_points(self.key, None, self.specs(chunk))
             except KeyboardInterrupt:
-                out, interrupted = Rows.empty(self.spec.schema), True
+                # Landed after run_points returned: its rows are kept all the same.
+                interrupted = True
+                if out is None:
+                    out = Rows.empty(self.spec.schema)
             writer.record(out, HERE, host)
             if interrupted:
                 writer.stop()
@@ -132,10 +136,16 @@ class Interrupter:
         self.thread_id = thread_id
         self._lock = threading.Lock()
         self._armed = False
+        self._sent = False
 
     @contextlib.contextmanager
     def armed(self) -> Iterator[None]:
-        """While the block runs, :meth:`interrupt` raises in the thread."""
+        """While the block runs, :meth:`interrupt` raises in the thread.
+
+        An interrupt sent as the block ended may still be pending: it is withdrawn on
+        the way out, so that it cannot land in the recording of the rows the block
+        finished (the cancel flag stops the sweep all the same).
+        """
         with self._lock:
             self._armed = True
         try:
@@ -143,6 +153,9 @@ class Interrupter:
         finally:
             with self._lock:
                 self._armed = False
+                if self._sent:
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
+                    self._sent = False
 
     def interrupt(self) -> None:
         """Raise KeyboardInterrupt in the thread, if a chunk runs there now."""
@@ -151,3 +164,4 @@ class Interrupter:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id),
                                                            ctypes.py_object(KeyboardInterrupt))
                 self._armed = False  # one interrupt per cancel
+                self._sent = True

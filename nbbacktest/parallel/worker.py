@@ -224,7 +224,9 @@ def prepared(data_key: str, symbol: str | None) -> PreparedData:
 def register_job(key: str, job: Job | bytes) -> Job:
     """Cache a job under ``key`` (bytes are a cloudpickle of the Job)."""
     found = _JOBS.get(key)
-    if found is None:
+    if found is not None:
+        _JOBS.move_to_end(key)  # in use: the least recently used job goes first, not the oldest
+    else:
         if isinstance(job, bytes):
             import cloudpickle
 
@@ -270,7 +272,7 @@ def run_points(
     ([0], np.True_, {}, False)
     >>> _ = release_data(["doc"])
     """
-    spec = register_job(job_key, job) if job is not None else _JOBS[job_key]
+    spec = register_job(job_key, job if job is not None else _JOBS[job_key])
     settings, data_key = spec.settings, spec.data_key
     rows = RowsBuilder(spec.schema)
     clock = time.perf_counter
