@@ -175,3 +175,11 @@ def test_mypy_catches_a_wrong_argument_type_on_the_public_api(tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     assert 'Argument "cash" to "backtest" has incompatible type "str"; expected "float"' in out.stdout
     assert 'Argument "metric" to "sweep" has incompatible type "int"; expected "str"' in out.stdout
+
+
+def test_each_module_of_the_engine_and_parallel_layers_has_a_test_file():
+    modules = [path.stem for layer in ("engine", "parallel") for path in (ROOT / "nbbacktest" / layer).glob("*.py")
+               if path.stem != "__init__"]
+    assert "sweep" in modules and "metrics" in modules
+    untested = sorted(m for m in modules if not (ROOT / "tests" / f"test_{m}.py").exists())
+    assert untested == []
