@@ -9,10 +9,13 @@ import threading
 import time
 import uuid
 
+import pandas as pd
 import psutil
 import pytest
 
-from nbbacktest.__main__ import main
+from nbbacktest.__main__ import _compare, _speedup_text, main, parser
+from nbbacktest.engine import backtest, load_sample
+from nbbacktest.engine.examples import SmaCross, SmaCrossEvent
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -114,15 +117,54 @@ def test_demo_says_what_it_does_prints_formatted_tables_and_returns_at_once():
 
 def test_bench_says_each_step_as_it_runs():
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "nbbacktest", "bench", "--repeat", "1"],
+    out = subprocess.run([sys.executable, "-m", "nbbacktest", "bench", "--repeat", "1", "--strategy", "vector"],
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("Starting a local cluster of 2 engines ... ready in")
-    assert lines[1] == "179-point sweep, best of 1:"
+    assert lines[1] == "179-point sweep of SmaCross on the daily sample (2,500 bars), best of 1:"
     assert lines[2].startswith("  warm-up on the cluster (sends the data and the strategy class) ...")
-    assert lines[3].startswith("  sequential (in-process) x 1 ...") and "backtests/s" in lines[3]
+    assert lines[3].startswith("  sequential (in-process) x 1 ...") and "ms a backtest" in lines[3]
     assert lines[4].startswith("  parallel (2 engines) x 1 ...") and "backtests/s" in lines[4]
-    assert "results identical: True" in lines[5]
-    assert lines[6] == "Stopping the cluster (its processes end in the background)"
+    assert lines[5].startswith("  speedup ") and f"(2 engines on {os.cpu_count()} cores)" in lines[5]
+    assert "the cluster added" in lines[5]
+    assert lines[6] == "  tables identical: yes (179 rows x 27 columns, every value to the bit)"
+    assert lines[7] == "Stopping the cluster (its processes end in the background)"
     assert time.monotonic() - started < 60
+
+
+def test_bench_defaults_to_points_heavy_enough_for_engines_to_pay_off():
+    args = parser().parse_args(["bench"])
+    assert (args.strategy, args.sample, args.repeat, args.engines) == ("event", "daily", 5, 2)
+    data = load_sample("daily")
+
+    def seconds(strategy: type[SmaCross] | type[SmaCrossEvent]) -> float:
+        """The best of three backtests, after one that warms the caches."""
+        backtest(strategy(), data)
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            backtest(strategy(), data)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    heavy, light = seconds(SmaCrossEvent), seconds(SmaCross)
+    assert heavy > 1.5 * light, (heavy, light)
+
+
+def test_speedup_line_gives_the_bound_and_the_clusters_cost():
+    assert _speedup_text(0.36, 0.2, 2, 2) == (
+        "speedup 1.80x of at most 2x (2 engines on 2 cores); the cluster added 20 ms to the sweep")
+    assert _speedup_text(0.36, 0.1, 4, 8).startswith("speedup 3.60x of at most 4x (4 engines on 8 cores)")
+    slower = _speedup_text(0.08, 0.1, 2, 2)
+    assert slower.startswith("speedup 0.80x") and "the cluster added 60 ms to the sweep" in slower
+    assert "more than the work it saved: heavier points (--strategy event)" in slower
+
+
+def test_compare_says_identical_or_where_the_tables_differ():
+    table = pd.DataFrame({"fast": [5, 10, 15], "sharpe": [0.5, float("nan"), 0.25]})
+    assert _compare(table, table.copy()) == (True, "yes (3 rows x 2 columns, every value to the bit)")
+    assert _compare(table, table.assign(sharpe=[0.5, float("nan"), 0.3])) == (
+        False, "NO: 1 of 3 rows differ (first: row 2, column sharpe)")
+    identical, text = _compare(table, table.iloc[:2])
+    assert not identical and text.startswith("NO: shapes differ")
