@@ -437,6 +437,9 @@ class _Runner:
         self.submitted.append(order)
         return order
 
+    def close_part(self, fraction, trade, tag):
+        return self.submit(Order(0, None, None, None, None, None, tag, fraction=fraction))
+
 
 def test_a_position_reads_the_broker_at_the_current_close():
     runner = _Runner()

@@ -158,7 +158,7 @@ def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int,
             raise StrategyError(_failure(strategy, "next", error)) from error
         n = len(data.close)
         if settings.close_at_end and broker.units:
-            broker.to_target(0.0, n - 1, float(data.close[-1]), reason="end")
+            runner.finish(float(data.close[-1]))  # each open trade closes as its own row
         return broker.ledger(n)
     raise TypeError(
         f"Strategy {cls.__name__!r} defines neither signals(data) (vectorized) nor"

@@ -26,6 +26,18 @@ Order fill prices (before slippage):
   no price of that bar can be known to follow it. An entry at the open (a market
   order, or a gap) is checked in its own bar, like any open position. (backtesting.py
   does the same; see its issue #119.)
+* Trailing stops (``trail=``/``trail_pct=``) move once per bar, after it closes,
+  from its high (long) or low (short), and exit like a stop-loss from the next bar
+  on (:mod:`nbbacktest.engine.positions`); the tighter of it and the stop-loss acts.
+* ``close(fraction=f)`` closes ``f`` of the position's units (of each trade's with
+  ``separate_trades``), rounded toward zero with ``fractional=False``; a close that
+  rounds to 0 units is rejected and noted. The part closed is its own trade row, at
+  the average entry price; the exits stay on the rest.
+* Adding to a position (pyramiding) averages its entry price, weighted by units and
+  after slippage; an add with exits of its own replaces the position's exits.
+* ``separate_trades = True`` on the strategy keeps each filled order as its own
+  trade with its own exits (``self.trades``): an order against the open trades closes
+  them oldest first, the rest opens a new trade; each closes as its own trade row.
 * Sizes: an order that would take the absolute exposure beyond the leverage limit
   (``leverage``, default 1) is reduced to the limit, or rejected when the position
   is already there (:meth:`~nbbacktest.engine.broker.Broker.capped_units`);
@@ -35,13 +47,14 @@ Order fill prices (before slippage):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nbbacktest.engine.broker import Broker
 from nbbacktest.engine.orders import Bar, Order, Position
+from nbbacktest.engine.positions import Exits, Trade, close_trade, exit_price, restore_average
 
 #: A stop-loss or take-profit given as a price must lie within
 #: [low / PRICE_RANGE_FACTOR, high * PRICE_RANGE_FACTOR] of the bar the order is
@@ -49,6 +62,8 @@ from nbbacktest.engine.orders import Bar, Order, Position
 #: tp_pct (sl=0.05 on a stock at 100): an 80 % move in one trade is not a level
 #: anyone places, and such a stop would never trigger.
 PRICE_RANGE_FACTOR = 5.0
+
+__all__ = ["PRICE_RANGE_FACTOR", "EventRunner", "exit_price"]
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,10 +96,10 @@ class EventRunner:
         self.i = -1
         self.market: list[Order] = []
         self.resting: list[Order] = []
-        self.sl: float | None = None
-        self.tp: float | None = None
-        # The first bar on which the stop-loss/take-profit may trigger (see the module docstring).
-        self.exits_from = 0
+        # The position's exits; with separate_trades each open trade has its own instead.
+        self.exits = Exits()
+        self.separate = bool(getattr(strategy, "separate_trades", False))
+        self.trades: list[Trade] = []
         self.indicators: list[np.ndarray] = []
         self.position = Position(self)
 
@@ -116,10 +131,14 @@ class EventRunner:
 
     def check_levels(self, order: Order) -> None:
         """Refuse a stop-loss/take-profit price that cannot be a price on this data."""
+        self.check_prices(order.side, {"sl": order.sl, "tp": order.tp})
+
+    def check_prices(self, side: float, levels: Mapping[str, float | None]) -> None:
+        """Refuse stop-loss/take-profit prices that cannot be prices on this data."""
         at = max(self.i, 0)
         low, high = self.low[at] / PRICE_RANGE_FACTOR, self.high[at] * PRICE_RANGE_FACTOR
-        verb = "buy" if order.side > 0 else "sell"
-        for label, price in (("sl", order.sl), ("tp", order.tp)):
+        verb = "buy" if side > 0 else "sell"
+        for label, price in levels.items():
             if price is not None and not low <= price <= high:
                 what = "stop-loss" if label == "sl" else "take-profit"
                 raise ValueError(
@@ -128,6 +147,52 @@ class EventRunner:
                     f" lie between {low:g} and {high:g}). For a {what} as a fraction of the fill"
                     f" price, pass {label}_pct={price!r}"
                 )
+
+    def exits_view(self) -> Exits | None:
+        if self.separate:
+            return self.trades[0] if self.trades else None
+        return self.exits if self.broker.units else None
+
+    def set_exits(self, trade: Exits | None, levels: dict[str, float | None]) -> None:
+        """Change exits of ``trade`` or of the position (see ``Position.set_exits``)."""
+        unknown = sorted(set(levels) - {"sl", "tp", "trail", "trail_pct"})
+        if unknown:
+            raise TypeError(f"set_exits() got unknown exit(s) {unknown}: use sl, tp, trail, trail_pct")
+        units = self.broker.units
+        targets: list[Exits] = [trade] if trade is not None else (
+            list(self.trades) if self.separate else ([self.exits] if units else [])
+        )
+        if not targets:
+            raise RuntimeError("there is no open position to set exits on: pass sl=/tp= to buy()/sell()")
+        prices = {k: v for k, v in levels.items() if k in ("sl", "tp") and v is not None}
+        side = 1.0 if units > 0 else -1.0
+        probe = Order(1 if side > 0 else -1, None, None, None, prices.get("sl"), None, None,
+                      trail=levels.get("trail"), trail_pct=levels.get("trail_pct"))
+        del probe  # built for its checks of the values only
+        for label, price in prices.items():
+            if not (isinstance(price, (int, float, np.number)) and price > 0):
+                raise ValueError(f"position.{label} = {price!r}: must be a positive price or None")
+        self.check_prices(side, prices)
+        close = self.close[max(self.i, 0)]
+        for exits in targets:
+            for label in ("sl", "tp"):
+                if label in levels:
+                    setattr(exits, label, levels[label])
+            if "trail" in levels or "trail_pct" in levels:
+                trail, pct = levels.get("trail"), levels.get("trail_pct")
+                if trail is None and pct is None:
+                    exits.trail = exits.trail_pct = exits.stop = None
+                else:
+                    # A trailing stop set on an open position starts at this close.
+                    exits.arm_trail(side, close, trail, pct, self.i, counts=False)
+
+    def close_part(self, fraction: float, trade: Exits | None, tag: str | None) -> Order:
+        order = Order(0, None, None, None, None, None, tag, fraction=fraction)
+        order.trade = trade
+        return self.submit(order)
+
+    def close_trade_order(self, trade: Trade, fraction: float) -> Order:
+        return self.close_part(fraction, trade, None)
 
     def open_orders(self) -> list[Order]:
         return [o for o in (*self.market, *self.resting) if o.status == "open"]
@@ -161,25 +226,56 @@ class EventRunner:
             self.i = i
             if self.market:
                 self.fill_market(i, opens[i])
-            if self.resting or self.sl is not None or self.tp is not None:
+            if self.resting or self.exits.armed or self.trades:
                 self.check_resting(i, opens[i])
             bar.i = i
             step(bar)
             if fill_at_close and self.market:
-                self.fill_market(i, closes[i])
+                self.fill_market(i, closes[i], at_close=True)
+            if self.exits.stop is not None or self.trades:
+                self.ratchet(i)
+
+    def ratchet(self, i: int) -> None:
+        """Move the trailing stops after bar ``i`` closed."""
+        h, lo = self.high[i], self.low[i]
+        if self.separate:
+            for trade in self.trades:
+                trade.ratchet(trade.size, i, h, lo)
+        elif self.broker.units:
+            self.exits.ratchet(self.broker.units, i, h, lo)
+
+    def finish(self, price: float) -> None:
+        """``close_at_end``: close what is open at the last close, reason "end"."""
+        bar = self.n - 1
+        if self.separate:
+            for trade in list(self.trades):
+                close_trade(self.broker, self.trades, trade, abs(trade.size), bar, price, "end")
+        elif self.broker.units:
+            self.broker.to_target(0.0, bar, price, reason="end")
 
     # ------------------------------------------------------------------ fills
-    def fill_market(self, i: int, raw_price: float) -> None:
+    def fill_market(self, i: int, raw_price: float, at_close: bool = False) -> None:
         orders, self.market = self.market, []
         for order in orders:
             if order.status == "open":
-                self.execute(order, i, raw_price)
+                self.execute(order, i, raw_price, at_close=at_close)
 
-    def execute(self, order: Order, i: int, raw_price: float, in_bar: bool = False) -> None:
+    def execute(
+        self, order: Order, i: int, raw_price: float, in_bar: bool = False, at_close: bool = False
+    ) -> None:
         """Fill ``order`` at ``raw_price`` on bar ``i``; ``in_bar``: not at the bar's open."""
+        if self.separate:
+            self.execute_separate(order, i, raw_price, in_bar, at_close)
+            return
         broker = self.broker
         held = broker.units
-        if order.side == 0:
+        partial = order.side == 0 and order.fraction < 1.0
+        if partial:
+            units = self.part_of(held, order, i, raw_price)
+            if held and not units:
+                return
+            broker.trade_units(units, i, raw_price, order.tag)
+        elif order.side == 0:
             broker.to_target(0.0, i, raw_price, order.tag)
         elif order.size is None:
             broker.to_target(float(order.side), i, raw_price, order.tag)
@@ -198,18 +294,95 @@ class EventRunner:
             broker.trade_units(units, i, raw_price, order.tag)
         order.status, order.fill_price, order.fill_bar = "filled", raw_price, i
         units = broker.units
-        if not units or order.side == 0:
-            self.sl = self.tp = None
+        exits = self.exits
+        if not units or (order.side == 0 and not partial):
+            exits.clear()
+        elif partial:
+            pass  # the rest of the position keeps its exits
         elif order.has_exits:
-            self.sl, self.tp = order.exit_levels(broker._slipped(raw_price, order.side))
+            exits.take(order, broker._slipped(raw_price, order.side), i, not (in_bar or at_close))
         elif (units > 0) != (held > 0):
             # A new position (from flat, or reversed) without exits of its own: the old
             # side's stop-loss would sit on the wrong side of the price.
-            self.sl = self.tp = None
+            exits.clear()
         if in_bar and units and ((units > 0) != (held > 0) or abs(units) > abs(held)):
             # Units entered inside the bar: their exits wait for the next bar. (A fill
             # that only reduced the position leaves units held since the open.)
-            self.exits_from = i + 1
+            exits.exits_from = i + 1
+
+    def part_of(self, held: float, order: Order, i: int, raw_price: float) -> float:
+        """Units that close ``order.fraction`` of ``held`` (toward zero with whole units).
+
+        A close that rounds to nothing is rejected and noted (``Result.adjusted_orders``).
+        """
+        units = -held * order.fraction
+        if not self.broker.fractional:
+            units = float(math.trunc(units))
+        if held and not units:
+            order.status = "rejected"
+            self.broker.notes.append((
+                i, -held * order.fraction, 0.0, self.broker._slipped(raw_price, -held), "rejected",
+                f"close(fraction={order.fraction:g}) of {abs(held):g} units rounds to 0 whole units",
+                order.tag,
+            ))
+        return units
+
+    def execute_separate(
+        self, order: Order, i: int, raw_price: float, in_bar: bool, at_close: bool
+    ) -> None:
+        """Fill ``order`` with ``separate_trades``: close open trades oldest first, open the rest."""
+        broker, trades = self.broker, self.trades
+        if order.side == 0:
+            targets = list(trades) if order.trade is None else [order.trade]
+            if order.trade is not None and order.trade not in trades:
+                order.status = "cancelled"  # that trade closed before this order's fill
+                return
+            closed = False
+            for trade in targets:
+                units = abs(trade.size) if order.fraction == 1.0 else -self.part_of(
+                    abs(trade.size), order, i, raw_price)
+                if units:  # one trade rounding to nothing does not stop the others
+                    close_trade(broker, trades, trade, units, i, raw_price, "signal")
+                    closed = True
+            if closed or not targets:
+                order.status, order.fill_price, order.fill_bar = "filled", raw_price, i
+            return
+        side = order.side
+        if order.size is None:
+            # All-in: close the other side, then add up to exposure 1.
+            for trade in [t for t in trades if (t.size > 0) != (side > 0)]:
+                close_trade(broker, trades, trade, abs(trade.size), i, raw_price, "signal")
+            units = broker.units_for_fraction(1.0, raw_price, side) - broker.units
+            if units * side < 0:
+                units = 0.0
+        elif order.size < 1:
+            units = broker.units_for_fraction(order.size, raw_price, side)
+        else:
+            units = side * order.size
+        if not broker.fractional:
+            units = float(math.trunc(units))
+        for trade in list(trades):
+            if not units or (trade.size > 0) == (units > 0):
+                break
+            take = min(abs(units), abs(trade.size))
+            close_trade(broker, trades, trade, take, i, raw_price, "signal")
+            units -= math.copysign(take, units)
+        if units:
+            units = broker.capped_units(units, i, raw_price, self.leverage, order.tag)
+            if not units:
+                order.status = "rejected"
+                return
+            price = broker._slipped(raw_price, units)
+            broker.entry_cost = 0.0  # read back as this fill's entry commission
+            broker.trade_units(units, i, raw_price, order.tag)
+            trade = Trade(units, price, i, broker.entry_cost, order.tag)
+            trade.closer = self.close_trade_order
+            if order.has_exits:
+                trade.take(order, price, i, not (in_bar or at_close))
+            trade.exits_from = i + 1 if in_bar else i
+            trades.append(trade)
+            restore_average(broker, trades)
+        order.status, order.fill_price, order.fill_bar = "filled", raw_price, i
 
     def check_resting(self, i: int, o: float) -> None:
         h, lo = self.high[i], self.low[i]
@@ -224,12 +397,20 @@ class EventRunner:
                 else:
                     self.execute(order, i, price, in_bar=price != o)
             self.resting = waiting
+        if self.separate:
+            for trade in list(self.trades):
+                if trade.armed and i >= trade.exits_from:
+                    hit = trade.hit(trade.size, o, h, lo)
+                    if hit is not None:
+                        close_trade(self.broker, self.trades, trade, abs(trade.size), i, hit[0], hit[1])
+            return
         units = self.broker.units
-        if units and (self.sl is not None or self.tp is not None) and i >= self.exits_from:
-            hit = exit_price(units, self.sl, self.tp, o, h, lo)
+        exits = self.exits
+        if units and exits.armed and i >= exits.exits_from:
+            hit = exits.hit(units, o, h, lo)
             if hit is not None:
                 self.broker.to_target(0.0, i, hit[0], None, hit[1])
-                self.sl = self.tp = None
+                exits.clear()
 
     @staticmethod
     def resting_fill_price(order: Order, o: float, h: float, lo: float) -> float | None:
@@ -252,37 +433,4 @@ class EventRunner:
         if buy:
             return o if o <= limit else (limit if lo <= limit else None)
         return o if o >= limit else (limit if h >= limit else None)
-
-
-def exit_price(
-    units: float, sl: float | None, tp: float | None, o: float, h: float, lo: float
-) -> tuple[float, str] | None:
-    """Where a stop-loss/take-profit closes the position in this bar, and which, if at all.
-
-    Examples
-    --------
-    >>> exit_price(10.0, sl=95.0, tp=110.0, o=100.0, h=104.0, lo=94.0)
-    (95.0, 'stop-loss')
-    >>> exit_price(10.0, sl=95.0, tp=110.0, o=112.0, h=113.0, lo=111.0)
-    (112.0, 'take-profit')
-    """
-    if units > 0:
-        if sl is not None and o <= sl:
-            return o, "stop-loss"
-        if tp is not None and o >= tp:
-            return o, "take-profit"
-        if sl is not None and lo <= sl:
-            return sl, "stop-loss"
-        if tp is not None and h >= tp:
-            return tp, "take-profit"
-    else:
-        if sl is not None and o >= sl:
-            return o, "stop-loss"
-        if tp is not None and o <= tp:
-            return o, "take-profit"
-        if sl is not None and h >= sl:
-            return sl, "stop-loss"
-        if tp is not None and lo <= tp:
-            return tp, "take-profit"
-    return None
 

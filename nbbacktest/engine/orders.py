@@ -18,6 +18,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from nbbacktest.engine.broker import Broker
+    from nbbacktest.engine.positions import Exits, Trade
 
 __all__ = ["Bar", "Order", "Position", "Runner"]
 
@@ -50,13 +51,29 @@ class Runner(Protocol):
     def current_equity(self) -> float:
         """Cash plus the position valued at the current bar's close."""
 
+    def exits_view(self) -> Exits | None:
+        """The exits ``position.sl`` etc. read: the position's, or the oldest open trade's."""
+
+    def set_exits(self, trade: Exits | None, levels: dict[str, float | None]) -> None:
+        """Change the exits of ``trade``, or of the position (every open trade) when None."""
+
+    def close_part(self, fraction: float, trade: Exits | None, tag: str | None) -> Order:
+        """Submit an order closing ``fraction`` of the position, or of ``trade``."""
+
+    @property
+    def trades(self) -> list[Trade]:
+        """Open trades of a ``separate_trades`` strategy."""
+
 
 class Order:
     """An order placed by ``buy``/``sell``/``close``.
 
     ``side`` is 1 (buy), -1 (sell) or 0 (close). ``status`` is "open", "filled",
-    "cancelled" or "rejected" (by the leverage limit); once filled, ``fill_price``
-    (raw, before slippage) and ``fill_bar`` are set.
+    "cancelled" or "rejected" (by the leverage limit, or a partial close that rounds
+    to 0 units); once filled, ``fill_price`` (raw, before slippage) and ``fill_bar``
+    are set. ``trail``/``trail_pct`` give the position a trailing stop (a price
+    distance or a fraction; see :mod:`nbbacktest.engine.positions`). A close order
+    closes ``fraction`` of the position (1: all of it), or of ``trade`` alone.
 
     Examples
     --------
@@ -71,7 +88,8 @@ class Order:
 
     __slots__ = (
         "side", "size", "limit", "stop", "sl", "tp", "sl_pct", "tp_pct", "tag", "status",
-        "triggered", "fill_price", "fill_bar", "placed_bar",
+        "triggered", "fill_price", "fill_bar", "placed_bar", "trail", "trail_pct", "fraction",
+        "trade",
     )
 
     def __init__(
@@ -85,8 +103,15 @@ class Order:
         tag: str | None,
         sl_pct: float | None = None,
         tp_pct: float | None = None,
+        trail: float | None = None,
+        trail_pct: float | None = None,
+        fraction: float = 1.0,
     ) -> None:
         verb = {1: "buy", -1: "sell", 0: "close"}[side]
+        if isinstance(fraction, bool) or not (isinstance(fraction, (int, float, np.number))
+                                               and 0 < fraction <= 1):
+            raise ValueError(f"close(fraction={fraction!r}): the fraction to close must be in (0, 1]")
+        self.fraction = float(fraction)
         if size is not None:
             if not isinstance(size, (int, float, np.integer, np.floating)) or isinstance(size, bool):
                 raise TypeError(f"{verb}(size=...) must be a number, got {type(size).__name__}")
@@ -101,24 +126,39 @@ class Order:
         if side and sl is not None and tp is not None and (sl - tp) * side >= 0:
             need = "sl < tp" if side > 0 else "sl > tp"
             raise ValueError(f"{verb}(sl={sl!r}, tp={tp!r}): a {verb} order needs {need}")
-        for label, fraction, price in (("sl", sl_pct, sl), ("tp", tp_pct, tp)):
-            if fraction is None:
+        for label, pct, price in (("sl", sl_pct, sl), ("tp", tp_pct, tp)):
+            if pct is None:
                 continue
             what = "stop-loss" if label == "sl" else "take-profit"
             if price is not None:
                 raise ValueError(
-                    f"{verb}({label}={price!r}, {label}_pct={fraction!r}): give the {what} as a"
+                    f"{verb}({label}={price!r}, {label}_pct={pct!r}): give the {what} as a"
                     f" price ({label}) or as a fraction of the fill price ({label}_pct), not both"
                 )
             # A long's stop-loss and a short's take-profit lie below the fill: under 100 %.
             below = (label == "sl") == (side > 0)
-            if (isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number))
-                    or not math.isfinite(fraction) or not fraction > 0 or (below and fraction >= 1)):
+            if (isinstance(pct, bool) or not isinstance(pct, (int, float, np.number))
+                    or not math.isfinite(pct) or not pct > 0 or (below and pct >= 1)):
                 bound = "between 0 and 1 (exclusive)" if below else "a positive number"
                 raise ValueError(
-                    f"{verb}({label}_pct={fraction!r}): the {what} as a fraction of the fill price"
+                    f"{verb}({label}_pct={pct!r}): the {what} as a fraction of the fill price"
                     f" must be {bound}, e.g. {label}_pct=0.05 for 5 %"
                 )
+        for label, value in (("trail", trail), ("trail_pct", trail_pct)):
+            if value is None:
+                continue
+            if (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
+                    or not math.isfinite(value) or not value > 0
+                    or (label == "trail_pct" and value >= 1)):
+                raise ValueError(
+                    f"{verb}({label}={value!r}): the trailing stop's distance must be a positive"
+                    + (" pct below 1, e.g. trail_pct=0.05 for 5 %" if label == "trail_pct"
+                       else " price distance, e.g. trail=2.5; for a pct pass trail_pct")
+                )
+        if trail is not None and trail_pct is not None:
+            raise ValueError(f"{verb}(trail={trail!r}, trail_pct={trail_pct!r}): give one of them")
+        self.trail, self.trail_pct = trail, trail_pct
+        self.trade: Any = None
         self.side, self.size, self.limit, self.stop = side, size, limit, stop
         self.sl, self.tp, self.tag = sl, tp, tag
         self.sl_pct, self.tp_pct = sl_pct, tp_pct
@@ -136,7 +176,8 @@ class Order:
     @property
     def has_exits(self) -> bool:
         """True when the order sets a stop-loss or a take-profit."""
-        return not (self.sl is None and self.tp is None and self.sl_pct is None and self.tp_pct is None)
+        return not (self.sl is None and self.tp is None and self.sl_pct is None and self.tp_pct is None
+                    and self.trail is None and self.trail_pct is None)
 
     def exit_levels(self, fill_price: float) -> tuple[float | None, float | None]:
         """The stop-loss and take-profit prices for a fill at ``fill_price`` (after slippage)."""
@@ -156,14 +197,24 @@ class Order:
         verb = {1: "buy", -1: "sell", 0: "close"}[self.side]
         fields = [
             f"{k}={getattr(self, k)!r}"
-            for k in ("size", "limit", "stop", "sl", "tp", "sl_pct", "tp_pct", "tag")
+            for k in ("size", "limit", "stop", "sl", "tp", "sl_pct", "tp_pct", "trail", "trail_pct",
+                      "tag")
             if getattr(self, k) is not None
         ]
         return f"<Order {verb}({', '.join(fields)}) {self.status}>"
 
 
 class Position:
-    """The open position seen from ``next``: truthy when not flat."""
+    """The open position seen from ``next``: truthy when not flat.
+
+    Its exits can change while it is open: ``self.position.sl = 95.0``, ``.tp``,
+    ``.trail`` (a price distance) or ``.trail_pct`` (a fraction), or several at once
+    with :meth:`set_exits`; None removes one. A new level is checked from the next
+    bar on. A trailing stop set this way starts at the current close minus the
+    distance (a long) and moves from the next bar's extreme on. With
+    ``separate_trades`` the setters change every open trade and the getters read
+    the oldest one (each :class:`~nbbacktest.engine.positions.Trade` has its own).
+    """
 
     __slots__ = ("_runner",)
 
@@ -206,9 +257,63 @@ class Position:
         """True when holding a short position."""
         return self._runner.broker.units < 0
 
-    def close(self) -> Order:
-        """Same as ``Strategy.close()``."""
-        return self._runner.submit(Order(0, None, None, None, None, None, None))
+    @property
+    def sl(self) -> float | None:
+        """The stop-loss price, or None."""
+        exits = self._runner.exits_view()
+        return None if exits is None else exits.sl
+
+    @sl.setter
+    def sl(self, price: float | None) -> None:
+        self._runner.set_exits(None, {"sl": price})
+
+    @property
+    def tp(self) -> float | None:
+        """The take-profit price, or None."""
+        exits = self._runner.exits_view()
+        return None if exits is None else exits.tp
+
+    @tp.setter
+    def tp(self, price: float | None) -> None:
+        self._runner.set_exits(None, {"tp": price})
+
+    @property
+    def trail(self) -> float | None:
+        """The trailing stop's price distance, or None."""
+        exits = self._runner.exits_view()
+        return None if exits is None else exits.trail
+
+    @trail.setter
+    def trail(self, distance: float | None) -> None:
+        self._runner.set_exits(None, {"trail": distance})
+
+    @property
+    def trail_pct(self) -> float | None:
+        """The trailing stop's distance as a fraction, or None."""
+        exits = self._runner.exits_view()
+        return None if exits is None else exits.trail_pct
+
+    @trail_pct.setter
+    def trail_pct(self, fraction: float | None) -> None:
+        self._runner.set_exits(None, {"trail_pct": fraction})
+
+    @property
+    def stop(self) -> float | None:
+        """The trailing stop's current level (read only), or None."""
+        exits = self._runner.exits_view()
+        return None if exits is None else exits.stop
+
+    def set_exits(self, **levels: float | None) -> None:
+        """Change several exits at once: ``set_exits(sl=95.0, tp=None, trail_pct=0.03)``.
+
+        Keywords: ``sl``, ``tp`` (prices), ``trail`` (price distance), ``trail_pct``
+        (fraction); None removes that exit. Prices are checked like ``buy(sl=...)``'s.
+        """
+        self._runner.set_exits(None, levels)
+
+    def close(self, tag: str | None = None, *, fraction: float = 1.0) -> Order:
+        """Same as ``Strategy.close(tag, fraction=fraction)``."""
+        return self._runner.close_part(fraction, None, tag)
 
     def __bool__(self) -> bool:
         return self._runner.broker.units != 0

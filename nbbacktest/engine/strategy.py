@@ -16,15 +16,16 @@ import pandas as pd
 
 from nbbacktest.engine.orders import Bar, Order, Position, Runner
 from nbbacktest.engine.params import Param, bind_params, collect_params
+from nbbacktest.engine.positions import Trade
 
-__all__ = ["RESERVED_NAMES", "Bar", "Order", "Position", "Strategy", "resolve_strategy"]
+__all__ = ["RESERVED_NAMES", "Bar", "Order", "Position", "Strategy", "Trade", "resolve_strategy"]
 
 #: Attribute names a parameter may not take: the Strategy API uses them.
 RESERVED_NAMES = frozenset(
     {
         "data", "position", "equity", "cash", "orders", "seed", "rng", "buy", "sell",
         "close", "indicator", "init", "next", "signals", "params", "param_values",
-        "with_params", "bar",
+        "with_params", "bar", "trades",
     }
 )
 
@@ -57,6 +58,12 @@ class Strategy:
     _params: ClassVar[dict[str, Param]] = {}
     _mode: ClassVar[str | None] = None
 
+    #: Event-driven strategies: keep each filled order as its own trade with its own
+    #: stop-loss/take-profit/trailing stop (``self.trades``), as backtesting.py's
+    #: trades list does, instead of one position with an average entry price. A
+    #: setting of the strategy's logic, not a parameter.
+    separate_trades: ClassVar[bool] = False
+
     # Set on the private copy that runs a backtest.
     data: pd.DataFrame
     _runner: Runner | None = None
@@ -66,6 +73,7 @@ class Strategy:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         params = collect_params(cls, Strategy)
+        params.pop("separate_trades", None)  # a class setting, not a parameter
         clash = sorted(params.keys() & RESERVED_NAMES)
         if clash:
             raise TypeError(
@@ -214,6 +222,8 @@ class Strategy:
         tag: str | None = None,
         sl_pct: float | None = None,
         tp_pct: float | None = None,
+        trail: float | None = None,
+        trail_pct: float | None = None,
     ) -> Order:
         """Place a buy order; it fills at the next open (or this close with ``fill="close"``).
 
@@ -231,6 +241,13 @@ class Strategy:
         reduced to it, or rejected (``status == "rejected"``) when the position is
         already there; ``Result.adjusted_orders`` lists them.
 
+        ``trail`` (a price distance) or ``trail_pct`` (a fraction) adds a trailing
+        stop: it starts at the fill price minus the distance, rises after each bar's
+        close to that bar's high minus the distance, and exits like a stop from the
+        next bar on (``exit_reason == "trailing-stop"``). A buy that adds to a long
+        averages the entry price; if it has exits of its own they replace the
+        position's (with ``separate_trades`` it opens a trade of its own).
+
         Examples
         --------
         >>> import nbbacktest as nbb
@@ -242,7 +259,9 @@ class Strategy:
         >>> sorted(set(trades.exit_reason)) == ["stop-loss", "take-profit"]
         True
         """
-        return self._event("buy").submit(Order(1, size, limit, stop, sl, tp, tag, sl_pct, tp_pct))
+        return self._event("buy").submit(
+            Order(1, size, limit, stop, sl, tp, tag, sl_pct, tp_pct, trail, trail_pct)
+        )
 
     def sell(
         self,
@@ -255,17 +274,51 @@ class Strategy:
         tag: str | None = None,
         sl_pct: float | None = None,
         tp_pct: float | None = None,
+        trail: float | None = None,
+        trail_pct: float | None = None,
     ) -> Order:
         """Place a sell order: the mirror of :meth:`buy` (``size=None`` targets all-in short).
 
         ``sl_pct`` puts the stop-loss above the fill price and ``tp_pct`` the
         take-profit below it (``tp_pct`` below 1).
         """
-        return self._event("sell").submit(Order(-1, size, limit, stop, sl, tp, tag, sl_pct, tp_pct))
+        return self._event("sell").submit(
+            Order(-1, size, limit, stop, sl, tp, tag, sl_pct, tp_pct, trail, trail_pct)
+        )
 
-    def close(self, tag: str | None = None) -> Order:
-        """Close the whole position at the next fill and cancel its stop-loss/take-profit."""
-        return self._event("close").submit(Order(0, None, None, None, None, None, tag))
+    def close(self, tag: str | None = None, *, fraction: float = 1.0) -> Order:
+        """Close the position, or ``fraction`` of it, at the next fill.
+
+        A whole close cancels the exits. ``fraction=0.5`` sells half the units of a
+        long (buys back half a short), rounded toward zero with ``fractional=False``
+        (a close that rounds to 0 units is rejected and listed in
+        ``Result.adjusted_orders``); the part closed is its own row of
+        ``Result.trades`` at the average entry price, and the rest keeps its exits.
+        With ``separate_trades`` it closes that fraction of every open trade.
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> class Scale(nbb.Strategy):
+        ...     def next(self, bar):
+        ...         if bar.i == 0:
+        ...             self.buy(size=10)
+        ...         elif bar.i == 5:
+        ...             self.close(fraction=0.5)
+        >>> nbb.backtest(Scale, nbb.load_sample("daily")).trades["size"].tolist()
+        [5.0]
+        """
+        return self._event("close").close_part(fraction, None, tag)
+
+    @property
+    def trades(self) -> list[Trade]:
+        """Open trades of a ``separate_trades`` strategy, oldest first (empty otherwise).
+
+        Each :class:`~nbbacktest.engine.positions.Trade` has ``size``,
+        ``entry_price``, ``entry_bar``, ``tag``, its own ``sl``/``tp``/``trail``/
+        ``trail_pct`` (settable; checked from the next bar) and ``close(fraction)``.
+        """
+        return list(self._event("trades").trades)
 
     @property
     def position(self) -> Position:
