@@ -95,7 +95,8 @@ class Result:
         Columns: entry_time, exit_time, entry_price, exit_price (after slippage),
         size (units, negative short), pnl (after commissions), return_pct, duration,
         tag, exit_reason ("signal": a change of target or an order of the strategy;
-        "stop-loss"; "take-profit"; "end": ``close_at_end`` at the last close).
+        "stop-loss"; "take-profit"; "trailing-stop"; "end": ``close_at_end`` at the
+        last close). A partial close or a trade of ``separate_trades`` is a row of its own.
         """
         t = trade_arrays(self._trades)
         entry_time = self._index[t["entry_bar"]]
