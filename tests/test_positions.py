@@ -127,12 +127,14 @@ def test_adding_to_a_position_averages_its_entry_price():
     # 10 units at 100, then 30 at 110: entry (10 * 100 + 30 * 110) / 40 = 107.5; one
     # trade of 40 units, closed at 120: pnl 40 * 12.5 = 500.
     seen = []
-    steps = {0: lambda s: s.buy(size=10), 1: lambda s: s.buy(size=30),
-             2: lambda s: seen.append(s.position.entry_price), 3: lambda s: s.close()}
+    # An add without exits of its own keeps the position's stop-loss.
+    steps = {0: lambda s: s.buy(size=10, sl=90.0), 1: lambda s: s.buy(size=30),
+             2: lambda s: seen.append((s.position.entry_price, s.position.sl)),
+             3: lambda s: s.close()}
     rows = [FLAT, (100, 101, 99, 100), (110, 111, 109, 110), (110, 111, 109, 110),
             (120, 121, 119, 120), FLAT]
     trades = nbb.backtest(script(steps), bars(rows)).trades
-    assert seen == [107.5]
+    assert seen == [(107.5, 90.0)]
     assert trades["size"].tolist() == [40.0] and trades.entry_price.tolist() == [107.5]
     assert trades.pnl.tolist() == [500.0]
 
@@ -229,3 +231,17 @@ def test_a_closed_trade_cannot_be_closed_again():
     trade = Trade(1.0, 100.0, 0, 0.0, None)
     with pytest.raises(RuntimeError, match="closed"):
         trade.close()
+
+
+def test_an_opposite_order_larger_than_the_trades_reverses_into_a_new_trade():
+    # 10 + 10 units long; sell(size=25) at 120 closes both and opens a short of 5 with
+    # its own stop-loss at 125. Bar 4 gaps up to 127: the short exits at the open.
+    steps = {0: lambda s: s.buy(size=10), 1: lambda s: s.buy(size=10),
+             2: lambda s: s.sell(size=25, sl=125.0)}
+    rows = [FLAT, (100, 101, 99, 100), (110, 111, 109, 110), (120, 121, 119, 120),
+            (127, 128, 126, 127), FLAT]
+    trades = nbb.backtest(script(steps, separate=True), bars(rows)).trades
+    assert trades["size"].tolist() == [10.0, 10.0, -5.0]
+    assert trades.exit_price.tolist() == [120.0, 120.0, 127.0]
+    assert trades.exit_reason.tolist() == ["signal", "signal", "stop-loss"]
+    assert trades.pnl.tolist() == [200.0, 100.0, -35.0]

@@ -308,6 +308,19 @@ class Position:
 
         Keywords: ``sl``, ``tp`` (prices), ``trail`` (price distance), ``trail_pct``
         (fraction); None removes that exit. Prices are checked like ``buy(sl=...)``'s.
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> class BreakEven(nbb.Strategy):
+        ...     def next(self, bar):
+        ...         if not self.position:
+        ...             self.buy(sl_pct=0.05)
+        ...         elif self.position.pl_pct > 3 and self.position.sl < self.position.entry_price:
+        ...             self.position.set_exits(sl=self.position.entry_price, trail_pct=0.05)
+        >>> reasons = set(nbb.backtest(BreakEven, nbb.load_sample("daily")).trades.exit_reason)
+        >>> reasons <= {"stop-loss", "trailing-stop"}
+        True
         """
         self._runner.set_exits(None, levels)
 

@@ -317,6 +317,20 @@ class Strategy:
         Each :class:`~nbbacktest.engine.positions.Trade` has ``size``,
         ``entry_price``, ``entry_bar``, ``tag``, its own ``sl``/``tp``/``trail``/
         ``trail_pct`` (settable; checked from the next bar) and ``close(fraction)``.
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> class Ladder(nbb.Strategy):
+        ...     separate_trades = True
+        ...     def next(self, bar):
+        ...         if bar.i in (0, 1):
+        ...             self.buy(size=10, tp_pct=0.02 * (bar.i + 1))
+        ...         elif bar.i == 60 and self.trades:
+        ...             self.trades[0].close()
+        >>> trades = nbb.backtest(Ladder, nbb.load_sample("daily")).trades
+        >>> len(trades), trades["size"].tolist()
+        (2, [10.0, 10.0])
         """
         return list(self._event("trades").trades)
 
