@@ -73,7 +73,10 @@ def test_sweep_table_lists_params_then_metrics_best_first(fragile):
     assert shown["trades"][:6] == [str(int(v)) for v in done.trades]
     assert shown["error"][:6] == ["n/a"] * 6
     assert shown["error"][6].startswith("ValueError: fast=10 is not allowed")
-    assert fig.layout.title.text == "Top 8 of 8 runs (6 with a sharpe), by sharpe, best first"
+    title, caption = fig.layout.title.text.split("<br>")
+    assert title == "Top 8 of 8 runs (6 with a sharpe), by sharpe, best first"
+    assert caption == ("<sup>colour: sharpe across the 6 of 8 runs with a sharpe,"
+                       " red worst → green best</sup>")
 
 
 def test_sweep_table_colours_the_metric_column_only(fragile):
@@ -191,7 +194,9 @@ def test_sweep_display_is_table_and_heatmap(fragile, mimetype_renderer):
     assert bundle["text/plain"] == repr(fragile)
     figure = bundle["application/vnd.plotly.v1+json"]
     assert [t["type"] for t in figure["data"]] == ["table", "heatmap"]
-    assert figure["layout"]["title"]["text"] == "Fragile: complete, 8/8 runs, 2 failed"
+    title, caption = figure["layout"]["title"]["text"].split("<br>")
+    assert title == "Fragile: complete, 8/8 runs, 2 failed"
+    assert "colour: sharpe across the 6 of 8 runs with a sharpe" in caption
     assert re.findall(r"<tr><td[^>]*>(\d+)</td>", bundle["text/html"])[0] == str(fragile.best_index)
 
 

@@ -31,13 +31,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from nbbacktest.display.tables import (
+    STATS_ROW_HEIGHT,
     format_params,
     format_value,
     plan_columns,
     rank_rows,
+    results_caption,
     results_cells,
     results_html,
     stats_cells,
+    table_height,
+    with_caption,
 )
 from nbbacktest.engine.metrics import NUMERIC_STATS
 from nbbacktest.errors import SweepError, did_you_mean
@@ -68,6 +72,14 @@ _LOSS = "#d62728"
 _BEST = "#d62728"
 # Cell labels on a heatmap only while they stay legible.
 _MAX_LABELLED_CELLS = 400
+# Pixels: a result's chart when its stats fit beside it; the chart under a sweep's
+# table and the gap between them; the margins above (title, legend) and below.
+_RESULT_HEIGHT = 560
+_OVERVIEW_CHART = 380
+_OVERVIEW_GAP = 40
+_TOP_MARGIN = 60
+_CAPTIONED_TOP_MARGIN = 90
+_BOTTOM_MARGIN = 10
 
 
 def figure_bundle(fig: go.Figure) -> dict[str, Any]:
@@ -110,7 +122,8 @@ def result_figure(
     stats : bool
         Put the stats table beside the chart.
     title, height
-        Layout title (default: the strategy) and height in pixels.
+        Layout title (default: the strategy) and height in pixels (default: 560,
+        or taller where the stats table needs it to show every stat).
 
     Returns
     -------
@@ -153,10 +166,17 @@ def result_figure(
     fig.update_yaxes(title_text="drawdown", ticksuffix="%", row=2, col=1)
     fig.update_layout(
         title=title if title is not None else repr(result.strategy),
-        height=height or 560, hovermode="x unified", margin=dict(l=10, r=10, t=60, b=10),
+        height=height or _result_height(len(result.stats) if stats else 0),
+        hovermode="x unified", margin=dict(l=10, r=10, t=_TOP_MARGIN, b=_BOTTOM_MARGIN),
         legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"),
     )
     return fig
+
+
+def _result_height(stats: int) -> int:
+    """The default height of :func:`result_figure`: tall enough for ``stats`` rows whole."""
+    needed = _TOP_MARGIN + table_height(stats, STATS_ROW_HEIGHT) + _BOTTOM_MARGIN
+    return max(_RESULT_HEIGHT, needed)
 
 
 def _trade_markers(trades: pd.DataFrame, equity: pd.Series) -> list[go.Scatter]:
@@ -338,9 +358,24 @@ def parallel_coordinates(frame: pd.DataFrame, *, metric: str, maximize: bool = T
         line=dict(color=values.to_numpy(dtype=float), colorscale="Viridis", reversescale=not maximize,
                   showscale=True, colorbar=dict(title=dict(text=metric))),
     ))
-    fig.update_layout(title=f"{metric} across {', '.join(params)} ({len(rows)} runs)", height=480,
+    fig.update_layout(title=f"{metric} across {', '.join(params)} ({_shown_runs(frame, values, metric)})",
+                      height=480,
                       margin=dict(l=60, r=40, t=80, b=30))
     return fig
+
+
+def _shown_runs(frame: pd.DataFrame, shown: pd.Series, metric: str) -> str:
+    """``292 of 300 runs; 8 failed``: how many runs a chart draws, and why not all."""
+    total, drawn = len(frame), len(shown)
+    if drawn == total:
+        return f"{total:,} run{'' if total == 1 else 's'}"
+    failed = int((frame["status"] == "failed").sum()) if "status" in frame.columns else 0
+    if "error" in frame.columns and not failed:
+        failed = int(frame["error"].notna().sum())
+    reasons = [f"{failed:,} failed"] if failed else []
+    if total - drawn - failed > 0:
+        reasons.append(f"{total - drawn - failed:,} without a finite {metric}")
+    return f"{drawn:,} of {total:,} runs; {', '.join(reasons)}"
 
 
 def _dimension(column: pd.Series, name: str) -> dict[str, Any]:
@@ -426,9 +461,11 @@ def sweep_overview(
     ['table', 'heatmap']
     """
     varying = _varying(frame)
-    shown = min(top, len(frame))
+    # Sized in pixels: the table shows every row whole, the chart keeps its height.
+    table = table_height(min(top, len(frame)))
+    plot = table + _OVERVIEW_GAP + _OVERVIEW_CHART
     fig = make_subplots(rows=2, cols=1, specs=[[{"type": "table"}], [{"type": "xy"}]],
-                        row_heights=[0.45, 0.55], vertical_spacing=0.06)
+                        row_heights=[table, _OVERVIEW_CHART], vertical_spacing=_OVERVIEW_GAP / plot)
     fig.add_trace(results_cells(frame, metric=metric, maximize=maximize, top=top), row=1, col=1)
     if chart not in (None, "heatmap", "distribution"):
         raise SweepError(f"chart must be 'heatmap', 'distribution' or None, got {chart!r}")
@@ -445,7 +482,10 @@ def sweep_overview(
         values = _metric_values(frame, metric)
         best = rank_rows(frame.assign(_metric=values), "_metric", descending=maximize, top=1)["_metric"]
         _add_distribution(fig, values, metric, float(best.iloc[0]) if len(best) else None, row=2, col=1)
-    fig.update_layout(title=title, height=420 + 26 * (shown + 1), margin=dict(l=10, r=10, t=60, b=10))
+    caption = results_caption(frame, metric=metric, maximize=maximize)
+    top_margin = _CAPTIONED_TOP_MARGIN if title else _TOP_MARGIN
+    fig.update_layout(title=with_caption(title, caption), height=top_margin + plot + _BOTTOM_MARGIN,
+                      margin=dict(l=10, r=10, t=top_margin, b=_BOTTOM_MARGIN))
     return fig
 
 

@@ -65,6 +65,7 @@ from nbbacktest.parallel.cluster import Cluster, resolve_engine_count
 from nbbacktest.parallel.events import Finished, SweepEvent
 from nbbacktest.parallel.grid import MAX_RUNS, compile_where, plan_sweep
 from nbbacktest.parallel.launch import sweep, universe_symbols
+from nbbacktest.parallel.progress import ProgressState
 from nbbacktest.parallel.ranges import MAX_RANGE_VALUES, range_of, range_values
 from nbbacktest.parallel.schedule import measure_point_cost
 from nbbacktest.parallel.spec import check_metric
@@ -485,10 +486,9 @@ class SweepWidget(widgets.VBox):
                     # point); taking it twice is harmless.
                     progress.tracker.update(event)
                     progress.draw()
-                seconds = result.results.loc[result.results["status"] == "done", "seconds"]
-                if len(seconds):
-                    self._point_seconds, self._cost_note = float(statistics.median(seconds)), ""
-                self._say(*self._outcome(result))
+                tracker = progress.tracker if progress is not None else None
+                self._learn_cost(result, tracker)
+                self._say(*self._outcome(result, tracker))
                 self.refresh()
                 self.results_area.show(result)
             except Exception as error:  # never leave the widget looking busy
@@ -496,9 +496,33 @@ class SweepWidget(widgets.VBox):
             finally:
                 self._update_buttons()
 
+    def _learn_cost(self, result: SweepResult, tracker: ProgressState | None) -> None:
+        """The next estimate's cost of a run: what this sweep's runs took, overheads in.
+
+        A run's own seconds leave out what the engines spend between runs (chunks
+        sent and answered), which is most of a sweep of quick runs: the cost is the
+        sweep's time from its first work on, times its engines, per run.
+        """
+        seconds = result.results.loc[result.results["status"] == "done", "seconds"]
+        if not len(seconds):
+            return
+        cost = float(statistics.median(seconds))
+        if tracker is not None and tracker.ended is not None and result.status == "complete":
+            ran = max(tracker.done - tracker.restored, 1)
+            cost = max(cost, (tracker.ended - tracker.started) * max(result.engines, 1) / ran)
+        self._point_seconds, self._cost_note = cost, ""
+
     @staticmethod
-    def _outcome(result: SweepResult) -> tuple[str, bool]:
-        done = f"{result.progress:,} of {len(result):,} runs finished in {result.seconds:.1f} s"
+    def _outcome(result: SweepResult, tracker: ProgressState | None = None) -> tuple[str, bool]:
+        seconds, starting = result.seconds, ""
+        if tracker is not None and tracker.ended is not None:
+            # From the sweep's first work on: the cluster's start and the data's
+            # shipping are said apart.
+            before = tracker.started - result.started
+            if before >= 0.05:
+                seconds = tracker.ended - tracker.started
+                starting = f" (after {before:.1f} s starting the cluster and sending the data)"
+        done = f"{result.progress:,} of {len(result):,} runs finished in {seconds:.1f} s{starting}"
         failed = f", {result.failed} failed" if result.failed else ""
         text = f"{result.status}: {done}{failed}"
         if result.reason:

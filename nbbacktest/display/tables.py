@@ -19,8 +19,9 @@ Examples
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_STATS",
+    "MetricRange",
     "format_duration",
     "format_params",
     "format_rate",
@@ -57,6 +59,7 @@ __all__ = [
     "results_text",
     "stats_table",
     "stats_text",
+    "table_height",
     "values_code",
 ]
 
@@ -70,6 +73,12 @@ _GOOD_BAD_SCALE = [[0.0, "#f8696b"], [0.5, "#ffeb84"], [1.0, "#63be7b"]]
 _NO_VALUE_FILL = "#eeeeee"
 _CELL_FILL = "white"
 _HEADER_FILL = "#e4ecf7"
+# Pixels of a go.Table: plotly's header row, our rows (20 fit a laptop screen, 12 px
+# text fits them), a few spare so that a table sized to its rows never scrolls; past
+# 40 rows it scrolls inside itself rather than fill pages. Title margins, bare and
+# with a caption line. Characters of padding beside a column's longest text.
+HEADER_HEIGHT, ROW_HEIGHT, STATS_ROW_HEIGHT, _TABLE_SLACK, _MAX_ROWS_TALL = 28, 24, 22, 6, 40
+_TITLE_MARGIN, _CAPTIONED_TITLE_MARGIN, _COLUMN_PADDING = 50, 80, 2
 
 
 # ---------------------------------------------------------------------- formatting
@@ -137,8 +146,63 @@ def rank_rows(
     return ranked if top is None else ranked.iloc[:top]
 
 
-def metric_colors(values: Sequence[float] | pd.Series, maximize: bool = True) -> list[str]:
-    """A fill colour per value: red for the worst shown, green for the best, grey if missing.
+class MetricRange(NamedTuple):
+    """The lowest and highest finite value of a metric over a sweep's runs, and how many runs have one.
+
+    What the colours of a results table are relative to: the whole sweep, not the
+    rows shown, so that a table of the best rows is green where the runs are good.
+
+    Examples
+    --------
+    >>> MetricRange.of([0.5, float("nan"), 2.0, -1.0])
+    MetricRange(low=-1.0, high=2.0, runs=3)
+    >>> MetricRange.of([]).runs
+    0
+    """
+
+    low: float
+    high: float
+    runs: int
+
+    @classmethod
+    def of(cls, values: Sequence[float] | pd.Series | np.ndarray) -> MetricRange:
+        """The range of the finite values among ``values``."""
+        numbers = _numbers(values)
+        finite = numbers[np.isfinite(numbers)]
+        if not finite.size:
+            return cls(math.nan, math.nan, 0)
+        return cls(float(finite.min()), float(finite.max()), int(finite.size))
+
+    def caption(self, metric: str, total: int, maximize: bool = True) -> str:
+        """The colours' legend: ``colour: sharpe across all 200 runs, red worst → green best``."""
+        among = (f"all {self.runs:,} runs" if self.runs == total
+                 else f"the {self.runs:,} of {total:,} runs with a {metric}")
+        order = "" if maximize else " (lower is better)"
+        return f"colour: {metric} across {among}, red worst → green best{order}"
+
+
+def _numbers(values: Sequence[float] | pd.Series | np.ndarray) -> np.ndarray:
+    return pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(float)
+
+
+def metric_colors(
+    values: Sequence[float] | pd.Series,
+    maximize: bool = True,
+    *,
+    within: MetricRange | None = None,
+) -> list[str]:
+    """A fill colour per value: red for the worst, green for the best, grey if missing.
+
+    Parameters
+    ----------
+    values : sequence of float
+        The values to colour.
+    maximize : bool
+        Whether a higher value is better.
+    within : MetricRange, optional
+        The range that runs from red to green (default: that of ``values``): pass
+        the whole sweep's so that the colours of a few rows mean the same as in
+        the whole table.
 
     Examples
     --------
@@ -146,12 +210,18 @@ def metric_colors(values: Sequence[float] | pd.Series, maximize: bool = True) ->
     ['rgb(248, 105, 107)', 'rgb(99, 190, 123)', '#eeeeee']
     >>> metric_colors([1.0, 3.0], maximize=False)[0]
     'rgb(99, 190, 123)'
+    >>> metric_colors([3.0], within=MetricRange(low=-1.0, high=3.0, runs=10))
+    ['rgb(99, 190, 123)']
     """
-    numbers = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(float)
-    finite = numbers[np.isfinite(numbers)]
-    if not finite.size:
+    numbers = _numbers(values)
+    shown = MetricRange.of(numbers)
+    if within is None or not within.runs:
+        within = shown
+    elif shown.runs:  # values outside the given range still take its ends
+        within = MetricRange(min(within.low, shown.low), max(within.high, shown.high), within.runs)
+    if not within.runs:
         return [_NO_VALUE_FILL] * len(numbers)
-    low, high = float(finite.min()), float(finite.max())
+    low, high = within.low, within.high
     span = high - low
     with np.errstate(invalid="ignore"):
         share = np.clip((numbers - low) / span, 0.0, 1.0) if span > 0 else np.full(len(numbers), 0.5)
@@ -211,6 +281,39 @@ def _title(rows: pd.DataFrame, frame: pd.DataFrame, by: str, metric: str, descen
     return f"Top {len(rows):,} of {len(frame):,} runs ({finished:,} with a {metric}), by {by}, {order}"
 
 
+def with_caption(title: str | None, caption: str | None) -> str | None:
+    """A figure title with a smaller second line (a legend), either part optional."""
+    if not caption:
+        return title
+    small = f"<sup>{html.escape(caption)}</sup>"
+    return f"{title}<br>{small}" if title else small
+
+
+def table_height(rows: int, row_height: int = ROW_HEIGHT) -> int:
+    """The pixels a ``go.Table`` of ``rows`` rows and one header row needs, whole.
+
+    Examples
+    --------
+    >>> table_height(10), table_height(22, row_height=22)
+    (274, 518)
+    """
+    return HEADER_HEIGHT + rows * row_height + _TABLE_SLACK
+
+
+def column_widths(names: Sequence[str], values: Sequence[Sequence[str]]) -> list[int]:
+    """Relative column widths: each column's longest text, header or cell, in characters.
+
+    Plotly shares the table's width in these proportions, so that a long header
+    (``max_drawdown_pct``) gets the room it needs and a short column gives some up.
+
+    Examples
+    --------
+    >>> column_widths(["row", "max_drawdown_pct"], [["1", "12"], ["-3.50%"]])
+    [5, 18]
+    """
+    return [max([len(name), *map(len, cells)]) + _COLUMN_PADDING for name, cells in zip(names, values)]
+
+
 # ---------------------------------------------------------------------- tables
 def results_cells(
     frame: pd.DataFrame,
@@ -223,26 +326,37 @@ def results_cells(
 ) -> go.Table:
     """The ``go.Table`` trace of :func:`results_table` (to place in a larger figure)."""
     rows, params, stats, _ = _shown_rows(frame, metric, maximize, top, sort, columns)
-    return _results_trace(rows, params, stats, metric, maximize)
+    return _results_trace(rows, params, stats, metric, maximize, MetricRange.of(frame[metric]))
 
 
 def _results_trace(rows: pd.DataFrame, params: list[str], stats: list[str], metric: str,
-                   maximize: bool) -> go.Table:
+                   maximize: bool, within: MetricRange) -> go.Table:
     names = ["row", *params, *stats]
     values = [[str(i) for i in rows.index]] + [format_column(rows[c], c) for c in params + stats]
     fills = [[_CELL_FILL] * len(rows) for _ in names]
     if metric in stats:
-        fills[names.index(metric)] = metric_colors(rows[metric], maximize)
+        fills[names.index(metric)] = metric_colors(rows[metric], maximize, within=within)
     align = ["right" if c == "row" or _is_numeric(rows[c]) else "left" for c in names]
     return go.Table(
         header=dict(
             values=[f"<b>{c}</b>" if c == metric else c for c in names],
-            fill_color=_HEADER_FILL, align=align,
+            fill_color=_HEADER_FILL, align=align, height=HEADER_HEIGHT,
         ),
-        cells=dict(values=values, fill_color=fills, align=align, height=24),
-        columnwidth=[0.6] + [1.0] * (len(names) - 1),
+        cells=dict(values=values, fill_color=fills, align=align, height=ROW_HEIGHT),
+        columnwidth=column_widths(names, values),
         name="results",
     )
+
+
+def results_caption(frame: pd.DataFrame, *, metric: str, maximize: bool = True) -> str:
+    """The legend of a results table's colours, over the whole of ``frame``.
+
+    Examples
+    --------
+    >>> results_caption(pd.DataFrame({"sharpe": [0.4, 1.2, float("nan")]}), metric="sharpe")
+    'colour: sharpe across the 2 of 3 runs with a sharpe, red worst → green best'
+    """
+    return MetricRange.of(frame[metric]).caption(metric, len(frame), maximize)
 
 
 def results_table(
@@ -297,11 +411,13 @@ def results_table(
     ['1', '0']
     """
     rows, params, stats, descending = _shown_rows(frame, metric, maximize, top, sort, columns)
-    fig = go.Figure(_results_trace(rows, params, stats, metric, maximize))
+    fig = go.Figure(_results_trace(rows, params, stats, metric, maximize, MetricRange.of(frame[metric])))
+    caption = results_caption(frame, metric=metric, maximize=maximize) if metric in stats else None
+    top_margin = _CAPTIONED_TITLE_MARGIN if caption else _TITLE_MARGIN
     fig.update_layout(
-        title=_title(rows, frame, sort or metric, metric, descending),
-        height=min(110 + 26 * (len(rows) + 1), 900),
-        margin=dict(l=10, r=10, t=50, b=10),
+        title=with_caption(_title(rows, frame, sort or metric, metric, descending), caption),
+        height=top_margin + table_height(min(len(rows), _MAX_ROWS_TALL)) + 10,
+        margin=dict(l=10, r=10, t=top_margin, b=10),
     )
     return fig
 
@@ -314,11 +430,15 @@ def results_html(
     top: int | None = 10,
     sort: str | None = None,
     columns: Sequence[str] | str | None = None,
+    within: MetricRange | None = None,
+    total: int | None = None,
 ) -> str:
     """The same rows and cells as :func:`results_table`, as a small HTML table.
 
     For the live table under the progress bar (an HTML widget redraws fast), and
-    as the ``text/html`` fallback of a sweep's rich display.
+    as the ``text/html`` fallback of a sweep's rich display. The metric's colours
+    run over ``within`` (default: the range over ``frame``), of ``total`` runs
+    (default: ``len(frame)``), as the caption under the table says.
 
     Examples
     --------
@@ -328,7 +448,9 @@ def results_html(
     True
     """
     rows, params, stats, _ = _shown_rows(frame, metric, maximize, top, sort, columns)
-    colors = metric_colors(rows[metric], maximize) if metric in stats else []
+    within = MetricRange.of(frame[metric]) if within is None else within
+    colors = metric_colors(rows[metric], maximize, within=within) if metric in stats else []
+    caption = within.caption(metric, len(frame) if total is None else total, maximize)
     names = ["row", *params, *stats]
     cell = "padding:1px 8px;border-bottom:1px solid #ddd"
     head = "".join(f"<th style='{cell};text-align:left;background:{_HEADER_FILL}'>"
@@ -344,7 +466,10 @@ def results_html(
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (
         "<table class='nbbacktest-results' style='border-collapse:collapse;font-size:12px'>"
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
+        + (f"<caption style='caption-side:bottom;text-align:left;font-size:11px;color:#666'>"
+           f"{html.escape(caption)}</caption>" if colors else "")
+        + "</table>"
     )
 
 
@@ -353,9 +478,11 @@ def stats_cells(stats: pd.Series) -> go.Table:
     labels = [STAT_LABELS.get(str(name), str(name)) for name in stats.index]
     values = [format_value(value, str(name)) for name, value in stats.items()]
     return go.Table(
-        header=dict(values=["Metric", "Value"], fill_color=_HEADER_FILL, align=["left", "right"]),
-        cells=dict(values=[labels, values], fill_color=_CELL_FILL, align=["left", "right"], height=22),
-        columnwidth=[1.3, 1.0],
+        header=dict(values=["Metric", "Value"], fill_color=_HEADER_FILL, align=["left", "right"],
+                    height=HEADER_HEIGHT),
+        cells=dict(values=[labels, values], fill_color=_CELL_FILL, align=["left", "right"],
+                   height=STATS_ROW_HEIGHT),
+        columnwidth=column_widths(["Metric", "Value"], [labels, values]),
         name="stats",
     )
 
@@ -378,8 +505,8 @@ def stats_table(stats: pd.Series) -> go.Figure:
     fig = go.Figure(stats_cells(stats))
     fig.update_layout(
         title=str(stats.name) if stats.name is not None else None,
-        height=min(110 + 24 * (len(stats) + 1), 800),
-        margin=dict(l=10, r=10, t=50, b=10),
+        height=_TITLE_MARGIN + table_height(len(stats), STATS_ROW_HEIGHT) + 10,
+        margin=dict(l=10, r=10, t=_TITLE_MARGIN, b=10),
     )
     return fig
 

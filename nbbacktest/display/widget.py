@@ -37,7 +37,7 @@ import plotly.graph_objects as go
 
 from nbbacktest.display.charts import figure_bundle
 from nbbacktest.display.kernel import in_kernel
-from nbbacktest.display.tables import rank_rows, results_html
+from nbbacktest.display.tables import MetricRange, rank_rows, results_html
 from nbbacktest.errors import NbbacktestWarning
 from nbbacktest.parallel.events import PointDone, SweepEvent
 from nbbacktest.parallel.progress import ProgressState
@@ -47,6 +47,8 @@ __all__ = ["ProgressWidget", "figure_widget"]
 
 #: The bar's colour once the sweep ended, by status.
 BAR_STYLES = {"complete": "success", "cancelled": "warning", "stopped": "danger", "failed": "danger"}
+#: The Cancel button's label once the sweep ended, by status (disabled: nothing to cancel).
+FINAL_LABELS = {"complete": "Done", "cancelled": "Cancelled", "stopped": "Stopped", "failed": "Failed"}
 
 _CANCEL_TIP = "Stop the sweep; finished rows are kept (interrupting the kernel does the same)"
 _NO_UI_POLL = (
@@ -116,6 +118,9 @@ class ProgressWidget(widgets.VBox):
         self._timer: threading.Timer | None = None
         self._leaders: list[tuple[float, int]] = []  # min-heap of (goodness, row): the top rows
         self._leader_rows: set[int] = set()
+        # The metric's range over every run so far: the live table's colours are
+        # relative to the whole sweep, not to the few rows it shows.
+        self._range = MetricRange.of([])
         self._table_stale = True
         kernel = _kernel()
         self._ui_events = _ui_events(kernel)
@@ -166,6 +171,10 @@ class ProgressWidget(widgets.VBox):
             self._timer = None
 
     def _consider(self, row: int, value: float) -> None:
+        if math.isfinite(value):
+            low, high, runs = self._range
+            self._range = MetricRange(min(low, value) if runs else value,
+                                      max(high, value) if runs else value, runs + 1)
         if not self.top or value != value or row in self._leader_rows:
             return
         goodness = value if self.tracker.maximize else -value
@@ -184,6 +193,7 @@ class ProgressWidget(widgets.VBox):
         if not self.top or not sweep.progress:
             return
         frame = sweep.results
+        self._range = MetricRange.of(frame[sweep.metric])
         ranked = rank_rows(frame, sweep.metric, descending=sweep.maximize, top=self.top)
         for row, value in zip(ranked.index.tolist(), ranked[sweep.metric]):
             self._consider(int(row), float(value))
@@ -211,6 +221,9 @@ class ProgressWidget(widgets.VBox):
                 self.bar.bar_style = BAR_STYLES.get(state.status, "danger")
                 self.cancel_button.disabled = True
                 self.cancel_button.button_style = ""  # plainly inactive once over
+                # Not "Cancelling…" once it stopped: the button says how it ended.
+                self.cancel_button.description = FINAL_LABELS.get(state.status, state.status)
+                self.cancel_button.icon = "check" if state.status == "complete" else ""
             if self._table_stale and self._leaders:
                 self.table.value = self._table_html()
                 self._table_stale = False
@@ -218,15 +231,21 @@ class ProgressWidget(widgets.VBox):
     def _table_html(self) -> str:
         rows = [row for _, row in self._leaders]
         frame = pd.DataFrame.from_records([self.sweep.row(i) for i in rows], index=rows)
-        return results_html(frame, metric=self.sweep.metric, maximize=self.sweep.maximize, top=self.top)
+        return results_html(frame, metric=self.sweep.metric, maximize=self.sweep.maximize, top=self.top,
+                            within=self._range, total=self._range.runs)
 
     # ------------------------------------------------------------ cancel
     def _cancel_clicked(self, _button: Any = None) -> None:
-        self.sweep.cancel()
         with self._lock:
             self.cancel_button.disabled = True
             if not self.tracker.finished:
                 self.cancel_button.description = "Cancelling…"
+        self.sweep.cancel()
+        with self._lock:
+            if self.sweep.status != "running" and not self.tracker.finished:
+                # Over already, its Finished event still on its way: show the end now.
+                self.tracker = ProgressState.of(self.sweep)
+            self.draw()
 
     def poll(self) -> None:
         """Handle waiting widget messages (a Cancel click) while a blocking sweep waits.

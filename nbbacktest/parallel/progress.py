@@ -43,6 +43,14 @@ PROGRESS_ENV = "NBBACKTEST_PROGRESS"
 #: on stderr. ``nbbacktest`` sets it to the notebook-aware display when IPython runs.
 default_display: Callable[[SweepResult], Any] | None = None
 
+#: The ETA shows once this many runs finished after the first result, or this many
+#: seconds passed since it: before, one chunk's arrival would make it swing wildly.
+ETA_AFTER_RUNS = 10
+ETA_AFTER_SECONDS = 2.0
+#: Results that arrive within this many seconds of the first came in its chunk: the
+#: rate counts from the end of that chunk.
+FIRST_CHUNK_SECONDS = 0.05
+
 
 class ProgressState:
     """Counts, timing and best run of one sweep, as its events tell them.
@@ -73,6 +81,11 @@ class ProgressState:
         self.status = "running"
         self.reason = ""
         self.note = ""
+        #: When the first result came (None before, or for a display that started late),
+        #: and how many had finished with it: the rate counts from there.
+        self.first_result: float | None = None
+        self._first_done = 0
+        self._first_error = ""
 
     @classmethod
     def of(cls, sweep: SweepResult) -> ProgressState:
@@ -89,6 +102,9 @@ class ProgressState:
         if sweep.status != "running":  # set before the Finished event is emitted
             state.status, state.reason = sweep.status, sweep.reason
             state.ended = sweep.started + sweep.seconds
+            if state.failed and state.failed == state.done and not state.reason:
+                errors = sweep.results["error"].dropna()
+                state.reason = every_run_failed(str(errors.iloc[0]) if len(errors) else "")
         return state
 
     @property
@@ -108,10 +124,14 @@ class ProgressState:
             self.started = event.time
         elif isinstance(event, PointDone):
             self.done += 1
+            self._first(event)
             self._consider(event)
         elif isinstance(event, PointFailed):
             self.done += 1
             self.failed += 1
+            self._first(event)
+            if not self._first_error:
+                self._first_error = str(event.row.get("error") or "")
         elif isinstance(event, EngineAdded):
             self.engines += 1
         elif isinstance(event, EngineLost):
@@ -125,9 +145,17 @@ class ProgressState:
         elif isinstance(event, Finished):
             self.done, self.failed = event.done + event.failed, event.failed
             self.status, self.reason = event.status, event.reason
+            if self.failed and not event.done and not self.reason:
+                self.reason = every_run_failed(self._first_error)
             self.ended = event.time
             return True
         return False
+
+    def _first(self, event: SweepEvent) -> None:
+        if self.first_result is None:
+            self.first_result = event.time
+        if event.time - self.first_result <= FIRST_CHUNK_SECONDS:
+            self._first_done = self.done
 
     def _consider(self, event: PointDone) -> None:
         if self._best.offer(event.value, event.index):
@@ -155,10 +183,18 @@ class ProgressState:
         number the display layer shows.
         """
         now = time.monotonic() if now is None else now
-        elapsed = max((self.ended if self.ended is not None else now) - self.started, 0.0)
-        ran = self.done - self.restored
-        rate = ran / elapsed if elapsed > 0 else math.nan
-        left = (self.total - self.done) / rate if rate > 0 else math.nan
+        end = self.ended if self.ended is not None else now
+        elapsed = max(end - self.started, 0.0)
+        # The rate counts from the first result on: not the cluster's start, nor the
+        # data's shipping, nor the first chunk (it arrived all at once).
+        ran, span = self.done - self._first_done, end - (self.first_result or end)
+        settled = ran > 0 and (ran >= ETA_AFTER_RUNS or span >= ETA_AFTER_SECONDS)
+        if self.first_result is None and self.done > self.restored:  # a display that came late
+            settled = elapsed >= ETA_AFTER_SECONDS
+        if ran <= 0 or span <= 0:  # no result since the first chunk: count from the start
+            ran, span = self.done - self.restored, elapsed
+        rate = ran / span if span > 0 and ran > 0 else math.nan
+        left = (self.total - self.done) / rate if rate > 0 and settled else math.nan
         if self.engines:
             busy = 0 if self.finished else min(self.engines, self.total - self.done)
             engines = f"{busy:,}/{self.engines:,} engines busy"
@@ -175,7 +211,7 @@ class ProgressState:
             "errors": f"{self.failed:,} error{'' if self.failed == 1 else 's'}",
             "rate": format_rate(rate),
             "elapsed": f"elapsed {format_seconds(elapsed)}",
-            "eta": self.status if self.finished else f"ETA {format_seconds(left)}",
+            "eta": self.status if self.finished else f"ETA {format_seconds(left) if left == left else '…'}",
             "engines": engines,
             "best": best,
         }
@@ -192,6 +228,17 @@ class ProgressState:
         if self.finished and self.reason:
             parts.append(self.reason)
         return " | ".join(parts)
+
+
+def every_run_failed(first_error: str) -> str:
+    """What a sweep whose every run raised says: ``every run failed: ValueError: …``.
+
+    Examples
+    --------
+    >>> every_run_failed("ValueError: no data")
+    'every run failed: ValueError: no data'
+    """
+    return f"every run failed: {first_error}" if first_error else "every run failed"
 
 
 class TextProgress:
