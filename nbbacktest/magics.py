@@ -513,8 +513,9 @@ def _report(result: SweepResult, args: argparse.Namespace) -> None:
             print(f"Sweep {result.reason}\nRow {row} ({result.describe(row)}):\n{traceback}",
                   file=sys.stderr)
         else:
+            every = "Every run failed: " if result.failed == result.progress == len(result) else ""
             print(
-                f"{result.failed} of {len(result)} runs raised; the first, row {row}"
+                f"{every}{result.failed} of {len(result)} runs raised; the first, row {row}"
                 f" ({result.describe(row)}), raised {error}."
                 f" Tracebacks: {variable}.results.traceback",
                 file=sys.stderr,

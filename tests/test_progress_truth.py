@@ -4,6 +4,7 @@ and ETA from the first result on, and a sweep in which every run failed says so
 
 from __future__ import annotations
 
+import argparse
 import io
 import threading
 import time
@@ -14,6 +15,7 @@ from conftest import SmaCross
 
 import nbbacktest as nbb
 from nbbacktest.display.widget import FINAL_LABELS, ProgressWidget
+from nbbacktest.magics import _report
 from nbbacktest.parallel import progress as parallel_progress
 from nbbacktest.parallel.events import Finished, PointDone, PointFailed, Started
 from nbbacktest.parallel.progress import ETA_AFTER_SECONDS, ProgressState, TextProgress
@@ -119,3 +121,11 @@ def test_a_sweep_with_some_successes_does_not_say_every_run_failed(daily):
     state.update(PointFailed(index=0, source=sweep))
     state.update(Finished(done=0, failed=1, cancelled=0, seconds=1.0, status="complete"))
     assert state.reason.startswith("every run failed")
+
+
+def test_the_magic_says_every_run_failed(daily, capsys):
+    sweep = nbb.sweep(Broken, daily, {"fast": [5, 10]}, progress=False)
+    _report(sweep, argparse.Namespace(output="_backtest"))
+    err = capsys.readouterr().err
+    assert err.startswith("Every run failed: 2 of 2 runs raised; the first, row 0 (fast=5), raised"
+                          " ValueError: no signal for fast=5")
