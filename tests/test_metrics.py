@@ -147,7 +147,8 @@ def test_names_labels_and_numeric_stats() -> None:
     assert STAT_LABELS["return_pct"] == "Return [%]"
     assert STAT_LABELS["sharpe"] == "Sharpe ratio"
     assert set(NUMERIC_STATS) == set(STAT_NAMES) - {
-        "start", "end", "duration", "max_drawdown_duration",
+        "start", "end", "duration", "max_drawdown_duration", "avg_drawdown_duration",
+        "max_trade_duration", "avg_trade_duration",
     }
     assert NUMERIC_STATS == tuple(k for k in STAT_NAMES if k in NUMERIC_STATS)
 
@@ -497,7 +498,7 @@ def test_summarize_with_scratch_space_matches_compute_stats() -> None:
     line = metrics.Timeline(index)
     work = np.full((2, len(equity) + 7), np.nan)  # wider than needed, dirty
     got = metrics.summarize(line, equity, cash, metrics.buy_and_hold_pct(close),
-                            int(in_market.sum()), pnl, rets, work)
+                            int(in_market.sum()), pnl, rets, work, market=metrics.Market(close))
     assert got == compute_stats(index, equity, cash, close, in_market, pnl, rets)
     assert metrics.buy_and_hold_pct(np.array([4.0, 5.0])) == 25.0
     assert math.isnan(metrics.buy_and_hold_pct(np.array([0.0, 5.0])))
@@ -514,3 +515,78 @@ def test_summarize_with_scratch_space_matches_compute_stats() -> None:
 )
 def test_drawdown_duration_from_flips(equity: list[float], days: int) -> None:
     assert stats(equity)["max_drawdown_duration"] == pd.Timedelta(days=days)
+
+
+# --- the newer statistics, each by hand -----------------------------------------------
+
+def _newer(**kwargs: object) -> dict[str, object]:
+    base: dict[str, object] = dict(
+        equity=[100.0, 110.0, 99.0, 121.0], close=[10.0, 11.0, 10.0, 12.0],
+        pnl=[10.0, -5.0, 16.0], rets=[0.1, -0.05, 0.16],
+    )
+    base.update(kwargs)
+    n = len(base["equity"])  # type: ignore[arg-type]
+    return compute_stats(
+        daily(n), np.array(base["equity"]), 100.0, np.array(base["close"]), np.ones(n, bool),
+        np.array(base["pnl"]), np.array(base["rets"]),
+        trade_bars=base.get("trade_bars"), commissions=base.get("commissions", 0.0),  # type: ignore[arg-type]
+    )
+
+
+def test_beta_and_alpha_against_buy_and_hold() -> None:
+    st = _newer()
+    r = [110 / 100 - 1, 99 / 110 - 1, 121 / 99 - 1]
+    m = [11 / 10 - 1, 10 / 11 - 1, 12 / 10 - 1]
+    rm, mm = sum(r) / 3, sum(m) / 3
+    beta = sum((a - rm) * (b - mm) for a, b in zip(r, m)) / sum((b - mm) ** 2 for b in m)
+    assert st["beta"] == pytest.approx(beta, rel=1e-12)
+    assert st["alpha_pct"] == pytest.approx(21.0 - beta * 20.0, rel=1e-12)  # return 21 %, B&H 20 %
+    flat = _newer(close=[5.0, 5.0, 5.0, 5.0])  # a constant market: no beta
+    assert is_nan(flat["beta"]) and is_nan(flat["alpha_pct"])
+    assert is_nan(_newer(equity=[100.0, 101.0], close=[1.0, 2.0], pnl=[], rets=[])["beta"])
+
+
+def test_average_drawdown_and_its_duration() -> None:
+    # 0 -> 2: -10 % over 2 days; 3 -> 6: -20 % over 3 days
+    st = _newer(equity=[100.0, 90.0, 100.0, 120.0, 108.0, 96.0, 125.0], close=[1.0] * 7)
+    assert st["avg_drawdown_pct"] == pytest.approx(-15.0)
+    assert st["avg_drawdown_duration"] == 2.5 * DAY
+    assert st["max_drawdown_duration"] == 3 * DAY
+    rising = _newer(equity=[100.0, 101.0, 102.0], close=[1.0] * 3)
+    assert rising["avg_drawdown_pct"] == 0.0 and rising["avg_drawdown_duration"] == pd.Timedelta(0)
+
+
+def test_sqn_kelly_and_expectancy() -> None:
+    st = _newer()  # pnl 10, -5, 16: mean 7, std(ddof=1) sqrt((9 + 144 + 81) / 2)
+    assert st["expectancy"] == 7.0
+    assert st["sqn"] == pytest.approx(math.sqrt(3) * 7 / math.sqrt(117))
+    # win rate 2/3, mean win 13, mean loss -5
+    assert st["kelly"] == pytest.approx(2 / 3 - (1 / 3) / (13 / 5))
+    wins_only = _newer(pnl=[1.0, 2.0, 3.0])
+    assert is_nan(wins_only["kelly"]) and wins_only["sqn"] == pytest.approx(math.sqrt(3) * 2 / 1)
+    none = _newer(pnl=[], rets=[])
+    assert all(is_nan(none[k]) for k in ("expectancy", "sqn", "kelly"))
+    assert none["max_trade_duration"] is pd.NaT and none["avg_trade_duration"] is pd.NaT
+
+
+def test_trade_durations_and_commissions() -> None:
+    st = _newer(trade_bars=(np.array([0, 1, 2]), np.array([1, 3, 3])), commissions=12.5)
+    assert st["max_trade_duration"] == 2 * DAY
+    assert st["avg_trade_duration"] == pd.Timedelta(days=4 / 3)  # (1 + 2 + 1) / 3 days
+    assert st["commissions"] == 12.5
+    assert _newer()["max_trade_duration"] is pd.NaT  # no trade bars given
+    with pytest.raises(ValueError, match="`trade_bars` holds"):
+        _newer(trade_bars=(np.array([0]), np.array([1])))
+
+
+def test_the_simulator_fills_the_newer_stats() -> None:
+    import nbbacktest as nbb
+    from nbbacktest.engine.examples import SmaCross
+
+    result = nbb.backtest(SmaCross(), nbb.load_sample("daily"), commission=0.001)
+    st, trades = result.stats, result.trades
+    assert st["expectancy"] == pytest.approx(trades["pnl"].mean())
+    assert st["max_trade_duration"] == trades["duration"].max()
+    gross = (trades["size"] * (trades["exit_price"] - trades["entry_price"]) - trades["pnl"]).sum()
+    assert st["commissions"] >= gross * (1 - 1e-9)  # the closed trades', plus an open entry's
+    assert 0 < st["beta"] < 1.5

@@ -9,14 +9,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbbacktest.engine.broker import Broker, follow_changes
+from nbbacktest.engine.broker import Broker, follow_changes_paid
 from nbbacktest.engine.caches import scratch_rows
+from nbbacktest.engine.costs import CommissionSpec
 from nbbacktest.engine.data import is_universe, validated_values
 from nbbacktest.engine.event_driven import EventRunner
 from nbbacktest.engine.ledger import Ledger
 from nbbacktest.engine.metrics import summarize
 from nbbacktest.engine.result import Result
 from nbbacktest.engine.signals import signal_exposures
+from nbbacktest.engine.stat_formulas import trade_bars
 from nbbacktest.engine.strategy import Strategy, resolve_strategy
 from nbbacktest.engine.types import PreparedData, Run, Settings
 from nbbacktest.errors import DataError, StrategyError
@@ -94,12 +96,12 @@ def simulate(strategy: Strategy, data: PreparedData, settings: Settings, seed: i
     >>> len(run.equity) == len(data), run.stats["trades"] == len(run.trades)
     (True, True)
     """
-    ledger = _fill(strategy, data, settings, seed)
+    ledger, paid = _fill(strategy, data, settings, seed)
     work = scratch_rows(len(data.close))
     equity, held = ledger.mark_to_market(data.close, work[0])
     stats = summarize(
         data.timeline, equity, settings.cash, data.buy_hold_pct, ledger.bars_in_market(),
-        ledger.pnl, ledger.returns, work[:2],
+        ledger.pnl, ledger.returns, work[:2], **_trade_facts(ledger, paid, data),
     )
     return Run(equity, held, stats, ledger)
 
@@ -122,18 +124,25 @@ def simulate_stats(
     >>> stats == simulate(SmaCross(), data, Settings(), 0).stats
     True
     """
-    ledger = _fill(strategy, data, settings, seed, private)
+    ledger, paid = _fill(strategy, data, settings, seed, private)
     work = scratch_rows(len(data.close))
     equity = ledger.equity_into(data.close, work[2])
     return summarize(
         data.timeline, equity, settings.cash, data.buy_hold_pct, ledger.bars_in_market(),
-        ledger.pnl, ledger.returns, work[:2],
+        ledger.pnl, ledger.returns, work[:2], **_trade_facts(ledger, paid, data),
     )
 
 
+def _trade_facts(ledger: Ledger, paid: float, data: PreparedData) -> dict[str, Any]:
+    """``summarize``'s keywords beyond the equity: the market, trade bars, commissions."""
+    entry, exit_ = trade_bars(ledger)
+    return {"market": data.market, "entry_bars": entry, "exit_bars": exit_, "commissions": paid}
+
+
 def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int,
-          private: bool = False) -> Ledger:
-    """Run the strategy's body on a private copy; the fills and trades it leaves."""
+          private: bool = False) -> tuple[Ledger, float]:
+    """Run the strategy's body on a private copy: the fills and trades it leaves, and
+    the commissions paid (summed fill by fill, in the same order on both paths)."""
     cls = type(strategy)
     worker = strategy if private else cls._from_values(strategy.param_values)
     worker._seed = seed
@@ -147,9 +156,9 @@ def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int,
         exposures = signal_exposures(
             raw, data.index, leverage=settings.leverage, name=f"{cls.__name__}.signals()"
         )
-        return follow_targets(exposures, data, settings)
+        return _follow_targets(exposures, data, settings)
     if mode == "event":
-        broker = Broker(settings.cash, settings.commission, settings.slippage, settings.fractional)
+        broker = Broker(settings.cash, settings.costs, settings.fill_slippage, settings.fractional)
         runner = EventRunner(worker, data, broker, settings.fill, frame, settings.leverage)
         worker._runner = runner
         try:
@@ -159,7 +168,7 @@ def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int,
         n = len(data.close)
         if settings.close_at_end and broker.units:
             runner.finish(float(data.close[-1]))  # each open trade closes as its own row
-        return broker.ledger(n)
+        return broker.ledger(n), broker.paid
     raise TypeError(
         f"Strategy {cls.__name__!r} defines neither signals(data) (vectorized) nor"
         " next(bar) (event-driven): define one of them"
@@ -174,8 +183,15 @@ def follow_targets(exposures: np.ndarray, data: PreparedData, settings: Settings
     """Trade only where the target exposure changes (a held position is not rebalanced).
 
     With ``close_at_end`` a last change to flat at the last close closes what is
-    still open (a no-op when flat).
+    still open (a no-op when flat). A commission other than a plain fraction (a
+    fixed fee, a callable) fills through :meth:`Broker.follow`, as the event path does.
     """
+    return _follow_targets(exposures, data, settings)[0]
+
+
+def _follow_targets(
+    exposures: np.ndarray, data: PreparedData, settings: Settings
+) -> tuple[Ledger, float]:
     n = len(exposures)
     # The target before bar 0 is flat.
     decided = (exposures[1:] != exposures[:-1]).nonzero()[0]
@@ -195,10 +211,19 @@ def follow_targets(exposures: np.ndarray, data: PreparedData, settings: Settings
         targets = np.append(targets, 0.0)
         bars = np.append(bars, n - 1)
         prices = np.append(prices, data.close[-1])
-    return follow_changes(
-        settings.cash, settings.commission, settings.slippage, settings.fractional,
-        targets, bars, prices, n, end=settings.close_at_end,
-    )
+    costs = settings.costs
+    if costs.plain:
+        return follow_changes_paid(
+            settings.cash, costs.rate, settings.fill_slippage, settings.fractional,
+            targets, bars, prices, n, end=settings.close_at_end,
+        )
+    broker = Broker(settings.cash, costs, settings.fill_slippage, settings.fractional)
+    rest = len(targets) - 1 if settings.close_at_end else len(targets)
+    broker.follow(targets[:rest].tolist(), bars[:rest].tolist(), prices[:rest].tolist())
+    if settings.close_at_end:
+        broker.follow(targets[rest:].tolist(), bars[rest:].tolist(), prices[rest:].tolist(),
+                      reason="end")
+    return broker.ledger(n), broker.paid
 
 
 def backtest(
@@ -206,12 +231,13 @@ def backtest(
     data: pd.DataFrame,
     *,
     cash: float = 10_000.0,
-    commission: float = 0.0,
+    commission: CommissionSpec = 0.0,
     slippage: float = 0.0,
     fill: str = "next_open",
     fractional: bool = True,
     leverage: float | None = None,
     close_at_end: bool = False,
+    spread: float = 0.0,
     seed: int = 0,
 ) -> Result:
     """Backtest one strategy on one instrument.
@@ -222,8 +248,9 @@ def backtest(
         The instance to run (a class runs with its default parameters).
     data : DataFrame
         OHLC(V) bars on a DatetimeIndex (see :func:`nbbacktest.load_ohlcv`).
-    cash, commission, slippage, fill, fractional, leverage, close_at_end
-        See :class:`Settings`.
+    cash, commission, slippage, fill, fractional, leverage, close_at_end, spread
+        See :class:`Settings`: ``commission`` is a fraction, ``(fixed, fraction)``
+        or a callable ``cost(size, price)``.
     seed : int
         Base seed; the run's seed (``strategy.seed``) is derived from it and the
         params, exactly as in a sweep with the same seed.
@@ -246,7 +273,7 @@ def backtest(
     True
     """
     strategy = resolve_strategy(strategy)[1]
-    settings = Settings(cash, commission, slippage, fill, fractional, leverage, close_at_end)
+    settings = Settings(cash, commission, slippage, fill, fractional, leverage, close_at_end, spread)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
     if not isinstance(data, pd.DataFrame) and is_universe(data):

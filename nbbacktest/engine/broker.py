@@ -18,7 +18,11 @@ Rules (DESIGN §3):
   never spend more than the equity. ``fractional=False`` rounds units toward zero.
 * A reversal closes the old position, then opens the new one from the equity left,
   at the same raw price.
-* Commission is ``commission * |units| * price`` on every fill.
+* Commission is ``commission * |units| * price`` on every fill, or what a
+  :class:`~nbbacktest.engine.costs.Costs` charges (a fixed fee per fill, or a
+  callable); sizing then leaves room for it (``Costs.units``). :attr:`Broker.paid`
+  totals the commissions.
+* A spread reaches the broker as slippage: ``Settings.fill_slippage``.
 * A trade is the life of a position from flat to flat (or to a reversal); a partial
   reduction books a trade for the part closed. Its P&L includes its share of the
   entry commission and its exit commission; its return is P&L over entry notional.
@@ -34,13 +38,15 @@ import math
 
 import numpy as np
 
+from nbbacktest.engine.costs import CommissionSpec, Costs
 from nbbacktest.engine.ledger import Ledger, TradeBook
 
-__all__ = ["EXIT_REASONS", "Broker", "follow_changes"]
+__all__ = ["EXIT_REASONS", "Broker", "follow_changes", "follow_changes_paid"]
 
-#: Why a trade closed: a change of target or an order of the strategy, its stop-loss,
-#: its take-profit, or ``close_at_end`` at the last close.
-EXIT_REASONS = ("signal", "stop-loss", "take-profit", "end")
+#: Why a trade closed: a change of target or an order of the strategy (a partial close
+#: too), its stop-loss, its take-profit, its trailing stop, or ``close_at_end`` at the
+#: last close. (A rejected order opens no trade: ``Result.adjusted_orders`` lists it.)
+EXIT_REASONS = ("signal", "stop-loss", "take-profit", "trailing-stop", "end")
 
 
 class Broker:
@@ -61,14 +67,20 @@ class Broker:
     __slots__ = (
         "initial_cash", "cash", "units", "commission", "slippage", "fractional",
         "entry_price", "entry_bar", "entry_cost", "entry_tag",
-        "fill_bars", "fill_units", "fill_cash", "trades", "notes",
+        "fill_bars", "fill_units", "fill_cash", "trades", "notes", "costs", "paid",
     )
 
-    def __init__(self, cash: float, commission: float, slippage: float, fractional: bool) -> None:
+    def __init__(
+        self, cash: float, commission: CommissionSpec | Costs, slippage: float, fractional: bool
+    ) -> None:
         self.initial_cash = cash
         self.cash = cash
         self.units = 0.0
-        self.commission = commission
+        costs = Costs.parse(commission)
+        # A fraction alone stays on the float arithmetic; other forms go through Costs.
+        self.commission = costs.rate
+        self.costs: Costs | None = None if costs.plain else costs
+        self.paid = 0.0  # commissions paid so far
         self.slippage = slippage
         self.fractional = fractional
         self.entry_price = math.nan
@@ -117,7 +129,7 @@ class Broker:
         change of target and is most of a backtest's Python time.
         """
         slippage, commission, fractional = self.slippage, self.commission, self.fractional
-        cash, units = self.cash, self.units
+        cash, units, costs, paid = self.cash, self.units, self.costs, self.paid
         entry_price, entry_bar, entry_cost, entry_tag = (
             self.entry_price, self.entry_bar, self.entry_cost, self.entry_tag
         )
@@ -138,7 +150,10 @@ class Broker:
                     equity = cash + units * price
                     if equity <= 0:
                         continue  # nothing left to size a position from
-                    target = exposure * equity / (price * (1.0 + commission))
+                    if costs is None:
+                        target = exposure * equity / (price * (1.0 + commission))
+                    else:
+                        target = costs.units(exposure * equity, price)
                     if not fractional:
                         target = float(math.trunc(target))
                     qty = target - units
@@ -147,7 +162,8 @@ class Broker:
                     # |units| and |qty| without abs() calls: negation is exact
                     size = units if units > 0 else -units
                     more = qty if qty > 0 else -qty
-                    cost = more * price * commission
+                    cost = more * price * commission if costs is None else costs.charge(more, price)
+                    paid += cost
                     cash = cash - qty * price - cost
                     if (qty > 0) == (units > 0):
                         # More of the same side: the entry price is the average paid.
@@ -176,7 +192,8 @@ class Broker:
                 price = raw * (1.0 + (slippage if units < 0 else -slippage))
                 qty = -units
                 closed = qty if qty > 0 else -qty  # |units|
-                cost = closed * price * commission
+                cost = closed * price * commission if costs is None else costs.charge(closed, price)
+                paid += cost
                 cash = cash - qty * price - cost
                 pnl = units * (price - entry_price) - entry_cost - cost
                 book((entry_bar, bar, entry_price, price, units, pnl, pnl / (closed * entry_price),
@@ -192,18 +209,23 @@ class Broker:
             price = raw * (1.0 + slippage * direction)
             if cash <= 0:
                 continue  # nothing left to size a position from
-            target = exposure * cash / (price * (1.0 + commission))
+            if costs is None:
+                target = exposure * cash / (price * (1.0 + commission))
+            else:
+                target = costs.units(exposure * cash, price)
             if not fractional:
                 target = float(math.trunc(target))
             if target * direction > 0:
-                cost = (target if target > 0 else -target) * price * commission
+                size = target if target > 0 else -target
+                cost = size * price * commission if costs is None else costs.charge(size, price)
+                paid += cost
                 cash = cash - target * price - cost
                 units = target
                 entry_price, entry_bar, entry_cost, entry_tag = price, bar, cost, tag
                 log_bar(bar)
                 log_units(units)
                 log_cash(cash)
-        self.cash, self.units = cash, units
+        self.cash, self.units, self.paid = cash, units, paid
         self.entry_price, self.entry_bar, self.entry_cost, self.entry_tag = (
             entry_price, entry_bar, entry_cost, entry_tag
         )
@@ -256,10 +278,16 @@ class Broker:
             return units  # reduces the position (or closes it): always allowed
         price = self._slipped(raw_price, units)
         gross = 1.0 + self.commission
+        costs = self.costs
         worth = self.cash + held * price
         if held and (after > 0) != (held > 0):
-            worth -= abs(held) * price * self.commission  # the close pays its commission first
-        most = leverage * worth / (price * gross) if worth > 0 else 0.0
+            # the close pays its commission first
+            worth -= (abs(held) * price * self.commission if costs is None
+                      else costs.charge(abs(held), price))
+        if costs is None:
+            most = leverage * worth / (price * gross) if worth > 0 else 0.0
+        else:
+            most = costs.units(leverage * worth, price) if worth > 0 else 0.0
         if not self.fractional:
             most = float(math.trunc(most))
         # A hair of tolerance: an order sized at the limit by the user's own
@@ -282,6 +310,8 @@ class Broker:
         equity = self.cash + self.units * price
         if equity <= 0:
             return 0.0
+        if self.costs is not None:
+            return self.costs.units(direction * fraction * equity, price)
         return direction * fraction * equity / (price * (1.0 + self.commission))
 
     def _slipped(self, raw_price: float, units: float) -> float:
@@ -289,7 +319,10 @@ class Broker:
 
     def _fill(self, qty: float, bar: int, price: float, tag: str | None, reason: str = "signal") -> None:
         # The hot path of every backtest: locals only, one log append per fill.
-        cost = (qty if qty > 0 else -qty) * price * self.commission
+        size = qty if qty > 0 else -qty
+        costs = self.costs
+        cost = size * price * self.commission if costs is None else costs.charge(size, price)
+        self.paid += cost
         cash = self.cash - qty * price - cost
         self.cash = cash
         held = self.units
@@ -357,7 +390,34 @@ def follow_changes(
     n: int,
     end: bool = False,
 ) -> Ledger:
+    """The :class:`Ledger` of :func:`follow_changes_paid` (its commissions total dropped).
+
+    Examples
+    --------
+    >>> follow_changes(1000.0, 0.01, 0.0, True, np.array([1.0]), np.array([1]),
+    ...                np.array([10.0]), 2).units.tolist()
+    [0.0, 99.00990099009901]
+    """
+    return follow_changes_paid(cash, commission, slippage, fractional, targets, bars, raw_prices,
+                               n, end)[0]
+
+
+def follow_changes_paid(
+    cash: float,
+    commission: float,
+    slippage: float,
+    fractional: bool,
+    targets: np.ndarray,
+    bars: np.ndarray,
+    raw_prices: np.ndarray,
+    n: int,
+    end: bool = False,
+) -> tuple[Ledger, float]:
     """Move a fresh :class:`Broker` to each target exposure in turn: the vectorized runs' fills.
+
+    Returns the ledger and the commissions paid (:attr:`Broker.paid`, summed in
+    the same order, so the same bits as the event path's for the same fills).
+    ``commission`` is a fraction: other forms go through :meth:`Broker.follow`.
 
     ``targets[k]`` is the k-th change of target, filled at bar ``bars[k]``
     (increasing) at ``raw_prices[k]``. Gives the same fills, bit for bit, as
@@ -392,7 +452,7 @@ def follow_changes(
     # ledger._closed_positions; many: the other way round. Both give the same bits.
     pnl_in_loop = len(targets) <= _PNL_IN_LOOP_MAX_CHANGES
     gross = 1.0 + commission
-    units = entry_price = entry_cost = 0.0
+    units = entry_price = entry_cost = paid = 0.0
     unit_log: list[float] = []
     cash_log: list[float] = []
     pnl_log: list[float] = []
@@ -408,6 +468,7 @@ def follow_changes(
             if units > 0:
                 notional = units * sell
                 cost = notional * commission
+                paid += cost
                 cash = cash + notional - cost
                 if pnl_in_loop:
                     pnl = units * (sell - entry_price) - entry_cost - cost
@@ -416,6 +477,7 @@ def follow_changes(
             else:
                 notional = -units * buy
                 cost = notional * commission
+                paid += cost
                 cash = cash - notional - cost
                 if pnl_in_loop:
                     pnl = units * (buy - entry_price) - entry_cost - cost
@@ -431,6 +493,7 @@ def follow_changes(
                 if target > 0:
                     notional = target * buy
                     entry_cost = notional * commission
+                    paid += entry_cost
                     cash = cash - notional - entry_cost
                     units, entry_price = target, buy
             else:
@@ -440,6 +503,7 @@ def follow_changes(
                 if target < 0:
                     notional = -target * sell
                     entry_cost = notional * commission
+                    paid += entry_cost
                     cash = cash + notional - entry_cost
                     units, entry_price = target, sell
         log_units(units)
@@ -458,11 +522,11 @@ def follow_changes(
         ledger.pnl, ledger.returns = book.pnl_and_returns()
     if done == len(targets):
         ledger.trades = book
-        return ledger
+        return ledger, paid
     # Hand over: a broker takes the state, the log and the book so far. The
     # position open now opened at the last change done.
     broker = Broker(initial_cash, commission, slippage, fractional)
-    broker.cash, broker.units = cash, units
+    broker.cash, broker.units, broker.paid = cash, units, paid
     broker.entry_price, broker.entry_bar = entry_price, int(bars[done - 1])
     broker.entry_cost, broker.entry_tag = entry_cost, None
     broker.fill_bars = bars_done.tolist()
@@ -473,7 +537,7 @@ def follow_changes(
     if end:
         broker.follow(targets[rest:].tolist(), bars[rest:].tolist(), raw_prices[rest:].tolist(),
                       reason="end")
-    return broker.ledger(n)
+    return broker.ledger(n), broker.paid
 
 
 #: Up to this many changes of target, :func:`follow_changes` works out each trade's

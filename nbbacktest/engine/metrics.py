@@ -38,18 +38,46 @@ key                        formula
                            later bar back at or above it (or to the last bar if never
                            recovered; from the first bar if it is already below
                            ``initial_cash``); ``Timedelta(0)`` without a drawdown
+``avg_drawdown_pct``       mean over those drawdown periods of each one's depth,
+                           ``min(equity / peak - 1) * 100`` within it; 0.0 without
+``avg_drawdown_duration``  mean duration of those periods (to the ns); ``Timedelta(0)``
+                           without a drawdown
+``beta``                   ``sum((r_i - mean) * (m_i - mean(m))) / sum((m_i - mean(m))
+                           ** 2)`` over the ``n - 1`` bar-to-bar returns, ``r_i =
+                           equity[i] / equity[i-1] - 1`` and ``m_i = close[i] /
+                           close[i-1] - 1`` (buy & hold); NaN if ``n < 3`` or ``m`` is
+                           constant
+``alpha_pct``              ``return_pct - beta * buy_hold_return_pct`` (Jensen's alpha
+                           over the whole run, risk-free rate 0)
 ``trades``                 number of closed trades (``int``)
 ``win_rate_pct``           ``count(trade_pnl > 0) / trades * 100``
 ``best_trade_pct``         ``max(trade_returns) * 100``
 ``worst_trade_pct``        ``min(trade_returns) * 100``
 ``avg_trade_pct``          ``mean(trade_returns) * 100``
+``max_trade_duration``     ``max(time[exit_bar] - time[entry_bar])`` over closed trades
+``avg_trade_duration``     ``mean(time[exit_bar] - time[entry_bar])`` (to the ns)
 ``profit_factor``          ``sum(pnl[pnl > 0]) / |sum(pnl[pnl < 0])|``; inf with
                            gains and no losses, 0.0 with losses and no gains, NaN
                            with neither
+``expectancy``             ``mean(trade_pnl)``: money won or lost per trade, after costs
+``sqn``                    ``sqrt(trades) * mean(pnl) / std(pnl, ddof=1)`` (Van Tharp's
+                           system quality number); NaN under two trades or a zero std
+``kelly``                  ``w - (1 - w) / (mean(pnl[pnl > 0]) / |mean(pnl[pnl < 0])|)``
+                           with ``w = win_rate_pct / 100``; NaN without a win or a loss
+``commissions``            total commission paid on every fill (an open position's
+                           entry too), as the simulator counted it
 ``exposure_time_pct``      ``mean(in_market) * 100``
 ========================== ==========================================================
 
-Trade statistics are NaN when there are no trades. Every float is a Python
+Trade statistics are NaN (durations NaT) when there are no trades.
+
+Where backtesting.py differs (its ``_stats.py``; ours are kept): its Sharpe and
+volatility compound daily geometric returns over 252 or 365 days, ours are per-bar
+arithmetic returns annualised with the measured bars per year; its profit factor
+sums trade returns in percent, ours money P&L; its exposure counts bars from a
+trade's entry to its exit bar, ours bars that end holding a position; its beta uses
+log returns, ours simple ones; its average trade is a geometric mean of returns, ours
+arithmetic. Every float is a Python
 ``float`` and ``trades`` a Python ``int``, so result rows compare and pickle
 cleanly. Sums are numpy's pairwise reductions (no BLAS, no threads), so equal
 inputs give bit-identical outputs in every process.
@@ -67,8 +95,12 @@ from datetime import tzinfo
 import numpy as np
 import pandas as pd
 
+from nbbacktest.engine.stat_formulas import Market, drawdown_periods, kelly, sqn, trade_spans_ns
+from nbbacktest.engine.timeline import Timeline, _bar_times, periods_per_year
+
 __all__ = [
     "NUMERIC_STATS",
+    "Market",
     "STAT_KINDS",
     "STAT_LABELS",
     "STAT_NAMES",
@@ -95,12 +127,22 @@ STAT_LABELS: dict[str, str] = {
     "max_drawdown_pct": "Max. Drawdown [%]",
     "calmar": "Calmar ratio",
     "max_drawdown_duration": "Max. Drawdown Duration",
+    "avg_drawdown_pct": "Avg. Drawdown [%]",
+    "avg_drawdown_duration": "Avg. Drawdown Duration",
+    "alpha_pct": "Alpha [%]",
+    "beta": "Beta",
     "trades": "# Trades",
     "win_rate_pct": "Win Rate [%]",
     "best_trade_pct": "Best Trade [%]",
     "worst_trade_pct": "Worst Trade [%]",
     "avg_trade_pct": "Avg. Trade [%]",
+    "max_trade_duration": "Max. Trade Duration",
+    "avg_trade_duration": "Avg. Trade Duration",
     "profit_factor": "Profit Factor",
+    "expectancy": "Expectancy [$]",
+    "sqn": "SQN",
+    "kelly": "Kelly Criterion",
+    "commissions": "Commissions [$]",
     "exposure_time_pct": "Exposure Time [%]",
 }
 STAT_NAMES: tuple[str, ...] = tuple(STAT_LABELS)
@@ -115,6 +157,9 @@ STAT_KINDS: dict[str, str] = {
     "end": "data",
     "duration": "data",
     "max_drawdown_duration": "timedelta",
+    "avg_drawdown_duration": "timedelta",
+    "max_trade_duration": "timedelta",
+    "avg_trade_duration": "timedelta",
     "trades": "int",
 }
 NUMERIC_STATS: tuple[str, ...] = tuple(
@@ -122,38 +167,7 @@ NUMERIC_STATS: tuple[str, ...] = tuple(
 )
 
 _NAN = math.nan
-# A Julian year, so that hourly 24/7 data gives exactly 24 * 365.25 = 8766 bars/year.
-_NS_PER_YEAR = 365.25 * 86_400 * 1_000_000_000
 _ZERO_TD = pd.Timedelta(0)
-_NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
-def _bar_times(index: object) -> tuple[np.ndarray, int, tzinfo | None]:
-    """Bar times as int64 in their own unit, the nanoseconds per unit, and the tz.
-
-    pandas 3 often stores microseconds. Keeping the stored unit and scaling only the
-    few times the statistics read saves converting the whole index on every run.
-    """
-    if isinstance(index, pd.DatetimeIndex):
-        per_unit = _NS_PER_UNIT.get(index.unit)
-        if per_unit is None:
-            return index.as_unit("ns").asi8, 1, index.tz
-        return index.asi8, per_unit, index.tz
-    arr = np.asarray(index)
-    kind = arr.dtype.kind
-    if kind == "M":
-        unit, count = np.datetime_data(arr.dtype)
-        per_unit = _NS_PER_UNIT.get(unit)
-        if per_unit is None or count != 1:
-            return arr.astype("M8[ns]").view(np.int64), 1, None
-        return arr.view(np.int64), per_unit, None
-    if kind in "iu":
-        return arr.astype(np.int64, copy=False), 1, None
-    raise ValueError(
-        f"`index` must be datetime64 or int64 nanoseconds, got dtype {arr.dtype}; "
-        "pass `df.index.as_unit('ns').asi8` or `df.index.values`."
-    )
 
 
 def _check_1d(name: str, arr: np.ndarray, n: int) -> None:
@@ -162,89 +176,6 @@ def _check_1d(name: str, arr: np.ndarray, n: int) -> None:
             f"`{name}` has shape {arr.shape} but `equity` has {n} bars; index, equity, "
             "close and in_market must hold one value per bar."
         )
-
-
-class Timeline:
-    """What the statistics need of a data set's bar times, worked out once.
-
-    Every backtest on the same bars shares the first and last time, the years
-    spanned, the bars per year and the start/end Timestamps, so a sweep builds
-    one Timeline per data set instead of one per run (see :func:`summarize`).
-
-    Parameters
-    ----------
-    index : pandas.DatetimeIndex or numpy.ndarray
-        Bar times: a DatetimeIndex, ``datetime64`` values or int64 nanoseconds,
-        increasing, at least one.
-    tz : str or tzinfo, optional
-        Time zone of ``start`` and ``end``; by default the DatetimeIndex's own.
-
-    Examples
-    --------
-    >>> line = Timeline(pd.date_range("2024-01-01", periods=3, freq="D"))
-    >>> line.n, line.duration, line.bars_per_year
-    (3, Timedelta('2 days 00:00:00'), 365.25)
-    """
-
-    __slots__ = (
-        "times", "ns_per_unit", "n", "first_ns", "last_ns", "span_ns", "years",
-        "bars_per_year", "sqrt_bars_per_year", "start", "end", "duration",
-    )
-
-    def __init__(self, index: object, tz: str | tzinfo | None = None) -> None:
-        times, per_unit, index_tz = _bar_times(index)
-        if times.ndim != 1 or times.shape[0] == 0:
-            raise ValueError(f"`index` must hold at least one bar time, got shape {times.shape}.")
-        first_ns, last_ns = int(times[0]) * per_unit, int(times[-1]) * per_unit
-        if not (_INT64_MIN <= first_ns <= _INT64_MAX and _INT64_MIN <= last_ns <= _INT64_MAX):
-            raise pd.errors.OutOfBoundsDatetime(
-                "`index` holds times that nanoseconds cannot express (years 1677 to 2262)"
-            )
-        n = times.shape[0]
-        span_ns = last_ns - first_ns
-        # bpy = (n - 1) bars / years spanned
-        bpy = (n - 1) * _NS_PER_YEAR / span_ns if n > 1 and span_ns > 0 else _NAN
-        if tz is None:
-            tz = index_tz
-        self.times, self.ns_per_unit, self.n = times, per_unit, n
-        self.first_ns, self.last_ns, self.span_ns = first_ns, last_ns, span_ns
-        self.years = span_ns / _NS_PER_YEAR
-        self.bars_per_year = bpy
-        self.sqrt_bars_per_year = math.sqrt(bpy) if bpy == bpy else _NAN
-        self.start = pd.Timestamp(first_ns, tz=tz)
-        self.end = pd.Timestamp(last_ns, tz=tz)
-        self.duration = pd.Timedelta(span_ns)  # end - start
-
-
-def periods_per_year(index_ns: np.ndarray) -> float:
-    """Bars per year of a time index: ``(n - 1) / years spanned``.
-
-    Parameters
-    ----------
-    index_ns : numpy.ndarray
-        Bar times as int64 nanoseconds or ``datetime64``, increasing.
-
-    Returns
-    -------
-    float
-        ``(n - 1) / ((index[-1] - index[0]) / 365.25 days)``; NaN when there are
-        fewer than two bars or they span no time.
-
-    Examples
-    --------
-    >>> idx = pd.date_range("2024-01-01", periods=24 * 365 + 1, freq="h")
-    >>> round(periods_per_year(idx.as_unit("ns").asi8), 2)
-    8766.0
-    """
-    times, per_unit, _ = _bar_times(index_ns)
-    n = times.shape[0]
-    if n < 2:
-        return _NAN
-    span = (int(times[-1]) - int(times[0])) * per_unit
-    if span <= 0:
-        return _NAN
-    # (n - 1) intervals over span / (365.25 d) years
-    return (n - 1) * _NS_PER_YEAR / span
 
 
 def buy_and_hold_pct(close: np.ndarray) -> float:
@@ -259,41 +190,6 @@ def buy_and_hold_pct(close: np.ndarray) -> float:
     return (float(close[-1]) / c0 - 1.0) * 100.0 if c0 != 0.0 else _NAN
 
 
-def _longest_drawdown_ns(line: Timeline, at_peak: np.ndarray) -> int:
-    """Longest span from a bar at the running peak to the next bar back at it.
-
-    ``at_peak[i]`` is True where ``equity[i] >= running peak``. A drawdown that is
-    never recovered ends at the last bar; one that starts on the first bar (equity
-    already below the initial cash) starts at the first bar's time. Only the bars
-    where ``at_peak`` flips are looked at: there are far fewer of them than peaks.
-    """
-    # bar i where at_peak[i] != at_peak[i + 1]: the last bar at a peak before a
-    # drawdown, or the last bar under water before a recovery at bar i + 1
-    flips = (at_peak[1:] != at_peak[:-1]).nonzero()[0]
-    underwater_first = not at_peak[0]
-    if not len(flips):
-        # Below the initial cash from the first bar to the last, or never below a peak.
-        return line.span_ns if underwater_first else 0
-    # Recoveries alternate with drawdown starts, the first one first when bar 0 is
-    # under water: make them the recovery bars, then read every time at once.
-    flips[1 - underwater_first :: 2] += 1
-    per_unit = line.ns_per_unit
-    times = line.times[flips]
-    longest = 0
-    if underwater_first:
-        longest = int(times[0]) * per_unit - line.first_ns
-        times = times[1:]
-    if len(times) % 2:
-        # Never recovered after the last peak.
-        longest = max(longest, line.last_ns - int(times[-1]) * per_unit)
-        times = times[:-1]
-    if len(times):
-        spans = times[1::2] - times[0::2]
-        # In the stored unit, scaled once: the same integers as scaling each time.
-        longest = max(longest, int(np.maximum.reduce(spans)) * per_unit)
-    return longest
-
-
 def compute_stats(
     index: np.ndarray,
     equity: np.ndarray,
@@ -303,6 +199,8 @@ def compute_stats(
     trade_pnl: np.ndarray,
     trade_returns: np.ndarray,
     tz: str | tzinfo | None = None,
+    trade_bars: tuple[np.ndarray, np.ndarray] | None = None,
+    commissions: float = 0.0,
 ) -> dict[str, object]:
     """Compute the performance statistics of one backtest.
 
@@ -332,6 +230,11 @@ def compute_stats(
         ``trade_pnl``.
     tz : str or tzinfo, optional
         Time zone of the returned ``start`` and ``end`` Timestamps.
+    trade_bars : (numpy.ndarray, numpy.ndarray), optional
+        Entry and exit bar positions of each closed trade, for the trade
+        durations (NaT without them).
+    commissions : float, optional
+        Total commissions paid, reported as ``commissions`` (default 0.0).
 
     Returns
     -------
@@ -387,6 +290,14 @@ def compute_stats(
     initial_cash = float(initial_cash)
     if not (initial_cash > 0.0 and math.isfinite(initial_cash)):
         raise ValueError(f"`initial_cash` must be a positive finite number, got {initial_cash!r}.")
+    entry = exit_ = None
+    if trade_bars is not None:
+        entry, exit_ = (np.asarray(bars, dtype=np.intp) for bars in trade_bars)
+        if entry.shape != trade_pnl.shape or exit_.shape != trade_pnl.shape:
+            raise ValueError(
+                f"`trade_bars` holds {entry.shape} entry and {exit_.shape} exit bars for "
+                f"{trade_pnl.shape[0]} trades; both must hold one bar position per closed trade."
+            )
     return summarize(
         Timeline(index, tz),
         equity,
@@ -395,6 +306,10 @@ def compute_stats(
         int(np.count_nonzero(in_market)),
         trade_pnl,
         trade_returns,
+        market=Market(close),
+        entry_bars=entry,
+        exit_bars=exit_,
+        commissions=float(commissions),
     )
 
 
@@ -407,6 +322,11 @@ def summarize(
     trade_pnl: np.ndarray,
     trade_returns: np.ndarray,
     work: np.ndarray | None = None,
+    *,
+    market: Market | None = None,
+    entry_bars: np.ndarray | None = None,
+    exit_bars: np.ndarray | None = None,
+    commissions: float = 0.0,
 ) -> dict[str, object]:
     """The statistics of :func:`compute_stats` from inputs already checked.
 
@@ -430,6 +350,12 @@ def summarize(
     work : numpy.ndarray, optional
         Scratch space: a float64 array of shape ``(2, m)``, ``m >= line.n``, not
         overlapping ``equity``; its contents are overwritten. By default a new one.
+    market : Market, optional
+        The data set's buy & hold returns, for ``beta`` and ``alpha_pct`` (NaN without).
+    entry_bars, exit_bars : numpy.ndarray, optional
+        Bar positions of each closed trade's entry and exit, for the trade durations.
+    commissions : float, optional
+        Total commissions paid.
 
     Returns
     -------
@@ -480,6 +406,13 @@ def summarize(
             r = np.divide(equity[1:], equity[:-1], out=first[1:])
             r -= 1.0
             mean_r = (r0 + float(np.add.reduce(r))) / n
+            if market is not None and market.sum_sq > 0.0:
+                # beta = sum((r_i - mean) * c_i) / sum(c_i ** 2), c the centred market
+                # returns; sum(c) is 0 but for rounding, so any mean of r serves.
+                cov = float(np.add.reduce(np.multiply(r, market.centred, out=second[1:])))
+                beta = (cov - mean_r * market.sum_centred) / market.sum_sq
+            else:
+                beta = _NAN
             # Squared deviations from the mean (std, two-pass for accuracy) in the
             # first row, squared downside returns in the second: squared and summed
             # row by row in one call each (each row is its own pairwise sum).
@@ -493,7 +426,7 @@ def summarize(
             std_r = math.sqrt((d0 * d0 + deviation_sq) / (n - 1))
         else:
             mean_r = (r0 + 0.0) / n
-            std_r = _NAN
+            std_r = beta = _NAN
             down_sq = 0.0
         down_r0 = min(r0, 0.0)
         down_dev = math.sqrt((down_r0 * down_r0 + down_sq) / n)
@@ -515,20 +448,38 @@ def summarize(
     if max_dd < 0.0:
         # calmar = cagr_pct / |max_drawdown_pct|
         calmar = cagr / -max_dd
-        dd_duration = pd.Timedelta(_longest_drawdown_ns(line, np.greater_equal(equity, peak)))
+        longest, mean_ns, depth = drawdown_periods(line, np.greater_equal(equity, peak), first)
+        dd_duration, avg_dd_duration = pd.Timedelta(longest), pd.Timedelta(mean_ns)
+        avg_dd = depth * 100.0
     else:
         # A never-falling curve: exactly 0.0 (never -0.0), NaN stays NaN.
         max_dd = 0.0 if max_dd == max_dd else _NAN
+        avg_dd = 0.0 if max_dd == max_dd else _NAN
         calmar = _NAN
-        dd_duration = _ZERO_TD
+        dd_duration = avg_dd_duration = _ZERO_TD
 
     n_trades = int(trade_pnl.shape[0])
     if n_trades:
         wins = trade_pnl > 0.0
+        n_wins = int(np.count_nonzero(wins))
         # win_rate_pct = count(pnl > 0) / trades * 100
-        win_rate = int(np.count_nonzero(wins)) * 100.0 / n_trades
+        win_rate = n_wins * 100.0 / n_trades
         gains = float(np.add.reduce(trade_pnl[wins]))
-        losses = -float(np.add.reduce(trade_pnl[trade_pnl < 0.0]))
+        lost = trade_pnl[trade_pnl < 0.0]
+        losses = -float(np.add.reduce(lost))
+        # expectancy = mean(pnl); sqn, kelly: see stat_formulas
+        expectancy = float(np.add.reduce(trade_pnl)) / n_trades
+        sqn_ = sqn(trade_pnl, expectancy)
+        kelly_ = kelly(n_wins / n_trades, gains / n_wins if n_wins else _NAN,
+                       -losses / len(lost) if len(lost) else _NAN)
+        max_trade: object
+        avg_trade: object
+        if entry_bars is not None and exit_bars is not None:
+            spans = trade_spans_ns(line, entry_bars, exit_bars)
+            max_trade = pd.Timedelta(int(np.maximum.reduce(spans)))
+            avg_trade = pd.Timedelta(int(np.add.reduce(spans)) // n_trades)
+        else:
+            max_trade = avg_trade = pd.NaT
         # profit_factor = sum of gains / |sum of losses|
         if losses > 0.0:
             profit_factor = gains / losses
@@ -539,7 +490,8 @@ def summarize(
         worst = float(np.minimum.reduce(trade_returns)) * 100.0
         avg = float(np.add.reduce(trade_returns)) / n_trades * 100.0
     else:
-        win_rate = profit_factor = best = worst = avg = _NAN
+        win_rate = profit_factor = best = worst = avg = expectancy = sqn_ = kelly_ = _NAN
+        max_trade = avg_trade = pd.NaT
 
     return {
         "start": line.start,
@@ -557,12 +509,23 @@ def summarize(
         "max_drawdown_pct": max_dd,
         "calmar": calmar,
         "max_drawdown_duration": dd_duration,
+        "avg_drawdown_pct": avg_dd,
+        "avg_drawdown_duration": avg_dd_duration,
+        # alpha_pct = return_pct - beta * buy_hold_return_pct
+        "alpha_pct": return_pct - beta * buy_hold_pct if beta == beta else _NAN,
+        "beta": beta,
         "trades": n_trades,
         "win_rate_pct": win_rate,
         "best_trade_pct": best,
         "worst_trade_pct": worst,
         "avg_trade_pct": avg,
+        "max_trade_duration": max_trade,
+        "avg_trade_duration": avg_trade,
         "profit_factor": profit_factor,
+        "expectancy": expectancy,
+        "sqn": sqn_,
+        "kelly": kelly_,
+        "commissions": commissions,
         # exposure_time_pct = mean(in_market) * 100
         "exposure_time_pct": bars_in_market * 100.0 / n,
     }

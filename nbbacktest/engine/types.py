@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from nbbacktest.engine.caches import IdentityCache
+from nbbacktest.engine.costs import CommissionSpec, Costs
 from nbbacktest.engine.data import OHLC, column_positions, float_values
-from nbbacktest.engine.metrics import Timeline, buy_and_hold_pct
+from nbbacktest.engine.metrics import Market, Timeline, buy_and_hold_pct
 from nbbacktest.engine.readonly import read_only_frame, read_only_index
 
 if TYPE_CHECKING:
@@ -38,8 +39,10 @@ class Settings:
     ----------
     cash : float
         Starting equity.
-    commission : float
-        Fraction of traded notional paid on every fill (0.002 = 0.2 %).
+    commission : float, (fixed, fraction) or callable
+        What every fill costs: a fraction of traded notional (0.002 = 0.2 %), a
+        pair ``(fixed per fill, fraction)``, or a callable ``cost(size, price)``
+        returning a finite cost >= 0 (see :mod:`nbbacktest.engine.costs`).
     slippage : float
         Fraction by which every fill price moves against the trade.
     fill : {"next_open", "close"}
@@ -53,6 +56,10 @@ class Settings:
         is already there (``Result.adjusted_orders`` lists them).
     close_at_end : bool
         Close the last open position at the last close (else it is only valued).
+    spread : float
+        Bid-ask spread as a fraction of price, paid once per round trip: half at
+        entry, half at exit, as a worse fill price (a buy at ``p * (1 + slippage +
+        spread / 2)``, a sell at ``p * (1 - slippage - spread / 2)``).
 
     Examples
     --------
@@ -61,12 +68,13 @@ class Settings:
     """
 
     cash: float = 10_000.0
-    commission: float = 0.0
+    commission: CommissionSpec = 0.0
     slippage: float = 0.0
     fill: str = "next_open"
     fractional: bool = True
     leverage: float | None = None
     close_at_end: bool = False
+    spread: float = 0.0
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], owner: str) -> Settings:
@@ -90,8 +98,14 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check_number("cash", self.cash, low=0.0, low_open=True)
-        _check_number("commission", self.commission, low=0.0, high=1.0)
+        Costs.parse(self.commission)
         _check_number("slippage", self.slippage, low=0.0, high=1.0)
+        _check_number("spread", self.spread, low=0.0, high=1.0)
+        if self.fill_slippage >= 1.0:
+            raise ValueError(
+                f"slippage + spread / 2 must be below 1 (a sell would fill at a price <= 0), got "
+                f"slippage={self.slippage!r} and spread={self.spread!r}"
+            )
         if self.fill not in FILL_MODES:
             raise ValueError(f"fill must be one of {FILL_MODES}, got {self.fill!r}")
         for name in ("fractional", "close_at_end"):
@@ -100,6 +114,28 @@ class Settings:
         if self.leverage is not None:
             _check_number("leverage", self.leverage, low=1.0)
         object.__setattr__(self, "cash", float(self.cash))
+
+    @property
+    def costs(self) -> Costs:
+        """The commission as a :class:`~nbbacktest.engine.costs.Costs`.
+
+        Examples
+        --------
+        >>> Settings(commission=(1.0, 0.001)).costs.fixed
+        1.0
+        """
+        return Costs.parse(self.commission)
+
+    @property
+    def fill_slippage(self) -> float:
+        """How far a fill price moves against the trade: ``slippage + spread / 2``.
+
+        Examples
+        --------
+        >>> Settings(slippage=0.001, spread=0.002).fill_slippage
+        0.002
+        """
+        return self.slippage + self.spread / 2
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as keyword arguments of :func:`backtest`."""
@@ -220,6 +256,11 @@ class PreparedData:
     def timeline(self) -> Timeline:
         """The bar times as the statistics need them (shared by frames with this index)."""
         return _TIMELINES.get(self.index, Timeline)
+
+    @cached_property
+    def market(self) -> Market:
+        """The buy & hold returns the statistics' beta and alpha are measured against."""
+        return Market(self.close)
 
     @cached_property
     def buy_hold_pct(self) -> float:

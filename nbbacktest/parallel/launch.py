@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from nbbacktest.engine.backtest import Settings
+from nbbacktest.engine.costs import CommissionSpec
 from nbbacktest.engine.data import is_universe, validate_data
 from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import SweepError, SweepFailedError
@@ -57,12 +58,13 @@ def sweep(
     progress: bool | Callable[[SweepResult], Any] | None = None,
     block: bool = True,
     cash: float = 10_000.0,
-    commission: float = 0.0,
+    commission: CommissionSpec = 0.0,
     slippage: float = 0.0,
     fill: str = "next_open",
     fractional: bool = True,
     leverage: float | None = None,
     close_at_end: bool = False,
+    spread: float = 0.0,
 ) -> SweepResult:
     """Backtest every point of a parameter grid, in parallel on an ipyparallel cluster.
 
@@ -113,8 +115,11 @@ def sweep(
     block : bool
         Wait for the end; False returns at once. Ctrl-C while waiting cancels the
         sweep and returns it with its finished rows (status "cancelled").
-    cash, commission, slippage, fill, fractional, leverage, close_at_end
-        Simulation settings, as in :func:`nbbacktest.backtest`.
+    cash, commission, slippage, fill, fractional, leverage, close_at_end, spread
+        Simulation settings, as in :func:`nbbacktest.backtest`. ``commission`` is a
+        fraction, a pair ``(fixed per fill, fraction)`` or a callable ``cost(size,
+        price)`` (a lambda travels to the engines); ``spread`` is a fraction of price
+        paid once per round trip, half at entry and half at exit.
 
     Returns
     -------
@@ -130,7 +135,7 @@ def sweep(
     >>> len(sweep.results)
     13
     """
-    settings = Settings(cash, commission, slippage, fill, fractional, leverage, close_at_end)
+    settings = Settings(cash, commission, slippage, fill, fractional, leverage, close_at_end, spread)
     data = validate_data(data, name="data")
     plan = plan_sweep(strategy, grid, where=where, n=n, seed=seed,
                       symbols=universe_symbols(data, symbols))
