@@ -105,6 +105,7 @@ def test_a_sweep_whose_every_run_failed_says_so(daily, widgets):
     assert sweep.best is None and sweep.failed == 3
     widget = widgets[0]
     assert "every run failed: ValueError: no signal for fast=5" in widget.note.value
+    assert widget.bar.bar_style == "danger" and widget.cancel_button.icon == ""
     assert "every run failed: ValueError" in ProgressState.of(sweep).line()
     stream = io.StringIO()
     nbb.sweep(Broken, daily, {"fast": [5, 10]}, progress=False, on_result=TextProgress(stream, 0))

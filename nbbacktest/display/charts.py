@@ -73,13 +73,15 @@ _BEST = "#d62728"
 # Cell labels on a heatmap only while they stay legible.
 _MAX_LABELLED_CELLS = 400
 # Pixels: a result's chart when its stats fit beside it; the chart under a sweep's
-# table and the gap between them; the margins above (title, legend) and below.
+# table and the gap between them; the margins above (title, legend) and below (room
+# for the x axis's ticks and title: plotly would otherwise grow the margin, shrinking
+# the plot and so the table in it).
 _RESULT_HEIGHT = 560
 _OVERVIEW_CHART = 380
 _OVERVIEW_GAP = 40
 _TOP_MARGIN = 60
 _CAPTIONED_TOP_MARGIN = 90
-_BOTTOM_MARGIN = 10
+_BOTTOM_MARGIN = 60
 
 
 def figure_bundle(fig: go.Figure) -> dict[str, Any]:

@@ -218,12 +218,14 @@ class ProgressWidget(widgets.VBox):
             note = state.reason if state.finished and state.reason else state.note
             self.note.value = f"<i>{html.escape(note)}</i>" if note else ""
             if state.finished:
-                self.bar.bar_style = BAR_STYLES.get(state.status, "danger")
+                every_run_failed = bool(state.failed) and state.failed == state.done
+                self.bar.bar_style = "danger" if every_run_failed else BAR_STYLES.get(state.status, "danger")
                 self.cancel_button.disabled = True
                 self.cancel_button.button_style = ""  # plainly inactive once over
                 # Not "Cancelling…" once it stopped: the button says how it ended.
                 self.cancel_button.description = FINAL_LABELS.get(state.status, state.status)
-                self.cancel_button.icon = "check" if state.status == "complete" else ""
+                clean = state.status == "complete" and not every_run_failed
+                self.cancel_button.icon = "check" if clean else ""
             if self._table_stale and self._leaders:
                 self.table.value = self._table_html()
                 self._table_stale = False
@@ -232,7 +234,7 @@ class ProgressWidget(widgets.VBox):
         rows = [row for _, row in self._leaders]
         frame = pd.DataFrame.from_records([self.sweep.row(i) for i in rows], index=rows)
         return results_html(frame, metric=self.sweep.metric, maximize=self.sweep.maximize, top=self.top,
-                            within=self._range, total=self._range.runs)
+                            within=self._range, total=self.tracker.done)
 
     # ------------------------------------------------------------ cancel
     def _cancel_clicked(self, _button: Any = None) -> None:
