@@ -69,7 +69,9 @@ def chunk(*entries, schema=SCHEMA):
 def test_the_schema_follows_the_kinds_metrics_declares():
     assert SCHEMA.names == metrics.STAT_NAMES
     assert SCHEMA.ints == ("trades",)
-    assert SCHEMA.durations == ("max_drawdown_duration",)
+    assert SCHEMA.durations == (
+        "max_drawdown_duration", "avg_drawdown_duration", "max_trade_duration", "avg_trade_duration",
+    )
     assert SCHEMA.per_data == ("start", "end", "duration")
     assert SCHEMA.objects == ()
     assert set(SCHEMA.floats) == {n for n in metrics.STAT_NAMES if n not in metrics.STAT_KINDS}
@@ -101,13 +103,14 @@ def test_rows_keep_a_column_per_kind_of_stat(runs):
     rows = chunk((4, stats, None), (2, ERROR, None), (7, runs[(20, 60)], None))
     assert rows.rows.dtype == np.int64 and rows.rows.tolist() == [4, 2, 7]
     assert rows.floats.dtype == np.float64 and rows.floats.shape == (3, len(SCHEMA.floats))
-    assert rows.ints.dtype == np.int64 and rows.ints.shape == (3, 2)
+    assert rows.ints.dtype == np.int64 and rows.ints.shape == (3, 1 + len(SCHEMA.durations))
     assert rows.seconds.dtype == np.float64 and rows.seconds.tolist() == [0.25] * 3
     assert rows.objects is None  # no object stat in the schema
     assert rows.floats[0].tolist() == [stats[n] for n in SCHEMA.floats]
-    assert rows.ints[0].tolist() == [stats["trades"], stats["max_drawdown_duration"].value]
+    assert rows.ints[0].tolist() == [stats["trades"], *(stats[n].value for n in SCHEMA.durations)]
     # A failed run: NaN floats, zero counts, NaT durations, and its error.
-    assert np.isnan(rows.floats[1]).all() and rows.ints[1].tolist() == [0, NAT]
+    assert np.isnan(rows.floats[1]).all()
+    assert rows.ints[1].tolist() == [0] + [NAT] * len(SCHEMA.durations)
     assert rows.errors == {2: ERROR}
     # Per-data values are kept once per symbol: the first run's.
     assert rows.per_data == {None: (stats["start"], stats["end"], stats["duration"])}
@@ -132,7 +135,7 @@ def test_object_stats_travel_as_tuples(monkeypatch, runs):
 def test_empty_rows_have_the_schema_widths():
     rows = Rows.empty()
     assert rows.rows.shape == (0,) and rows.floats.shape == (0, len(SCHEMA.floats))
-    assert rows.ints.shape == (0, 2) and rows.errors == {} and rows.per_data == {}
+    assert rows.ints.shape == (0, 1 + len(SCHEMA.durations)) and rows.errors == {} and rows.per_data == {}
 
 
 def test_without_drops_rows_and_their_errors(runs):
@@ -141,7 +144,7 @@ def test_without_drops_rows_and_their_errors(runs):
     left = rows.without([1, 2, 99])
     assert left.rows.tolist() == [0, 3]
     assert left.errors == {3: ("KeyError", "'k'", "")}
-    assert left.floats.shape == (2, len(SCHEMA.floats)) and left.ints.shape == (2, 2)
+    assert left.floats.shape == (2, len(SCHEMA.floats)) and left.ints.shape == (2, 1 + len(SCHEMA.durations))
     assert left.floats[0].tolist() == rows.floats[0].tolist() and np.isnan(left.floats[1]).all()
     assert left.seconds.tolist() == [0.25, 0.25]
     assert rows.without([]).rows.tolist() == [0, 1, 2, 3]
