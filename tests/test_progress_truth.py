@@ -14,6 +14,7 @@ import pytest
 from conftest import SmaCross
 
 import nbbacktest as nbb
+from nbbacktest.display.sweep_widget import RUN_OVERHEAD, SWEEP_OVERHEAD, SweepWidget
 from nbbacktest.display.widget import FINAL_LABELS, ProgressWidget
 from nbbacktest.magics import _report
 from nbbacktest.parallel import progress as parallel_progress
@@ -130,3 +131,13 @@ def test_the_magic_says_every_run_failed(daily, capsys):
     err = capsys.readouterr().err
     assert err.startswith("Every run failed: 2 of 2 runs raised; the first, row 0 (fast=5), raised"
                           " ValueError: no signal for fast=5")
+
+
+def test_the_sweep_widgets_estimate_on_engines_counts_what_a_sweep_costs_beyond_its_runs(daily):
+    widget = SweepWidget(SmaCross, daily, grid={"fast": range(5, 60, 5), "slow": range(10, 200, 10)},
+                         where="fast < slow", engines=2)
+    widget._point_seconds = 0.0007  # what measure_point_cost gives for this strategy
+    seconds = SWEEP_OVERHEAD + 179 * (0.0007 + RUN_OVERHEAD) / 2  # 0.24 s measured: 0.19-0.31 s
+    assert 0.15 < seconds < 0.4 and widget.estimate_text().startswith("179 runs, under 1 s on 2 engines")
+    widget._point_seconds = 0.5
+    assert widget.estimate_text().startswith("179 runs, about 45 s on 2 engines")
