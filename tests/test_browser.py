@@ -1,10 +1,12 @@
-"""The notebooks as a person sees them: JupyterLab, driven by Debian's Chromium through Playwright.
+"""The notebooks as a person sees them: JupyterLab and Notebook 7, driven by Debian's Chromium through Playwright.
 
 A JupyterLab server starts on 127.0.0.1 (a free port, a token, a copy of the
-notebooks as its root, its own settings); Chromium opens a notebook, runs every
-cell from the Run menu, and the test reads the page: the progress widget reached
-100 %, Plotly drew a table and a chart, and no cell shows a traceback. Screenshots
-go to ``build/screenshots/`` (the README's come from there).
+notebooks as its root, its own settings); it serves Notebook 7 too (``/notebooks/``),
+whose server extension the ``notebook`` package installs. Chromium opens a notebook
+in each front end, runs every cell from the Run menu, and the test reads the page:
+the progress widget reached 100 %, Plotly drew a table and a chart, and no cell
+shows a traceback. Screenshots go to ``build/screenshots/`` (the README's come from
+there; Notebook 7's are named ``notebook7-*``).
 
 Needs /usr/bin/chromium (``apt-get install chromium``; never ``playwright install``).
 Without it the tests skip, except under CI (``CI=true``) where they fail.
@@ -13,6 +15,7 @@ Without it the tests skip, except under CI (``CI=true``) where they fail.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import secrets
@@ -38,6 +41,13 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 SERVER_START_SECONDS = 90
+#: The front ends a notebook is checked in, and the address that opens it there. Both
+#: share one server and one settings directory (Notebook 7 reads JupyterLab's).
+FRONT_ENDS = {
+    # a workspace of its own: no tab or layout left over from another notebook's test
+    "jupyterlab": "{url}/lab/workspaces/{name}/tree/{name}.ipynb?token={token}",
+    "notebook7": "{url}/notebooks/{name}.ipynb?token={token}",
+}
 RUN_ALL_SECONDS = 150
 # JupyterLab settings for a quiet, deterministic page: no news toast, every cell
 # attached to the DOM (so that off-screen outputs can be read too).
@@ -210,14 +220,19 @@ READ_PAGE = """() => {
 }"""
 
 
-def run_notebook(browser, lab: Lab, name: str) -> tuple[dict, object]:
+def require_front_end(front_end: str) -> None:
+    """Notebook 7 needs the ``notebook`` package (the ``lab`` extra installs it)."""
+    if front_end == "notebook7" and importlib.util.find_spec("notebook") is None:
+        pytest.skip("Notebook 7 is not installed: `pip install -e \".[lab]\"` to test it")
+
+
+def run_notebook(browser, lab: Lab, name: str, front_end: str = "jupyterlab") -> tuple[dict, object]:
     """Open a notebook, run all cells from the Run menu, wait for the end; the page's state."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
-    # A workspace of its own: no tab or layout left over from another notebook's test.
-    page.goto(f"{lab.url}/lab/workspaces/{name}/tree/{name}.ipynb?token={lab.token}")
+    page.goto(FRONT_ENDS[front_end].format(url=lab.url, name=name, token=lab.token))
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']")
     lab.wait_for_idle_kernel(f"{name}.ipynb")
     if page.locator("#jp-left-stack").is_visible():
@@ -241,8 +256,8 @@ def run_notebook(browser, lab: Lab, name: str) -> tuple[dict, object]:
         time.sleep(0.5)
     else:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"{name}-timeout.png"))
-        pytest.fail(f"{name}: not finished in {RUN_ALL_SECONDS} s; prompts {state['prompts']}")
+        page.screenshot(path=str(SCREENSHOTS / f"{front_end}-{name}-timeout.png"))
+        pytest.fail(f"{name} in {front_end}: not finished in {RUN_ALL_SECONDS} s; prompts {state['prompts']}")
     time.sleep(1.0)  # the last Plotly figures draw after the kernel goes idle
     return page.evaluate(READ_PAGE), page
 
@@ -297,11 +312,11 @@ def screenshot_whole_notebook(page, name: str) -> None:
 
 
 @contextlib.contextmanager
-def ran(browser, lab: Lab, name: str):
+def ran(browser, lab: Lab, name: str, front_end: str = "jupyterlab"):
     """The page of notebook ``name`` after Run All; then the page closes and kernels stop."""
     page = None
     try:
-        state, page = run_notebook(browser, lab, name)
+        state, page = run_notebook(browser, lab, name, front_end)
         yield state, page
     finally:
         if page is not None:
@@ -315,9 +330,13 @@ def ran(browser, lab: Lab, name: str):
     ("04-sweep-widget", [("04-sweep-widget", "widget = nbb.SweepWidget("),
                          ("04-sweep-widget-explore", "explorer = nbb.explore(")]),
 ], ids=["quickstart", "sweep-widget"])
-def test_notebook_runs_in_jupyterlab(browser, lab, name, shots):
-    with ran(browser, lab, name) as (state, page):
+@pytest.mark.parametrize("front_end", list(FRONT_ENDS))
+def test_notebook_runs_in_each_front_end(browser, lab, front_end, name, shots):
+    require_front_end(front_end)
+    # JupyterLab's shots keep their plain names (the README shows them).
+    prefix = "" if front_end == "jupyterlab" else f"{front_end}-"
+    with ran(browser, lab, name, front_end) as (state, page):
         for shot, cell_text in shots:
-            screenshot(page, shot, cell_text)
-        screenshot_whole_notebook(page, name)
+            screenshot(page, prefix + shot, cell_text)
+        screenshot_whole_notebook(page, prefix + name)
     assert_ran_a_179_run_sweep_and_drew_it(state)
