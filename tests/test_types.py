@@ -88,3 +88,35 @@ def test_run_reads_trades_and_notes_from_its_ledger():
     assert run.trades == [("trade",)] and run.notes == [("note",)]
     assert run.stats == {"trades": 1} and not hasattr(run, "__dict__")
     assert isinstance(pd.Series(run.equity), pd.Series)
+
+
+def test_settings_take_the_commission_forms_and_a_spread():
+    pair = Settings(commission=(1.0, 0.002), spread=0.001, slippage=0.0005)
+    assert (pair.costs.fixed, pair.costs.rate, pair.costs.plain) == (1.0, 0.002, False)
+    assert pair.fill_slippage == 0.0005 + 0.001 / 2
+    assert Settings(slippage=0.001).fill_slippage == 0.001  # no spread: the slippage itself
+    assert Settings(commission=0.003).costs.plain
+    assert Settings.from_options({"spread": 0.002}, "run_many").spread == 0.002
+    assert Settings(**pair.as_dict()) == pair
+
+
+def test_a_callable_commission_pickles_with_cloudpickle():
+    import cloudpickle
+
+    settings = Settings(commission=lambda size, price: 1.0 + 0.001 * size * price)
+    back = cloudpickle.loads(cloudpickle.dumps(settings))
+    assert back.costs.charge(10.0, 100.0) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"commission": (-2.0, 0.001)}, "commission fixed fee must be a finite number >= 0, got -2.0"),
+        ({"spread": 1.0}, "spread must be below 1.0, got 1.0"),
+        ({"spread": -0.001}, "spread must be a finite number >= 0.0"),
+        ({"slippage": 0.7, "spread": 0.8}, "slippage + spread / 2 must be below 1"),
+    ],
+)
+def test_bad_costs_name_the_argument(options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Settings(**options)
