@@ -74,10 +74,10 @@ _NO_VALUE_FILL = "#eeeeee"
 _CELL_FILL = "white"
 _HEADER_FILL = "#e4ecf7"
 # Pixels of a go.Table: plotly's header row, our rows (20 fit a laptop screen, 12 px
-# text fits them), a few spare so that a table sized to its rows never scrolls; past
+# text fits them), spare for a row plotly draws taller (a label with "&" is); past
 # 40 rows it scrolls inside itself rather than fill pages. Title margins, bare and
 # with a caption line. Characters of padding beside a column's longest text.
-HEADER_HEIGHT, ROW_HEIGHT, STATS_ROW_HEIGHT, _TABLE_SLACK, _MAX_ROWS_TALL = 28, 24, 22, 6, 40
+HEADER_HEIGHT, ROW_HEIGHT, STATS_ROW_HEIGHT, _TABLE_SLACK, _MAX_ROWS_TALL = 28, 24, 22, 12, 40
 _TITLE_MARGIN, _CAPTIONED_TITLE_MARGIN, _COLUMN_PADDING = 50, 80, 2
 
 
@@ -295,7 +295,7 @@ def table_height(rows: int, row_height: int = ROW_HEIGHT) -> int:
     Examples
     --------
     >>> table_height(10), table_height(22, row_height=22)
-    (274, 518)
+    (280, 524)
     """
     return HEADER_HEIGHT + rows * row_height + _TABLE_SLACK
 
