@@ -45,6 +45,9 @@ BENCH_STRATEGIES: dict[str, type[SmaCross] | type[SmaCrossEvent]] = {
 #: about what the cluster adds, and its "speedup" (0.7-1.3x) measures that overhead,
 #: not the engines. The hourly sample's points are heavier but ship 8x the data: 1.4x.
 BENCH_STRATEGY = "event"
+#: A load average before the bench from which bench says the cores were busy: half a
+#: core's worth of other work already takes a quarter of 2 cores from the engines.
+BUSY_LOAD = 0.5
 #: Columns of the demo's table of the best runs, after the params.
 TOP_COLUMNS = ["sharpe", "return_pct", "max_drawdown_pct", "trades"]
 
@@ -157,6 +160,7 @@ def bench(args: argparse.Namespace) -> int:
     def step(text: str) -> None:
         print(f"  {text} ...", end="", flush=True)
 
+    busy = _load_before()  # before the cluster's own start adds to it
     with local_cluster(args.engines, background_stop=args.background_stop) as cluster:
         print(f"{n:,}-point sweep of {strategy.__name__} on the {args.sample} sample"
               f" ({len(cast(pd.DataFrame, data)):,} bars), best of {args.repeat:,}:", flush=True)
@@ -171,14 +175,27 @@ def bench(args: argparse.Namespace) -> int:
         timings = [run(cluster=cluster) for _ in range(args.repeat)]
         parallel = min(t for t, _ in timings)
         print(f" {_speed(n, parallel)}", flush=True)
-        print("  " + _speedup_text(sequential, parallel, args.engines, os.cpu_count() or 1), flush=True)
+        print("  " + _speedup_text(sequential, parallel, args.engines, os.cpu_count() or 1, busy),
+              flush=True)
         identical, text = _compare(sequential_runs[0][1], timings[0][1])
         print(f"  tables identical: {text}", flush=True)
     return 0 if identical else 1
 
 
-def _speedup_text(sequential: float, parallel: float, engines: int, cores: int) -> str:
+def _load_before() -> float | None:
+    """The 1-minute load average, where the system has one (not on Windows)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _speedup_text(sequential: float, parallel: float, engines: int, cores: int,
+                  load: float | None = None) -> str:
     """The speedup, the most it could be here, and where the rest went.
+
+    ``load`` is the load average before the bench: other programs' work on the
+    cores, which the engines then share.
 
     Examples
     --------
@@ -194,6 +211,9 @@ def _speedup_text(sequential: float, parallel: float, engines: int, cores: int) 
     if parallel >= sequential:
         text += (", more than the work it saved: heavier points (--strategy event)"
                  " show what engines gain")
+    if load is not None and load >= BUSY_LOAD:
+        text += (f"; other programs were using the cores (load average {load:.1f} before the"
+                 " bench), so the engines shared them: timings vary")
     return text
 
 
