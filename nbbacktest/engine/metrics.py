@@ -408,9 +408,9 @@ def summarize(
             mean_r = (r0 + float(np.add.reduce(r))) / n
             if market is not None and market.sum_sq > 0.0:
                 # beta = sum((r_i - mean) * c_i) / sum(c_i ** 2), c the centred market
-                # returns; sum(c) is 0 but for rounding, so any mean of r serves.
+                # returns: sum(c) is 0, so sum(r_i * c_i) is the covariance's sum.
                 cov = float(np.add.reduce(np.multiply(r, market.centred, out=second[1:])))
-                beta = (cov - mean_r * market.sum_centred) / market.sum_sq
+                beta = cov / market.sum_sq
             else:
                 beta = _NAN
             # Squared deviations from the mean (std, two-pass for accuracy) in the

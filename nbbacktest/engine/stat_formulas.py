@@ -29,8 +29,10 @@ class Market:
     """The buy & hold returns of a data set, centred, for every run's beta.
 
     ``m[i] = close[i + 1] / close[i] - 1`` for the ``n - 1`` bar-to-bar returns;
-    ``centred = m - mean(m)`` and ``sum_sq = sum(centred ** 2)``. A run's beta is
-    then one multiply and one sum (see :func:`~.metrics.summarize`).
+    ``centred = m - mean(m)`` (worked out as ``q - mean(q)``, ``q = close[i + 1] /
+    close[i]``: the 1 cancels) and ``sum_sq = sum(centred ** 2)``. A run's beta is
+    then one multiply and one sum (see :func:`~.metrics.summarize`). Five passes
+    over the closes, once per data set.
 
     Examples
     --------
@@ -39,20 +41,19 @@ class Market:
     ([0.1, -0.1], 0.02)
     """
 
-    __slots__ = ("centred", "sum_sq", "sum_centred")
+    __slots__ = ("centred", "sum_sq")
 
     def __init__(self, close: np.ndarray) -> None:
         close = np.asarray(close, dtype=np.float64)
         n = len(close) - 1
         # A zero or non-finite close gives NaN returns and so a NaN beta: not an error.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            m = close[1:] / close[:-1] - 1.0
-            centred = m - float(np.add.reduce(m)) / n if n > 0 else m
-            self.sum_sq = float(np.add.reduce(centred * centred)) if n > 0 else _NAN
+            centred = np.divide(close[1:], close[:-1])
+            if n > 0:
+                centred -= float(np.add.reduce(centred)) / n
+            self.sum_sq = float(np.add.reduce(np.multiply(centred, centred))) if n > 0 else _NAN
         centred.setflags(write=False)
         self.centred = centred
-        # sum(centred) is 0 but for rounding: kept to take it out of a run's covariance.
-        self.sum_centred = float(np.add.reduce(centred)) if n > 0 else 0.0
 
 
 def drawdown_periods(line: Timeline, at_peak: np.ndarray, ratio: np.ndarray) -> tuple[int, int, float]:
