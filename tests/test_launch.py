@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 
 import cloudpickle
 import pandas as pd
@@ -11,7 +12,7 @@ from conftest import SmaCross
 
 import nbbacktest as nbb
 from nbbacktest.engine.backtest import Settings
-from nbbacktest.errors import SweepError, SweepFailedError
+from nbbacktest.errors import NbbacktestWarning, SweepError, SweepFailedError
 from nbbacktest.parallel import launch as launch_module
 from nbbacktest.parallel import worker
 from nbbacktest.parallel.grid import plan_sweep
@@ -235,3 +236,21 @@ def test_a_sweep_equals_run_many_of_the_same_instances(daily, small_universe):
     many = nbb.run_many([SmaCross(5), SmaCross(10)], small_universe, progress=False)
     pd.testing.assert_frame_equal(comparable(on_all.results), comparable(many.results), check_exact=True)
     assert list(many.results.symbol) == ["AAA", "BBB", "CCC"] * 2
+
+
+class EveryRunFails(SmaCross):
+    def signals(self, data):
+        raise ValueError(f"fast={self.fast} is refused")
+
+
+def test_a_sweep_in_which_every_run_failed_says_so_with_the_first_error(daily):
+    with pytest.warns(NbbacktestWarning, match=r"every run of the sweep failed \(2 runs\), so it has no best"
+                      r" run; the first, row 0 \(fast=5, slow=30\), raised ValueError: fast=5 is refused"):
+        sweep = nbb.sweep(EveryRunFails, daily, {"fast": [5, 10]}, progress=False)
+    assert sweep.status == "complete" and sweep.best is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # Not waited for, a sweep says it on its progress display; one with a success has a best run.
+        assert nbb.sweep(EveryRunFails, daily, {"fast": [5]}, progress=False, block=False).wait()
+        mixed = nbb.run_many([EveryRunFails(5), SmaCross(5)], daily, progress=False)
+    assert mixed.failed == 1 and mixed.best == SmaCross(5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from nbbacktest.engine.backtest import Settings
 from nbbacktest.engine.costs import CommissionSpec
 from nbbacktest.engine.data import is_universe, validate_data
 from nbbacktest.engine.strategy import Strategy
-from nbbacktest.errors import SweepError, SweepFailedError
+from nbbacktest.errors import NbbacktestWarning, SweepError, SweepFailedError
 from nbbacktest.parallel import pickling, worker
 from nbbacktest.parallel.checkpoint import Checkpoint, load_state
 from nbbacktest.parallel.cluster import Cluster, current_or_start, resolve_engine_count
@@ -353,7 +354,20 @@ def launch(
             raise failed_error(result, error, save) from error
         if error is not None:
             raise error
+        warn_if_every_run_failed(result)
     return result
+
+
+def warn_if_every_run_failed(result: SweepResult) -> None:
+    """A finished sweep in which every run failed has no best run: say so, with the first error."""
+    if not len(result) or result.status != "complete" or result.failed < len(result):
+        return
+    row = result.store.first_error
+    etype, message, _ = result.store.errors[row]  # type: ignore[index]
+    warnings.warn(
+        f"every run of the sweep failed ({len(result):,} runs), so it has no best run; the first,"
+        f" row {row} ({result.describe(row)}), raised {etype}: {message} (its traceback is in"  # type: ignore[arg-type]
+        " results['traceback'])", NbbacktestWarning, stacklevel=4)
 
 
 def failed_error(result: SweepResult, error: BaseException, save: Any = None) -> SweepFailedError:
