@@ -177,3 +177,14 @@ def test_a_lambda_commission_travels_to_the_engines(cluster, daily) -> None:
     assert remote.status == "complete" and remote.results["error"].isna().all()
     cols = ["fast", "slow", "sharpe", "equity_final", "commissions"]
     pd.testing.assert_frame_equal(local.results[cols], remote.results[cols])
+
+
+def test_follow_changes_takes_every_form() -> None:
+    from nbbacktest.engine.broker import follow_changes, follow_changes_paid
+
+    args = (np.array([1.0, 0.0]), np.array([1, 2]), np.array([10.0, 12.0]), 3)
+    ledger, paid = follow_changes_paid(1000.0, (5.0, 0.0), 0.0, True, *args)
+    assert ledger.pnl.tolist() == [99.5 * 2.0 - 10.0] and paid == 10.0
+    assert follow_changes(1000.0, Costs(fixed=5.0), 0.0, True, *args).units.tolist() == [0.0, 99.5, 0.0]
+    plain, paid = follow_changes_paid(1000.0, 0.01, 0.0, True, *args)
+    assert paid == pytest.approx(plain.units[1] * (10.0 + 12.0) * 0.01)

@@ -211,19 +211,10 @@ def _follow_targets(
         targets = np.append(targets, 0.0)
         bars = np.append(bars, n - 1)
         prices = np.append(prices, data.close[-1])
-    costs = settings.costs
-    if costs.plain:
-        return follow_changes_paid(
-            settings.cash, costs.rate, settings.fill_slippage, settings.fractional,
-            targets, bars, prices, n, end=settings.close_at_end,
-        )
-    broker = Broker(settings.cash, costs, settings.fill_slippage, settings.fractional)
-    rest = len(targets) - 1 if settings.close_at_end else len(targets)
-    broker.follow(targets[:rest].tolist(), bars[:rest].tolist(), prices[:rest].tolist())
-    if settings.close_at_end:
-        broker.follow(targets[rest:].tolist(), bars[rest:].tolist(), prices[rest:].tolist(),
-                      reason="end")
-    return broker.ledger(n), broker.paid
+    return follow_changes_paid(
+        settings.cash, settings.commission, settings.fill_slippage, settings.fractional,
+        targets, bars, prices, n, end=settings.close_at_end,
+    )
 
 
 def backtest(

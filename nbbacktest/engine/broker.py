@@ -381,7 +381,7 @@ class Broker:
 
 def follow_changes(
     cash: float,
-    commission: float,
+    commission: CommissionSpec | Costs,
     slippage: float,
     fractional: bool,
     targets: np.ndarray,
@@ -404,7 +404,7 @@ def follow_changes(
 
 def follow_changes_paid(
     cash: float,
-    commission: float,
+    commission: CommissionSpec | Costs,
     slippage: float,
     fractional: bool,
     targets: np.ndarray,
@@ -417,7 +417,8 @@ def follow_changes_paid(
 
     Returns the ledger and the commissions paid (:attr:`Broker.paid`, summed in
     the same order, so the same bits as the event path's for the same fills).
-    ``commission`` is a fraction: other forms go through :meth:`Broker.follow`.
+    A commission other than a plain fraction (a fixed fee, a callable) fills every
+    change through :meth:`Broker.follow` instead, as the event path does.
 
     ``targets[k]`` is the k-th change of target, filled at bar ``bars[k]``
     (increasing) at ``raw_prices[k]``. Gives the same fills, bit for bit, as
@@ -438,6 +439,17 @@ def follow_changes_paid(
     >>> ledger.pnl.tolist(), ledger.trades
     ([100.0], [(1, 2, 10.0, 11.0, 100.0, 100.0, 0.1, None, 'signal')])
     """
+    if not isinstance(commission, (float, int)):
+        costs = Costs.parse(commission)
+        if not costs.plain:
+            broker = Broker(cash, costs, slippage, fractional)
+            rest = len(targets) - 1 if end else len(targets)
+            broker.follow(targets[:rest].tolist(), bars[:rest].tolist(), raw_prices[:rest].tolist())
+            if end:
+                broker.follow(targets[rest:].tolist(), bars[rest:].tolist(),
+                              raw_prices[rest:].tolist(), reason="end")
+            return broker.ledger(n), broker.paid
+        commission = costs.rate
     initial_cash = cash
     if slippage:
         # The slipped prices of Broker.follow, for every change at once:
