@@ -249,6 +249,14 @@ def test_poll_is_registered_and_harmless_outside_a_kernel(daily, widget_factory)
 
 
 # ---------------------------------------------------------------------- widget
+def test_the_live_table_caption_counts_each_run_once(daily, widget_factory):
+    sweep = nbb.sweep(Fragile, daily, GRID, progress=True)
+    caption = "colour: sharpe across the 4 of 6 runs with a sharpe"
+    assert caption in widget_factory[0].table.value
+    # A widget shown after the sweep ended seeds its table from the results: the same words.
+    assert caption in ProgressWidget(sweep).table.value
+
+
 def test_widget_shows_the_final_state(daily, widget_factory):
     sweep = nbb.sweep(Fragile, daily, GRID, progress=True)
     widget = widget_factory[0]

@@ -193,10 +193,11 @@ class ProgressWidget(widgets.VBox):
         if not self.top or not sweep.progress:
             return
         frame = sweep.results
-        self._range = MetricRange.of(frame[sweep.metric])
         ranked = rank_rows(frame, sweep.metric, descending=sweep.maximize, top=self.top)
         for row, value in zip(ranked.index.tolist(), ranked[sweep.metric]):
             self._consider(int(row), float(value))
+        # Over every run so far, each once (_consider counted the leaders a second time).
+        self._range = MetricRange.of(frame[sweep.metric])
 
     # ------------------------------------------------------------ drawing
     def draw(self) -> None:
@@ -226,7 +227,8 @@ class ProgressWidget(widgets.VBox):
                 self.cancel_button.description = FINAL_LABELS.get(state.status, state.status)
                 clean = state.status == "complete" and not every_run_failed
                 self.cancel_button.icon = "check" if clean else ""
-            if self._table_stale and self._leaders:
+            # The caption counts every run so far: redrawn at the end even when no leader changed.
+            if (self._table_stale or state.finished) and self._leaders:
                 self.table.value = self._table_html()
                 self._table_stale = False
 
