@@ -16,7 +16,7 @@ from nbbacktest.engine.stat_formulas import (
     kelly,
     sqn,
     trade_bars,
-    trade_spans_ns,
+    trade_durations,
 )
 from nbbacktest.engine.timeline import Timeline
 
@@ -73,8 +73,9 @@ def test_market_returns_are_centred() -> None:
 
 def test_trade_spans() -> None:
     line = Timeline(pd.date_range("2024-01-01", periods=5, freq="D"))
-    spans = trade_spans_ns(line, np.array([0, 2]), np.array([3, 4]))
-    assert spans.tolist() == [3 * DAY_NS, 2 * DAY_NS]
+    assert trade_durations(line, np.array([0, 2]), np.array([3, 4])) == (3 * DAY_NS, 5 * DAY_NS // 2)
+    seconds = Timeline(pd.date_range("2024-01-01", periods=3, freq="s").as_unit("s"))
+    assert trade_durations(seconds, np.array([0]), np.array([2])) == (2 * 10**9, 2 * 10**9)
 
 
 def test_trade_bars_of_a_list_book_and_of_a_trade_book() -> None:

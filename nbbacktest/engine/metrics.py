@@ -95,7 +95,7 @@ from datetime import tzinfo
 import numpy as np
 import pandas as pd
 
-from nbbacktest.engine.stat_formulas import Market, drawdown_periods, kelly, sqn, trade_spans_ns
+from nbbacktest.engine.stat_formulas import Market, drawdown_periods, kelly, sqn, trade_durations
 from nbbacktest.engine.timeline import Timeline, _bar_times, periods_per_year
 
 __all__ = [
@@ -475,9 +475,8 @@ def summarize(
         max_trade: object
         avg_trade: object
         if entry_bars is not None and exit_bars is not None:
-            spans = trade_spans_ns(line, entry_bars, exit_bars)
-            max_trade = pd.Timedelta(int(np.maximum.reduce(spans)))
-            avg_trade = pd.Timedelta(int(np.add.reduce(spans)) // n_trades)
+            longest_trade, mean_trade = trade_durations(line, entry_bars, exit_bars)
+            max_trade, avg_trade = pd.Timedelta(longest_trade), pd.Timedelta(mean_trade)
         else:
             max_trade = avg_trade = pd.NaT
         # profit_factor = sum of gains / |sum of losses|
