@@ -23,9 +23,11 @@ measure; an engine's own clock is never compared with the client's.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 #: Chunks sent to one engine and not yet back, at most.
 MAX_OUTSTANDING = 2
@@ -300,11 +302,6 @@ def _clamp(seconds: float) -> float:
 
 
 # ------------------------------------------------------------------ point cost
-# Imported here, with the function that needs them, so that the planner above stays as it was.
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import TypeVar  # noqa: E402
-
 _T = TypeVar("_T")
 
 #: Runs at most that :func:`measure_point_cost` takes: the best of three is steady
