@@ -102,6 +102,7 @@ def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nbbacktest``: register the ``%cluster`` and ``%backtest`` magics."""
     from nbbacktest import magics
 
+    _default_progress()  # the magics' sweeps show the notebook display too
     magics.load_ipython_extension(ipython)
 
 

@@ -590,3 +590,13 @@ def test_engines_without_a_cluster_start_a_local_one_and_say_so(shell, ns, no_cl
     finally:
         cluster_magic(shell, "stop")
     assert not own.running
+
+
+def test_the_magics_sweeps_show_the_notebook_progress_display(shell, monkeypatch):
+    from nbbacktest.display import show_progress
+    from nbbacktest.parallel import progress
+
+    monkeypatch.setattr(progress, "default_display", None)
+    shell.run_line_magic("unload_ext", "nbbacktest")
+    shell.run_line_magic("load_ext", "nbbacktest")
+    assert progress.default_display is show_progress
