@@ -15,7 +15,7 @@ import nbbacktest as nbb
 from nbbacktest.engine.backtest import PreparedData, Settings, simulate
 from nbbacktest.engine.metrics import NUMERIC_STATS
 from nbbacktest.engine.readonly import read_only_frame, read_only_index
-from nbbacktest.errors import StrategyError
+from nbbacktest.errors import NbbacktestWarning, StrategyError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -147,7 +147,8 @@ def test_a_write_into_the_values_raises_and_changes_nothing(how, data):
 
 def test_a_sweep_point_that_writes_into_the_values_is_an_error_row(data):
     before = data.copy()
-    sweep = nbb.sweep(WritesInPlace, data, {"how": list(WRITES)}, progress=False)
+    with pytest.warns(NbbacktestWarning, match="every run of the sweep failed"):
+        sweep = nbb.sweep(WritesInPlace, data, {"how": list(WRITES)}, progress=False)
     assert sweep.results.status.eq("failed").all()
     assert sweep.results.error.str.contains("read-only").all()
     pd.testing.assert_frame_equal(data, before, check_exact=True)
@@ -210,6 +211,7 @@ def test_cluster_universe_sweep_equals_in_process(cluster, small_universe):
 
 
 def test_cluster_write_into_the_values_is_an_error_row(cluster, data):
-    sweep = nbb.sweep(WritesInPlace, data, {"how": list(WRITES)}, progress=False, cluster=cluster,
-                      chunksize=1)
+    with pytest.warns(NbbacktestWarning, match="every run of the sweep failed"):
+        sweep = nbb.sweep(WritesInPlace, data, {"how": list(WRITES)}, progress=False, cluster=cluster,
+                          chunksize=1)
     assert sweep.results.error.str.contains("read-only").all()

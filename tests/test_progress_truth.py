@@ -16,6 +16,7 @@ from conftest import SmaCross
 import nbbacktest as nbb
 from nbbacktest.display.sweep_widget import RUN_OVERHEAD, SWEEP_OVERHEAD, SweepWidget
 from nbbacktest.display.widget import FINAL_LABELS, ProgressWidget
+from nbbacktest.errors import NbbacktestWarning
 from nbbacktest.magics import _report
 from nbbacktest.parallel import progress as parallel_progress
 from nbbacktest.parallel.events import Finished, PointDone, PointFailed, Started
@@ -102,14 +103,16 @@ def test_no_eta_from_a_single_result(daily):
 
 # ---------------------------------------------------------------------- item 10
 def test_a_sweep_whose_every_run_failed_says_so(daily, widgets):
-    sweep = nbb.sweep(Broken, daily, {"fast": [5, 10, 15]}, progress=True)
+    with pytest.warns(NbbacktestWarning, match="every run of the sweep failed"):
+        sweep = nbb.sweep(Broken, daily, {"fast": [5, 10, 15]}, progress=True)
     assert sweep.best is None and sweep.failed == 3
     widget = widgets[0]
     assert "every run failed: ValueError: no signal for fast=5" in widget.note.value
     assert widget.bar.bar_style == "danger" and widget.cancel_button.icon == ""
     assert "every run failed: ValueError" in ProgressState.of(sweep).line()
     stream = io.StringIO()
-    nbb.sweep(Broken, daily, {"fast": [5, 10]}, progress=False, on_result=TextProgress(stream, 0))
+    with pytest.warns(NbbacktestWarning, match="every run of the sweep failed"):
+        nbb.sweep(Broken, daily, {"fast": [5, 10]}, progress=False, on_result=TextProgress(stream, 0))
     assert stream.getvalue().splitlines()[-1].endswith("every run failed: ValueError: no signal for fast=5")
 
 
@@ -126,7 +129,8 @@ def test_a_sweep_with_some_successes_does_not_say_every_run_failed(daily):
 
 
 def test_the_magic_says_every_run_failed(daily, capsys):
-    sweep = nbb.sweep(Broken, daily, {"fast": [5, 10]}, progress=False)
+    with pytest.warns(NbbacktestWarning, match="every run of the sweep failed"):
+        sweep = nbb.sweep(Broken, daily, {"fast": [5, 10]}, progress=False)
     _report(sweep, argparse.Namespace(output="_backtest"))
     err = capsys.readouterr().err
     assert err.startswith("Every run failed: 2 of 2 runs raised; the first, row 0 (fast=5), raised"

@@ -18,8 +18,8 @@ and take these forms on their way to the results table:
 Examples
 --------
 >>> schema = StatSchema.current()
->>> "sharpe" in schema.floats, schema.ints, schema.durations
-(True, ('trades',), ('max_drawdown_duration',))
+>>> "sharpe" in schema.floats, schema.ints, "max_drawdown_duration" in schema.durations
+(True, ('trades',), True)
 """
 
 from __future__ import annotations
