@@ -1,10 +1,13 @@
-"""Try nbbacktest from a terminal: python -m nbbacktest demo, python -m nbbacktest bench.
+"""nbbacktest from a terminal: ``python -m nbbacktest COMMAND`` (or ``nbbacktest COMMAND``).
 
-demo   one backtest of the sample SmaCross strategy on the shipped daily sample, then
-       its 179-point fast x slow sweep on a local cluster, the best rows as a table
-bench  the same sweep in this process and on a local cluster: speed, speedup, and
-       whether both give identical tables; by default with the event-driven
-       SmaCrossEvent, whose backtests are heavy enough for engines to pay off
+demo     one backtest of the sample SmaCross strategy on the shipped daily sample, then
+         its 179-point fast x slow sweep on a local cluster, the best rows as a table
+bench    the same sweep in this process and on a local cluster: speed, speedup, and
+         whether both give identical tables; by default with the event-driven
+         SmaCrossEvent, whose backtests are heavy enough for engines to pay off
+run      sweep your strategy on your data, results to a folder (:mod:`nbbacktest.cli`)
+compare  whether two run folders hold identical results, and why not
+report   a run folder as one HTML file that opens offline
 
 Both start a local ipyparallel cluster (several seconds) and stop it at the end: its
 processes end in the background (a watchdog nbbacktest starts with every local
@@ -14,15 +17,16 @@ cluster ends them once this process is gone), so the prompt comes back at once.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 import pandas as pd
 
+from nbbacktest import cli
+from nbbacktest.cli import local_cluster
 from nbbacktest.engine import backtest, load_sample
 from nbbacktest.engine.examples import SmaCross, SmaCrossEvent
 from nbbacktest.errors import NbbacktestError
@@ -52,70 +56,29 @@ BUSY_LOAD = 0.5
 TOP_COLUMNS = ["sharpe", "return_pct", "max_drawdown_pct", "trades"]
 
 _DESCRIPTION = """\
-Try nbbacktest from a terminal, on its shipped sample data.
+nbbacktest from a terminal: try it on its shipped sample data (demo, bench), sweep
+your own strategy into a folder (run), compare two runs and share one (compare,
+report).
 
-Both commands start a local ipyparallel cluster (several seconds) and stop it at
-the end: its processes end in the background, so the prompt comes back at once."""
+A local ipyparallel cluster (demo, bench, run --engines N) takes several seconds to
+start; at the end its processes stop in the background, so the prompt comes back at
+once."""
 _EXAMPLES = f"""\
 examples:
   {PROG} demo            a backtest, then a sweep on 2 engines
   {PROG} demo -n 4       the sweep on 4 engines
   {PROG} bench --repeat 3
   {PROG} bench --strategy vector   the light vectorized sweep
+  {PROG} run strategies.py:SmaCross prices.csv --grid fast=5:60:5 slow=10:200:10 \\
+      --where "fast < slow" --engines 4 --out runs/sma
+  {PROG} compare runs/sma runs/sma-parallel
+  {PROG} report runs/sma
 """
 
 
 def fast_below_slow(p: object) -> bool:
     """The demo sweep's filter: only points where the fast average is shorter."""
     return p.fast < p.slow  # type: ignore[attr-defined]
-
-
-@contextlib.contextmanager
-def local_cluster(engines: int, *, background_stop: bool = False) -> Iterator[Cluster]:
-    """A local cluster of ``engines`` engines, saying what it does while it starts and stops.
-
-    Parameters
-    ----------
-    engines : int
-        Engines to start.
-    background_stop : bool
-        At a normal end, leave the cluster's processes to the watchdog every local
-        cluster has (they end within ``cluster.ORPHAN_SECONDS`` of this process),
-        instead of waiting for them here (about 5 s). The caller must then end
-        the process at once, as ``python -m nbbacktest`` does with ``os._exit``.
-        On an error the cluster is always stopped here.
-
-    Examples
-    --------
-    >>> with local_cluster(2) as cluster:   # doctest: +SKIP
-    ...     len(cluster.ids)
-    Starting a local cluster of 2 engines ... ready in 6.8 s
-    2
-    Stopping the cluster ... done in 5.1 s
-    """
-    from nbbacktest.parallel import Cluster
-
-    print(f"Starting a local cluster of {engines:,} engines ...", end="", flush=True)
-    started = time.monotonic()
-    try:
-        cluster = Cluster(engines=engines)
-    except BaseException:
-        print(" failed", flush=True)
-        raise
-    print(f" ready in {time.monotonic() - started:.1f} s", flush=True)
-    try:
-        yield cluster
-    except BaseException:
-        cluster.stop()
-        raise
-    if background_stop:
-        # Every process of the cluster is in its watchdog's hands once we exit.
-        print("Stopping the cluster (its processes end in the background)", flush=True)
-        return
-    print("Stopping the cluster ...", end="", flush=True)
-    started = time.monotonic()
-    cluster.stop()
-    print(f" done in {time.monotonic() - started:.1f} s", flush=True)
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -312,6 +275,7 @@ def parser() -> argparse.ArgumentParser:
     for command in (demo_parser, bench_parser):
         command.add_argument("-n", "--engines", type=_engines, default=2, metavar="N",
                              help="engines of the local cluster (default 2)")
+    cli.add_commands(commands)
     return top
 
 
@@ -329,16 +293,30 @@ def main(argv: Sequence[str] | None = None, *, background_stop: bool = False) ->
     python -m nbbacktest bench: error: argument --repeat: 0 repetitions: give 1 or more
     """
     the_parser = parser()
-    args = the_parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = the_parser.parse_args(words)
+    if args.command == "run":  # with its --config file's options under the command line's
+        try:
+            args = cli.parse_run(_subparser(the_parser, "run"), words[1:])
+        except cli.CommandError as error:
+            print(f"{PROG} run: error: {error}", file=sys.stderr)
+            return cli.EXIT["usage"]
+        args.command = "run"
     args.background_stop = background_stop
     try:
-        return int(args.run(args))
-    except NbbacktestError as error:  # bad input or a cluster that would not start: one line
+        return cli.run_command(args, PROG)
+    except NbbacktestError as error:  # a cluster that would not start, a sweep that failed: one line
         print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
         return 1
 
 
-if __name__ == "__main__":
+def _subparser(top: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    return cast(argparse.ArgumentParser, commands.choices[name])
+
+
+def console() -> None:
+    """The ``nbbacktest`` console script: :func:`main`, then exit without waiting for the cluster."""
     status = main(background_stop=True)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -346,3 +324,7 @@ if __name__ == "__main__":
     # its processes; the cluster's watchdog ends them (and removes its shared memory
     # and connection files) within a few seconds of this process being gone.
     os._exit(status)
+
+
+if __name__ == "__main__":
+    console()

@@ -17,23 +17,33 @@ Examples
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 
-from nbbacktest.engine import Param, Settings
+from nbbacktest.engine import Param, Settings, Strategy
 from nbbacktest.engine.params import unknown_param_message
-from nbbacktest.errors import ParamError, SweepError, did_you_mean
+from nbbacktest.errors import (
+    ClusterError,
+    DataError,
+    ParamError,
+    SweepError,
+    UnknownParamError,
+    did_you_mean,
+)
 from nbbacktest.parallel.cluster import resolve_engine_count
 from nbbacktest.parallel.ranges import MAX_RANGE_VALUES, GridRange, as_number
 
 __all__ = [
-    "DEFAULT_VARIABLE", "assignments", "declared_param", "engine_count", "grid_options", "output_options",
-    "parse_grid_spec", "parse_line", "parse_scalar", "run_options", "settings_from", "settings_options",
+    "DEFAULT_VARIABLE", "INPUT_ERRORS", "SweepInputs", "add_options", "assignments", "declared_param",
+    "engine_count", "grid_options", "input_errors", "output_options", "parse_grid_spec", "parse_line",
+    "parse_scalar", "run_options", "settings_from", "settings_options", "sweep_inputs", "top_option",
     "validated",
 ]
 
@@ -45,6 +55,21 @@ _FALSE = frozenset({"false", "no", "off", "0"})
 
 #: A decorator of a magic method (IPython's ``magic_arguments`` decorators are untyped).
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+#: The library's errors that mean "bad input": shown as one line, without a traceback.
+#: StrategyError is not among them: what the user's strategy raises keeps its traceback.
+INPUT_ERRORS: tuple[type[Exception], ...] = (
+    ParamError, UnknownParamError, SweepError, DataError, ClusterError,
+)
+
+
+@contextlib.contextmanager
+def input_errors() -> Iterator[None]:
+    """Turn the library's bad-input errors into a one-line UsageError."""
+    try:
+        yield
+    except INPUT_ERRORS as error:
+        raise UsageError(str(error)) from None
 
 
 # ------------------------------------------------------------------ option types
@@ -153,10 +178,9 @@ run_options = _options(
         "--stop-on-error", action="store_true", help="stop at the first run that raises"
     ),
     magic_arguments.argument(
-        "--save", metavar="DIR", help="checkpoint the rows into DIR as they arrive"
-    ),
-    magic_arguments.argument(
-        "--resume", action="store_true", help="skip the points already saved in --save DIR"
+        "--resume", action="store_true",
+        help="go on from the checkpoint in the save directory (--save DIR in a notebook,"
+        " --out DIR on the command line): the points saved there do not run again",
     ),
     magic_arguments.argument(
         "--no-progress", action="store_true", help="do not show the progress display"
@@ -183,11 +207,17 @@ settings_options = _options(
     ),
 )
 
+#: ``--top``: in the magics' output group and on the command line.
+top_option = magic_arguments.argument(
+    "--top", type=_positive_int, metavar="K", help="show the table of the K best runs"
+)
+
 output_options = _options(
     magic_arguments.argument_group("output"),
     magic_arguments.argument(
-        "--top", type=_positive_int, metavar="K", help="show the table of the K best runs"
+        "--save", metavar="DIR", help="checkpoint the rows into DIR as they arrive"
     ),
+    top_option,
     magic_arguments.argument(
         "-o", "--output", type=_variable_name, default=DEFAULT_VARIABLE, metavar="VAR",
         help=f"store the result in VAR (default {DEFAULT_VARIABLE})",
@@ -299,6 +329,33 @@ def declared_param(name: str, params: Mapping[str, Param], owner: str, option: s
 
 
 
+def add_options(parser: argparse.ArgumentParser, *groups: Decorator) -> None:
+    """Add the option ``groups`` (``grid_options``, ``run_options``, ...) to a plain ``parser``.
+
+    The command line's ``run`` takes the magics' options this way: one declaration
+    serves both, so the two cannot drift apart.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_options(parser, grid_options, run_options)
+    >>> parser.parse_args(["--grid", "fast=5:20:5", "--metric", "sortino"]).metric
+    'sortino'
+    """
+
+    def declared() -> None:
+        """Carries the groups' declarations (``magic_arguments`` records them here)."""
+
+    for group in reversed(groups):
+        group(declared)
+    current = None
+    # magic_arguments records decorators innermost first: reversed, they read top down.
+    for declaration in reversed(declared.decorators):  # type: ignore[attr-defined]
+        added = declaration.add_to_parser(parser, current)
+        if added is not None:
+            current = added
+
+
 def parse_line(magic: Any, line: str) -> argparse.Namespace:
     """Split ``line`` like a shell does, then parse it with ``magic.parser``.
 
@@ -330,3 +387,50 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
         field, _, rest = str(error).partition(" ")
         raise UsageError(f"--{field.replace('_', '-')} {rest}") from None
     return given
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepInputs:
+    """What the sweep options give: the strategy (with ``--set`` values), the grid and settings."""
+
+    strategy: type[Strategy] | Strategy
+    grid: dict[str, list[Any]]
+    settings: dict[str, Any]
+
+
+def sweep_inputs(strategy: type[Strategy] | Strategy, args: argparse.Namespace) -> SweepInputs:
+    """Check and convert ``--grid``, ``--set`` and the simulation options for ``strategy``.
+
+    The one conversion of the magics and of the command line's ``run``; every
+    mistake is a one-line UsageError naming the option.
+
+    Examples
+    --------
+    >>> from nbbacktest.engine.examples import SmaCross
+    >>> parser = argparse.ArgumentParser()
+    >>> add_options(parser, grid_options, settings_options)
+    >>> inputs = sweep_inputs(SmaCross, parser.parse_args(
+    ...     ["--grid", "fast=5:15:5", "--set", "slow=40", "--commission", "0.001"]))
+    >>> inputs.strategy, inputs.grid, inputs.settings
+    (SmaCross(fast=10, slow=40), {'fast': [5, 10]}, {'commission': 0.001})
+    """
+    cls = strategy if isinstance(strategy, type) else type(strategy)
+    params = cls.params()
+    owner = cls.__name__
+    grid = {
+        key: parse_grid_spec(key, spec, declared_param(key, params, owner, "--grid", spec), owner)
+        for key, spec in assignments(args.grid, "--grid").items()
+    }
+    fixed: dict[str, Any] = {}
+    for key, text in assignments(args.set, "--set").items():
+        param = declared_param(key, params, owner, "--set", text)
+        label = f"--set {key}={text}"
+        fixed[key] = validated(parse_scalar(text.strip(), param, label), param, owner, label)
+    both = sorted(fixed.keys() & grid.keys())
+    if both:
+        raise UsageError(f"{', '.join(both)} is both in --grid and in --set: keep one")
+    settings = settings_from(args)
+    if fixed:
+        with input_errors():
+            strategy = strategy.with_params(**fixed) if isinstance(strategy, Strategy) else cls(**fixed)
+    return SweepInputs(strategy, grid, settings)

@@ -18,11 +18,10 @@ Examples
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -37,27 +36,19 @@ from nbbacktest.display.status import engines_phrase, format_status, plural
 from nbbacktest.engine import Param, Strategy, backtest, is_universe
 from nbbacktest.engine.strategy import resolve_strategy
 from nbbacktest.errors import (
-    ClusterError,
-    DataError,
-    ParamError,
-    SweepError,
-    UnknownParamError,
     closest,
     did_you_mean,
 )
 from nbbacktest.magic_args import (
-    assignments,
-    declared_param,
     engine_count,
     grid_options,
+    input_errors,
     output_options,
     parse_grid_spec,
     parse_line,
-    parse_scalar,
     run_options,
-    settings_from,
     settings_options,
-    validated,
+    sweep_inputs,
 )
 from nbbacktest.parallel.cluster import Cluster
 from nbbacktest.parallel.events import Started, SweepEvent
@@ -72,23 +63,8 @@ __all__ = [
     "unload_ipython_extension",
 ]
 
-#: The library's errors that mean "bad input": shown as one line, without a traceback.
-#: StrategyError is not among them: what the user's strategy raises keeps its traceback.
-INPUT_ERRORS: tuple[type[Exception], ...] = (
-    ParamError, UnknownParamError, SweepError, DataError, ClusterError,
-)
-
 
 # --------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _input_errors() -> Iterator[None]:
-    """Turn the library's bad-input errors into a one-line UsageError."""
-    try:
-        yield
-    except INPUT_ERRORS as error:
-        raise UsageError(str(error)) from None
-
-
 def _describe(value: Any) -> str:
     if isinstance(value, type):
         return f"the class {value.__name__}"
@@ -164,7 +140,7 @@ class BacktestMagics(Magics):
         if action == "start":
             _start_cluster(args)
         elif action == "connect":
-            with _input_errors():
+            with input_errors():
                 cluster = Cluster.connect(
                     profile=args.profile, cluster_id=args.cluster_id,
                     url_file=None if args.url_file is None else os.path.expanduser(args.url_file),
@@ -178,7 +154,7 @@ class BacktestMagics(Magics):
                 " %cluster connect --profile NAME"
             )
         else:
-            with _input_errors():
+            with input_errors():
                 print(format_status(current.status()))
 
     # --------------------------------------------------------------- %backtest
@@ -360,26 +336,10 @@ class BacktestMagics(Magics):
         args: argparse.Namespace,
     ) -> None:
         """Convert the options, then backtest, sweep or show the widget."""
-        cls = strategy if isinstance(strategy, type) else type(strategy)
-        params = cls.params()
-        owner = cls.__name__
-        grid = self._grid(args.grid, params, owner)
-        fixed: dict[str, Any] = {}
-        for key, text in assignments(args.set, "--set").items():
-            param = declared_param(key, params, owner, "--set", text)
-            label = f"--set {key}={text}"
-            fixed[key] = validated(parse_scalar(text.strip(), param, label), param, owner, label)
-        both = sorted(fixed.keys() & grid.keys())
-        if both:
-            raise UsageError(f"{', '.join(both)} is both in --grid and in --set: keep one")
         if args.resume and args.save is None:
             raise UsageError("--resume continues a sweep saved with --save DIR: give --save too")
-        settings = settings_from(args)
-        with _input_errors():
-            if fixed:
-                strategy = (
-                    strategy.with_params(**fixed) if isinstance(strategy, Strategy) else cls(**fixed)
-                )
+        inputs = sweep_inputs(strategy, args)
+        strategy, grid, settings = inputs.strategy, inputs.grid, inputs.settings
         if args.ui:
             self._show_widget(strategy, data, grid, args, settings)
             return
@@ -390,18 +350,12 @@ class BacktestMagics(Magics):
                                   ("--stop-on-error", args.stop_on_error or None)):
                 if value is not None:
                     raise UsageError(f"{option} applies to a sweep: give --grid too")
-            with _input_errors():
+            with input_errors():
                 result = backtest(strategy, data, seed=args.seed, **settings)
             self.shell.user_ns[args.output] = result
             display(result)
             return
         self._sweep(name, strategy, data, grid, args, settings)
-
-    def _grid(self, items: list[str], params: Mapping[str, Param], owner: str) -> dict[str, list]:
-        return {
-            key: parse_grid_spec(key, spec, declared_param(key, params, owner, "--grid", spec), owner)
-            for key, spec in assignments(items, "--grid").items()
-        }
 
     def _sweep(
         self,
@@ -428,7 +382,7 @@ class BacktestMagics(Magics):
             print(f"Sweeping {plural(points, 'point')} of {name}{on}"
                   f" {engines_phrase(event.engines)}{saved}", flush=True)
 
-        with _input_errors():
+        with input_errors():
             result = sweep(
                 strategy, data, grid or None, where=args.where, n=args.sample, seed=args.seed,
                 metric=args.metric, maximize=not args.minimize, engines=args.engines,
@@ -446,7 +400,7 @@ class BacktestMagics(Magics):
             result.wait()
         crash = result.exception()
         if crash is not None:  # the sweep itself failed (a lost cluster): as sweep(block=True)
-            with _input_errors():
+            with input_errors():
                 raise crash
         _report(result, args)
         display(result if args.top is None else result.table(top=args.top))
@@ -471,7 +425,7 @@ class BacktestMagics(Magics):
                            ("symbols", args.symbols), ("top", args.top)):
             if value is not None:
                 options[key] = value
-        with _input_errors():
+        with input_errors():
             widget = SweepWidget(strategy, data, **options)
         self.shell.user_ns[args.output] = widget
         display(widget)
@@ -480,7 +434,7 @@ class BacktestMagics(Magics):
 def _start_cluster(args: argparse.Namespace) -> None:
     engines = "auto" if args.engines is None else args.engines
     started = time.monotonic()
-    with _input_errors():
+    with input_errors():
         cluster = Cluster(engines=engines, profile=args.profile)
     print(
         f"Started a local cluster of {plural(len(cluster.ids), 'engine')} in"
