@@ -55,6 +55,7 @@ _LAZY = {
     "sweep": "nbbacktest.parallel",
     "run_many": "nbbacktest.parallel",
     "resume": "nbbacktest.parallel",
+    "load_sweep": "nbbacktest.parallel",
     "SweepWidget": "nbbacktest.display",
     "explore": "nbbacktest.display",
 }

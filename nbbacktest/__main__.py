@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, cast
 
 import pandas as pd
 
-from nbbacktest import cli
+from nbbacktest import cli, cli_inputs
 from nbbacktest.cli import local_cluster
 from nbbacktest.engine import backtest, load_sample
 from nbbacktest.engine.examples import SmaCross, SmaCrossEvent
@@ -297,8 +297,8 @@ def main(argv: Sequence[str] | None = None, *, background_stop: bool = False) ->
     args = the_parser.parse_args(words)
     if args.command == "run":  # with its --config file's options under the command line's
         try:
-            args = cli.parse_run(_subparser(the_parser, "run"), words[1:])
-        except cli.CommandError as error:
+            args = cli_inputs.parse_run(_subparser(the_parser, "run"), words[1:])
+        except cli_inputs.CommandError as error:
             print(f"{PROG} run: error: {error}", file=sys.stderr)
             return cli.EXIT["usage"]
         args.command = "run"

@@ -344,3 +344,144 @@ def test_notebook_runs_in_each_front_end(browser, lab, front_end, name, shots):
             screenshot(page, prefix + shot, cell_text)
         screenshot_whole_notebook(page, prefix + name)
     assert_ran_a_179_run_sweep_and_drew_it(state)
+
+
+# ---------------------------------------------------------------------- the offline report
+# No JupyterLab server here: the report is a file, opened as one.
+DOCS = ROOT / "docs"
+
+
+@pytest.fixture(scope="module")
+def file_browser():
+    """Chromium for pages opened from disk (no server, no ``lab`` fixture)."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=60_000
+        )
+        yield chromium
+        chromium.close()
+
+
+@contextlib.contextmanager
+def opened_offline(file_browser, path: Path):
+    """The page of the file at ``path``, and every request, websocket and error it made."""
+    page = file_browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.set_default_timeout(30_000)
+    seen: dict[str, list[str]] = {"requests": [], "websockets": [], "errors": []}
+    page.on("request", lambda request: seen["requests"].append(request.url))
+    page.on("websocket", lambda socket: seen["websockets"].append(socket.url))
+    page.on("pageerror", lambda error: seen["errors"].append(str(error)))
+    page.on("console", lambda message: seen["errors"].append(message.text) if message.type == "error"
+            else None)
+    try:
+        page.goto(path.as_uri())
+        yield page, seen
+    finally:
+        page.close()
+
+
+def assert_nothing_left_the_page(seen: dict[str, list[str]], path: Path) -> None:
+    """The file itself is the only request (data: and blob: stay in the page); no error."""
+    outside = [url for url in seen["requests"]
+               if url != path.as_uri() and not url.startswith(("data:", "blob:"))]
+    assert not outside, outside
+    assert seen["requests"][:1] == [path.as_uri()]
+    assert not seen["websockets"], seen["websockets"]
+    assert not seen["errors"], seen["errors"]
+
+
+READ_COLUMN = """([name]) => {
+  const table = document.getElementById('results-table');
+  const k = Array.from(table.tHead.rows[0].cells, th => th.textContent).indexOf(name);
+  return Array.from(table.tBodies[0].rows, row => row.cells[k].textContent);
+}"""
+
+
+def read_column(page, name: str) -> list[str]:
+    return page.evaluate(READ_COLUMN, [name])
+
+
+def numbers(texts: list[str]) -> list[float]:
+    """Cell texts as numbers (``1,234.5%`` reads 1234.5); ``n/a`` is NaN."""
+    out = []
+    for text in texts:
+        cleaned = text.replace("★", "").replace(",", "").replace("%", "").strip()
+        out.append(float("nan") if cleaned in ("", "n/a") else float(cleaned))
+    return out
+
+
+def assert_sorted(values: list[float], descending: bool) -> None:
+    """In order, missing values (NaN) after every number."""
+    present = [v for v in values if v == v]
+    assert values[: len(present)] == present, "a missing value sorts before a number"
+    assert present == sorted(present, reverse=descending)
+
+
+def click_header(page, name: str) -> None:
+    page.locator("#results-table thead th", has_text=name).first.click()
+
+
+def test_the_sweep_report_opens_offline_draws_and_sorts(file_browser, tmp_path):
+    import nbbacktest as nbb
+    from nbbacktest.engine.examples import SmaCross
+
+    sweep = nbb.sweep(SmaCross, nbb.load_sample("daily"),
+                      grid={"fast": range(5, 60, 5), "slow": range(10, 200, 10)},
+                      where=lambda p: p.fast < p.slow, progress=False)
+    path = sweep.report(tmp_path / "sweep report.html")
+    with opened_offline(file_browser, path) as (page, seen):
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2")
+        assert page.locator("#figure-sweep .heatmaplayer").count() == 1
+        assert page.locator("#figure-best .scatterlayer .trace").count() >= 2
+        assert page.locator("#results-table tbody tr").count() == len(sweep) == 179
+        assert page.locator("#results-table tbody tr.best").count() == 1
+        first_rows = read_column(page, "row")
+        assert first_rows[0] == f"★ {sweep.best_index}"
+        assert_sorted(numbers(read_column(page, "sharpe")), descending=True)
+        time.sleep(0.5)  # Plotly's resize settles
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "report.png"), full_page=True)
+        DOCS.mkdir(exist_ok=True)
+        shutil.copyfile(SCREENSHOTS / "report.png", DOCS / "report.png")
+
+        click_header(page, "fast")
+        fast = numbers(read_column(page, "fast"))
+        assert_sorted(fast, descending=False)
+        assert read_column(page, "row") != first_rows
+        assert page.locator("#results-table thead th[aria-sort]").all_inner_texts() == ["fast"]
+        click_header(page, "fast")
+        assert_sorted(numbers(read_column(page, "fast")), descending=True)
+        click_header(page, "return_pct")  # a stat: highest first, then lowest first
+        assert_sorted(numbers(read_column(page, "return_pct")), descending=True)
+        click_header(page, "sharpe")
+        sharpe = numbers(read_column(page, "sharpe"))
+        assert_sorted(sharpe, descending=True)
+        click_header(page, "sharpe")
+        assert_sorted(numbers(read_column(page, "sharpe")), descending=False)
+        assert sorted(map(int, numbers(read_column(page, "row")))) == list(range(179))
+    assert_nothing_left_the_page(seen, path)
+
+
+def test_a_report_of_three_params_draws_parallel_coordinates_offline(file_browser, tmp_path):
+    import nbbacktest as nbb
+    from nbbacktest.engine.examples import SmaCross
+
+    class Banded(SmaCross):
+        band = nbb.Param(0.0, low=0.0, high=0.1)
+
+    sweep = nbb.sweep(Banded, nbb.load_sample("daily"),
+                      grid={"fast": [5, 10], "slow": [20, 40], "band": [0.0, 0.01]}, progress=False)
+    path = sweep.report(tmp_path / "three.html")
+    with opened_offline(file_browser, path) as (page, seen):
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2")
+        page.wait_for_selector("#figure-sweep .parcoords-line-layers canvas, #figure-sweep canvas",
+                               state="attached")
+        time.sleep(0.5)
+        # Plotly says this where WebGL fails: also when the page's policy forbids
+        # the code regl compiles at run time ('unsafe-eval').
+        assert "WebGL is not supported" not in page.locator("#figure-sweep").inner_text()
+        assert page.locator("#figure-sweep .y-axis").count() == 4  # fast, slow, band, sharpe
+    assert_nothing_left_the_page(seen, path)

@@ -254,3 +254,89 @@ def test_a_sweep_in_which_every_run_failed_says_so_with_the_first_error(daily):
         assert nbb.sweep(EveryRunFails, daily, {"fast": [5]}, progress=False, block=False).wait()
         mixed = nbb.run_many([EveryRunFails(5), SmaCross(5)], daily, progress=False)
     assert mixed.failed == 1 and mixed.best == SmaCross(5)
+
+
+# ------------------------------------------------------------------ load_sweep
+def test_load_sweep_equals_the_sweep_that_saved_it_failures_and_universe_included(tmp_path, small_universe):
+    from conftest import Fragile
+
+    original = nbb.sweep(Fragile, small_universe, GRID, save=tmp_path, progress=False)
+    assert original.failed == 6  # fast=10 fails on each of the 3 symbols
+    loaded = nbb.load_sweep(tmp_path)
+    pd.testing.assert_frame_equal(loaded.results, original.results)  # engine, host, seconds too
+    assert (loaded.status, loaded.reason, loaded.done()) == ("complete", "", True)
+    assert loaded.card == original.card and loaded.seconds == original.card["seconds"]
+    assert loaded.results.loc[loaded.results["fast"] == 10, "error"].str.startswith("ValueError").all()
+    assert loaded.best == original.best and loaded.best_value == original.best_value
+    assert loaded.detail(0).stats.equals(original.detail(0).stats)
+    assert loaded.table(top=3) is not None and loaded.heatmap("fast", "slow") is not None
+    assert loaded.cancel() is False and loaded.checkpoint is None  # read-only: nothing runs
+    assert not sweep_threads()
+
+
+def test_load_sweep_of_a_partial_checkpoint_is_cancelled_and_says_resume_runs_the_rest(tmp_path, daily):
+    nbb.sweep(SmaCross, daily, GRID, save=tmp_path, progress=False)
+    lines = (tmp_path / "rows.jsonl").read_bytes().splitlines(keepends=True)
+    (tmp_path / "rows.jsonl").write_bytes(b"".join(lines[:4]) + lines[4][:10])  # a half-written line
+    loaded = nbb.load_sweep(tmp_path)
+    assert loaded.status == "cancelled" and loaded.progress == 4
+    assert loaded.reason == f"2 of 6 rows are not in the checkpoint: nbb.resume({str(tmp_path)!r}) runs them"
+    assert loaded.results["status"].tolist()[4:] == ["cancelled", "cancelled"]
+    assert loaded.detail(5).stats["trades"] >= 0  # any row re-runs locally
+    # Loading wrote nothing: a resume then runs the 2 missing rows.
+    assert len((tmp_path / "rows.jsonl").read_bytes().splitlines()) == 5
+    assert nbb.resume(tmp_path, progress=False).status == "complete"
+    assert nbb.load_sweep(tmp_path).status == "complete"
+
+
+def test_load_sweep_of_a_cancelled_sweep_names_how_it_ended(tmp_path, daily, no_cluster):
+    from conftest import Sleepy
+
+    running = nbb.sweep(Sleepy, daily, {"fast": list(range(5, 45))}, save=tmp_path, progress=False,
+                        block=False)
+    while running.progress < 2:
+        running.wait(0.05)
+    running.cancel()
+    running.wait()
+    loaded = nbb.load_sweep(tmp_path)
+    assert loaded.status == "cancelled" and loaded.progress == running.progress
+    assert f"{40 - running.progress} of 40 rows are not in the checkpoint (its sweep was cancelled)" in loaded.reason
+    comparable_rows = slice(0, running.progress)
+    pd.testing.assert_frame_equal(loaded.results.iloc[comparable_rows], running.results.iloc[comparable_rows])
+
+
+def test_load_sweep_of_an_older_checkpoint_has_no_card(tmp_path, daily):
+    original = nbb.sweep(SmaCross, daily, GRID, save=tmp_path, progress=False)
+    (tmp_path / "card.json").unlink()
+    loaded = nbb.load_sweep(tmp_path)
+    assert loaded.card is None and loaded.status == "complete"
+    pd.testing.assert_frame_equal(loaded.results, original.results)
+
+
+def test_load_sweep_refuses_bad_input_and_foreign_checkpoints(tmp_path, monkeypatch, daily, no_cluster):
+    with pytest.raises(TypeError, match=r"^save must be the path of a sweep's save directory, got int 3$"):
+        nbb.load_sweep(3)
+    with pytest.raises(TypeError, match=r"^save must be the path .*got NoneType None"):
+        nbb.resume(None)
+    with pytest.raises(SweepError, match="holds no checkpoint"):
+        nbb.load_sweep(tmp_path / "nothing")
+    with pytest.raises(TypeError, match="trusted must be True or False"):
+        nbb.load_sweep(tmp_path, trusted="yes")
+    original = nbb.sweep(SmaCross, daily, GRID, save=tmp_path / "run", progress=False)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "someone else"))
+    with pytest.raises(SweepError, match="will not load the checkpoint"):
+        nbb.load_sweep(tmp_path / "run")
+    loaded = nbb.load_sweep(tmp_path / "run", trusted=True)
+    pd.testing.assert_frame_equal(loaded.results, original.results)
+    assert "load_sweep" in nbb.__all__ and "load_sweep" in nbb.parallel.__all__
+
+
+def test_load_sweep_of_a_2_engine_sweep(tmp_path, cluster, daily):
+    on_engines = nbb.sweep(SmaCross, daily, GRID, cluster=cluster, save=tmp_path, progress=False)
+    loaded = nbb.load_sweep(tmp_path)
+    pd.testing.assert_frame_equal(loaded.results, on_engines.results)
+    assert loaded.results["engine"].notna().any()  # rows of the engines (one may be measured here)
+    assert loaded.card["engines"]["count"] == 2
+    here = nbb.sweep(SmaCross, daily, GRID, progress=False)
+    pd.testing.assert_frame_equal(comparable(loaded.results), comparable(here.results))
+    assert here.card["engines"]["count"] == 0

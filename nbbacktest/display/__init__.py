@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from nbbacktest.display import charts, tables
+from nbbacktest.display import charts, report, tables
 from nbbacktest.display.progress import ProgressState, TextProgress, in_kernel, show_progress
 from nbbacktest.engine import views
 from nbbacktest.parallel.launch import run_many, sweep
@@ -32,6 +32,7 @@ VIEWS: dict[str, Callable[..., Any]] = {
     "sweep_parallel_coordinates": charts.sweep_parallel_coordinates,
     "sweep_distribution": charts.sweep_distribution,
     "sweep_bundle": charts.sweep_bundle,
+    "sweep_report": report.write_report,
 }
 for _name, _function in VIEWS.items():
     views.provide(_name, _function)

@@ -9,11 +9,11 @@ through events (:mod:`nbbacktest.parallel.events`) that the display layer observ
 from nbbacktest.parallel.cluster import Cluster
 from nbbacktest.parallel.events import EventBus, SweepEvent
 from nbbacktest.parallel.grid import Plan, plan_instances, plan_sweep
-from nbbacktest.parallel.launch import resume, run_many, sweep
+from nbbacktest.parallel.launch import load_sweep, resume, run_many, sweep
 from nbbacktest.parallel.spec import SweepSpec
 from nbbacktest.parallel.sweep import SweepResult
 
 __all__ = [
-    "Cluster", "EventBus", "Plan", "SweepEvent", "SweepResult", "SweepSpec", "plan_instances",
-    "plan_sweep", "resume", "run_many", "sweep",
+    "Cluster", "EventBus", "Plan", "SweepEvent", "SweepResult", "SweepSpec", "load_sweep",
+    "plan_instances", "plan_sweep", "resume", "run_many", "sweep",
 ]

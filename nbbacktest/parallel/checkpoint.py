@@ -17,7 +17,10 @@ A directory holds
   (and the next writer cuts off). Files are not fsync'ed (that would cost more
   than the sweep on fast points): a killed process loses nothing, a machine that
   loses power may lose the last rows the OS held;
-- ``errors.log``: each failed run's params, error and engine-side traceback, as text.
+- ``errors.log``: each failed run's params, error and engine-side traceback, as text;
+- ``card.json``: the sweep's run card (:mod:`nbbacktest.parallel.card`), written when
+  it starts and rewritten when it ends; a directory older than cards has none and
+  still loads and resumes.
 
 Floats survive the JSON round trip to the bit (``repr`` is exact), so a resumed sweep's
 table equals an uninterrupted run's.
@@ -57,6 +60,7 @@ from typing import Any
 from nbbacktest.engine.data import _warn
 from nbbacktest.errors import SweepError
 from nbbacktest.parallel import pickling
+from nbbacktest.parallel.card import write_card
 from nbbacktest.parallel.rows import SavedRow, parse_saved_line, saved_line
 from nbbacktest.parallel.spec import SweepSpec
 from nbbacktest.parallel.trust import (
@@ -213,6 +217,8 @@ class Checkpoint:
             os.truncate(folder / ROWS, good)  # drop a half-written last line before appending
         self._rows: int | None = rows
         self._errors: int | None = None
+        #: The spec.json the directory held before this sweep opened it (None: a new one).
+        self.saved_spec: dict[str, Any] | None = None
 
     @classmethod
     def open(
@@ -268,7 +274,9 @@ class Checkpoint:
                     summary["signature"] = signed
                 # Last: a directory with spec.json is a complete checkpoint.
                 _write_spec(folder, summary)
-            return cls(folder, summary, fd), rows
+            checkpoint = cls(folder, summary, fd)
+            checkpoint.saved_spec = saved_spec
+            return checkpoint, rows
         except BaseException:
             if created and not (folder / ROWS).stat().st_size:
                 # Leave a refused directory as it was (unlinked before the lock goes,
@@ -355,6 +363,14 @@ class Checkpoint:
             "memory (in its results), and the rows saved before stay in the directory: free "
             "some space, then sweep(..., resume=True) with the same save= runs the rest"
         )
+
+    def write_card(self, card: dict[str, Any]) -> None:
+        """(Re)write the run card, ``card.json``; a failed write is only a warning (the rows count)."""
+        try:
+            write_card(self.folder, card)
+        except OSError as error:
+            _warn(f"the run card of save={str(self.folder)!r} could not be written "
+                  f"({error.strerror or error}); the rows are saved as before")
 
     def close(self) -> None:
         """Close the files and release the lock (each write already reached the OS)."""

@@ -27,7 +27,7 @@ from nbbacktest.engine.params import Param, unknown_param_message
 from nbbacktest.engine.strategy import Strategy, resolve_strategy
 from nbbacktest.errors import ParamError, SweepError, UnknownParamError
 from nbbacktest.parallel.plan import Plan
-from nbbacktest.parallel.where import WHERE_BUILTINS, compile_where, unknown_where_name
+from nbbacktest.parallel.where import WHERE_BUILTINS, callable_text, compile_where, unknown_where_name
 
 __all__ = [
     "MAX_RUNS", "MAX_SCANNED", "WHERE_BUILTINS", "Plan", "compile_where", "plan_instances", "plan_sweep",
@@ -177,8 +177,10 @@ def plan_sweep(
             chosen = np.sort(rng.choice(len(points), size=n, replace=False))
             points = [points[i] for i in chosen.tolist()]
 
+    given = tuple({key: tuple(values) for key, values in zip(p.keys, p.lists)} for p in products)
     return _build(
-        (cls,), (names,), points, None, seed, universe, grid_size=grid_points * per_point
+        (cls,), (names,), points, None, seed, universe, grid_size=grid_points * per_point,
+        grid=given, where=None if where is None else callable_text(where), sample=n,
     )
 
 
@@ -355,8 +357,11 @@ def _build(
     universe: tuple[str, ...] | None,
     *,
     grid_size: int,
+    grid: tuple[dict[str, tuple[Any, ...]], ...] | None = None,
+    where: str | None = None,
+    sample: int | None = None,
 ) -> Plan:
-    """Expand points over symbols (fastest)."""
+    """Expand points over symbols (fastest); ``grid``, ``where`` and ``sample`` are kept as given."""
     if universe is None:
         values = points
         run_symbols: list[str | None] = [None] * len(points)
@@ -373,6 +378,9 @@ def _build(
         grid_size=grid_size,
         class_index=class_index,
         universe=universe,
+        grid=grid,
+        where=where,
+        sample=sample,
     )
 
 

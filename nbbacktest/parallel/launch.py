@@ -1,4 +1,4 @@
-"""The entry points of a sweep: :func:`sweep`, :func:`run_many` and :func:`resume`.
+"""The entry points of a sweep: :func:`sweep`, :func:`run_many`, :func:`resume` and :func:`load_sweep`.
 
 Each checks its arguments, builds the :class:`~nbbacktest.parallel.spec.SweepSpec`,
 and hands it to :func:`launch`, which opens the checkpoint, picks the progress
@@ -9,6 +9,7 @@ is an error before a cluster starts or data moves.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -25,7 +26,8 @@ from nbbacktest.engine.data import is_universe, validate_data
 from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import NbbacktestWarning, SweepError, SweepFailedError
 from nbbacktest.parallel import pickling, worker
-from nbbacktest.parallel.checkpoint import Checkpoint, load_state
+from nbbacktest.parallel.card import new_card, read_card, resumed_card
+from nbbacktest.parallel.checkpoint import Checkpoint, load_state, read_rows
 from nbbacktest.parallel.cluster import Cluster, current_or_start, resolve_engine_count
 from nbbacktest.parallel.cluster_runner import ClusterRunner
 from nbbacktest.parallel.events import SweepEvent
@@ -230,11 +232,86 @@ def resume(
     >>> again.results.equals(first.results), again.status
     (True, 'complete')
     """
+    _check_save(save)
     if not isinstance(trusted, (bool, np.bool_)):
         raise TypeError(f"trusted must be True or False, got {trusted!r}")
     spec, data = load_state(save, trusted=bool(trusted))
     return launch(spec, data, engines=engines, cluster=cluster, chunksize=chunksize,
                   on_result=on_result, progress=progress, block=block, save=save, resume=True)
+
+
+def load_sweep(save: str | os.PathLike[str], *, trusted: bool = False) -> SweepResult:
+    """The sweep saved in ``save``, finished and read-only: nothing runs.
+
+    Spec, data and rows come from the directory (rows as saved, failed ones with
+    their errors), and ``card`` from its ``card.json`` (None in a directory older
+    than cards). Its ``results`` equal those of the sweep that saved it, engine,
+    host and seconds included (the checkpoint keeps them). ``detail(i)``,
+    ``table()`` and the other views work on it; no cluster starts and no progress
+    shows. Status "complete" when every row is saved; else "cancelled", the
+    missing rows cancelled, and ``reason`` says how many and that
+    ``nbb.resume(save)`` runs them. A directory a sweep is writing now loads as
+    it stands.
+
+    As with :func:`resume`, only checkpoints signed by this user load, unless
+    ``trusted=True``: loading one unpickles its strategy classes.
+
+    Parameters
+    ----------
+    save : str or path
+        The directory of ``sweep(..., save=...)``.
+    trusted : bool
+        Load a checkpoint that this user did not make (it is then signed as this user's).
+
+    Returns
+    -------
+    SweepResult
+
+    Raises
+    ------
+    TypeError
+        ``save`` is not a path.
+    SweepError
+        ``save`` holds no checkpoint, or a damaged or foreign one.
+
+    Examples
+    --------
+    >>> import tempfile, nbbacktest as nbb
+    >>> from nbbacktest.engine.examples import SmaCross
+    >>> folder = tempfile.mkdtemp()
+    >>> first = nbb.sweep(SmaCross, nbb.load_sample("daily"), grid={"fast": [5, 10], "slow": [40]},
+    ...                   save=folder, progress=False)
+    >>> saved = nbb.load_sweep(folder)
+    >>> saved.results.equals(first.results), saved.status, saved.card == first.card
+    (True, 'complete', True)
+    """
+    _check_save(save)
+    if not isinstance(trusted, (bool, np.bool_)):
+        raise TypeError(f"trusted must be True or False, got {trusted!r}")
+    spec, data = load_state(save, trusted=bool(trusted))
+    result = SweepResult(spec, data)
+    writer = SweepWriter(result)
+    writer.restore(read_rows(save).values())
+    result.card = card = read_card(save)
+    missing = len(result.pending_rows())
+    status, reason = "complete", ""
+    if missing:
+        last = (card or {}).get("status"), (card or {}).get("reason")
+        ended = (" (its sweep was interrupted, or is still running)" if last[0] == "running"
+                 else " (its sweep was cancelled)" if last[0] == "cancelled"
+                 else f" (its sweep ended: {last[1]})" if last[1] else "")
+        status, reason = "cancelled", (
+            f"{missing} of {len(result)} rows are not in the checkpoint{ended}:"
+            f" nbb.resume({str(save)!r}) runs them")
+    seconds = card.get("seconds") if card is not None else None
+    writer.settle(status, reason, float(seconds) if isinstance(seconds, (int, float)) else math.nan)
+    return result
+
+
+def _check_save(save: Any) -> None:
+    if not isinstance(save, (str, os.PathLike)):
+        raise TypeError(f"save must be the path of a sweep's save directory, got"
+                        f" {type(save).__name__} {save!r:.60}")
 
 
 def universe_symbols(data: Any, symbols: Sequence[str] | str | None) -> list[str] | None:
@@ -319,12 +396,19 @@ def launch(
     if parallel:
         job_blob = job_bytes(spec.job(data_key))  # type: ignore[arg-type]
     result = SweepResult(spec, data)
+    result.card = new_card(spec, data, data_key)
     writer = SweepWriter(result)
     if save is not None:
         result.checkpoint, saved = Checkpoint.open(save, spec=spec, data=data, data_key=data_key,
                                                    resume=resume)
         writer.restore(saved.values())
     try:
+        if result.checkpoint is not None:
+            before = result.checkpoint.saved_spec
+            if before is not None:  # a resume: the card keeps the first start
+                resumed_card(result.card, read_card(save), restored=len(saved),
+                             created=before.get("created"))
+            result.checkpoint.write_card(result.card)
         if on_result is not None:
             result.events.subscribe(on_result)
         start_progress(result, progress)

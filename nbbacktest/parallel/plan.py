@@ -61,6 +61,13 @@ class Plan:
         ``classes`` index of each run (int32), or None when there is one class.
     universe : tuple of str or None
         The symbols the runs were expanded over, or None.
+    grid : tuple of dict or None
+        The grid as planned: one dict per sub-grid, each name's validated values
+        (a tuple); None for ``run_many``. For the run card; not part of the identity.
+    where : str or None
+        The ``where`` filter as text (its expression, or a callable's source), or None.
+    sample : int or None
+        ``n``, the number of points sampled, or None.
 
     Examples
     --------
@@ -83,6 +90,11 @@ class Plan:
     grid_size: int
     class_index: np.ndarray | None = None
     universe: tuple[str, ...] | None = None
+    # What the plan was made from, for the run card (a plan pickled before these
+    # fields existed reads them as None, the class defaults).
+    grid: tuple[dict[str, tuple[Any, ...]], ...] | None = None
+    where: str | None = None
+    sample: int | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -157,8 +169,9 @@ class Plan:
     def subset(self, rows: Sequence[int] | np.ndarray) -> Plan:
         """A plan of the given runs only, in the order given, renumbered from 0.
 
-        ``grid_size`` and ``universe`` are kept. The caller keeps the mapping from
-        new to old row numbers (``rows`` itself), e.g. to resume a sweep.
+        ``grid_size``, ``universe``, ``grid``, ``where`` and ``sample`` are kept. The
+        caller keeps the mapping from new to old row numbers (``rows`` itself), e.g.
+        to resume a sweep.
         """
         index = np.asarray(rows)
         if index.size == 0:
@@ -178,6 +191,9 @@ class Plan:
             grid_size=self.grid_size,
             class_index=None if self.class_index is None else self.class_index[index],
             universe=self.universe,
+            grid=self.grid,
+            where=self.where,
+            sample=self.sample,
         )
 
     def __repr__(self) -> str:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -23,6 +25,7 @@ from nbbacktest.engine import views
 from nbbacktest.engine.backtest import PreparedData, simulate
 from nbbacktest.engine.result import Result
 from nbbacktest.engine.strategy import Strategy
+from nbbacktest.parallel.card import end_card
 from nbbacktest.parallel.events import (
     Cancelled,
     EventBus,
@@ -71,6 +74,9 @@ class SweepResult(concurrent.futures.Future):
         self._restored = 0
         #: The save directory's writer, when ``save=`` was given.
         self.checkpoint: Checkpoint | None = None
+        #: The run card (:mod:`nbbacktest.parallel.card`): what makes the sweep
+        #: reproducible, a JSON-able dict; set at launch, completed at the end.
+        self.card: dict[str, Any] | None = None
         #: complete, cancelled, stopped (at an error), failed (the sweep itself) or running.
         self.status = "running"
         #: Why a sweep that did not complete ended.
@@ -262,6 +268,35 @@ class SweepResult(concurrent.futures.Future):
         """Histogram of a metric over the runs, the best marked: how robust is the best?"""
         return views.view("sweep_distribution")(self, metric=metric)
 
+    def report(self, path: str | os.PathLike[str]) -> Path:
+        """Write the sweep as one HTML file that opens offline in any browser; returns its path.
+
+        The summary, the run card, every row (sortable), a chart of the metric over
+        the grid, the best run's equity and drawdown, and the failures; plotly.js is
+        inside the file, which asks for nothing over the network. A sweep still
+        running is reported as far as it got.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The HTML file to write (replaced if it exists); its folder must exist.
+
+        Examples
+        --------
+        >>> import shutil, tempfile
+        >>> from pathlib import Path
+        >>> import nbbacktest as nbb
+        >>> from nbbacktest.engine.examples import SmaCross
+        >>> sweep = nbb.sweep(SmaCross, nbb.load_sample("daily"),
+        ...                   grid={"fast": [5, 10], "slow": [20, 40]}, progress=False)
+        >>> folder = tempfile.mkdtemp()
+        >>> path = sweep.report(Path(folder) / "sweep.html")
+        >>> path.name, "SmaCross: complete" in path.read_text(encoding="utf-8")
+        ('sweep.html', True)
+        >>> shutil.rmtree(folder)
+        """
+        return cast(Path, views.view("sweep_report")(self, path))
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         bundle: dict[str, Any] = {"text/plain": repr(self)}
         if views.available("sweep_bundle"):
@@ -401,7 +436,11 @@ class SweepWriter:
                 status, reason = "failed", f"{unfinished} row(s) never came back from the engines"
         result.seconds = time.monotonic() - result.started
         result.status, result.reason = status, reason
+        if result.card is not None:
+            end_card(result.card, result)
         if result.checkpoint is not None:
+            if result.card is not None:
+                result.checkpoint.write_card(result.card)
             result.checkpoint.close()
         finished, failed = store.counts()
         self.emit(Finished(done=finished - failed, failed=failed, cancelled=store.count(CANCELLED),
@@ -410,4 +449,12 @@ class SweepWriter:
             result.set_exception(crash)  # result() and exception() give what stopped the sweep
         else:
             result.set_result(None)
+
+    def settle(self, status: str, reason: str, seconds: float = math.nan) -> None:
+        """End a sweep that runs nothing (one loaded from its checkpoint): its unfinished rows
+        are cancelled, and status, reason and seconds are as given; no event, no write."""
+        result = self.result
+        result.store.mark_unfinished_cancelled()
+        result.status, result.reason, result.seconds = status, reason, seconds
+        result.set_result(None)
 

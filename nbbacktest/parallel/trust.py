@@ -134,6 +134,37 @@ def code_digests(classes: Iterable[type]) -> dict[str, str]:
             for klass in _user_classes(classes)}
 
 
+def class_sources(classes: Iterable[type]) -> dict[str, str | None]:
+    """The source of each class and of its bases outside nbbacktest (those :func:`code_digests` covers).
+
+    A class with no source of its own (from a notebook cell, ``exec`` or ``python -c``)
+    gives its methods' sources where they have one, else None.
+
+    Examples
+    --------
+    >>> from nbbacktest.engine.examples import SmaCross
+    >>> class_sources([SmaCross])   # nbbacktest's own classes are not recorded
+    {}
+    """
+    return {_class_name(klass): _source(klass) for klass in _user_classes(classes)}
+
+
+def _source(klass: type) -> str | None:
+    try:
+        return inspect.getsource(klass)
+    except (OSError, TypeError):
+        pass
+    methods = []
+    for name, value in vars(klass).items():
+        function = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+        if isinstance(function, types.FunctionType) and name not in _NOT_CODE:
+            try:
+                methods.append(inspect.getsource(function))
+            except (OSError, TypeError):
+                continue
+    return "".join(methods) or None
+
+
 def code_changes(saved: Any, current: dict[str, str]) -> list[str]:
     """What differs between the code digests of a checkpoint and of this sweep, in words."""
     saved = saved if isinstance(saved, dict) else {}

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import ast
 import builtins
+import inspect
 import keyword
+import re
+import textwrap
 from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any
 
 from nbbacktest.errors import SweepError, UnknownParamError, did_you_mean
 
-__all__ = ["WHERE_BUILTINS", "CompiledWhere", "compile_where", "unknown_where_name"]
+__all__ = ["WHERE_BUILTINS", "CompiledWhere", "callable_text", "compile_where", "unknown_where_name"]
 
 #: The only builtins a ``where`` expression may call.
 WHERE_BUILTINS: dict[str, Any] = {
@@ -33,6 +36,9 @@ _FORBIDDEN_ATTRIBUTES = frozenset({"format", "format_map"})
 # Private names, and the generator/frame/traceback attributes that lead to the
 # caller's globals. A guard against accidents, not a sandbox: the user owns the kernel.
 _FORBIDDEN_PREFIXES = ("_", "gi_", "cr_", "ag_", "f_", "tb_")
+# Longest source line(s) searched for a lambda's own text: its parse is tried at each end.
+_LAMBDA_SEARCH = 2_000
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 class CompiledWhere:
@@ -176,3 +182,60 @@ def unknown_where_name(name: str, names: Iterable[str]) -> str:
     if known:
         return f"{message} The parameters are: {', '.join(known)}."
     return f"{message} The strategy declares no parameters."
+
+
+def callable_text(value: Any) -> str:
+    """A ``where`` (or any callable setting) as text, to record what a sweep ran.
+
+    A str is itself; a compiled ``where`` its expression; a lambda its own text
+    (cut out of its source line); a function its source; anything else (a class
+    from ``exec``, a builtin, a callable object) its repr, memory address removed.
+
+    Examples
+    --------
+    >>> callable_text("fast < slow")
+    'fast < slow'
+    >>> keep = lambda p: p.fast < p.slow
+    >>> callable_text(keep)
+    'lambda p: p.fast < p.slow'
+    >>> callable_text(abs)
+    '<built-in function abs>'
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, CompiledWhere):
+        return value.expression
+    try:
+        source = textwrap.dedent(inspect.getsource(value)).strip()
+    except (OSError, TypeError):  # no source: exec, python -c, a builtin, an object
+        return _ADDRESS.sub("", repr(value))
+    if getattr(value, "__name__", None) == "<lambda>":
+        return _lambda_text(source, value.__code__) or source
+    return source
+
+
+def _lambda_text(source: str, code: Any) -> str | None:
+    """The text of the lambda of ``code`` in ``source`` (the line(s) it was written on).
+
+    Each lambda of the lines is cut out (the longest text from its ``lambda`` that
+    parses as one); the one whose bytecode, else whose arguments, match ``code``
+    wins, else the first.
+    """
+    found = []
+    for start in (m.start() for m in re.finditer(r"\blambda\b", source[:_LAMBDA_SEARCH])):
+        text = source[start:start + _LAMBDA_SEARCH]
+        for end in range(len(text), 0, -1):
+            try:
+                tree = ast.parse(text[:end], mode="eval")
+            except SyntaxError:
+                continue
+            if isinstance(tree.body, ast.Lambda):  # (a longer text may parse as a tuple)
+                found.append(text[:end].strip())
+                break
+    for same in (lambda c: c.co_code == code.co_code,
+                 lambda c: c.co_varnames[:c.co_argcount] == code.co_varnames[:code.co_argcount]):
+        for text in found:
+            compiled = compile(text, "<lambda>", "eval").co_consts
+            if any(hasattr(c, "co_code") and same(c) for c in compiled):
+                return text
+    return found[0] if found else None
