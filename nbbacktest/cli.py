@@ -39,6 +39,7 @@ import pandas as pd
 from IPython.core.error import UsageError
 
 from nbbacktest.cli_inputs import CommandError, load_data, load_strategy
+from nbbacktest.display.status import plural
 from nbbacktest.engine.samples import SAMPLE_NAMES as SAMPLES
 from nbbacktest.errors import NbbacktestError
 from nbbacktest.magic_args import (
@@ -245,7 +246,7 @@ def _sweep(inputs: Any, data: Any, args: argparse.Namespace, out: Path, **option
     symbols = args.symbols
     return sweep(
         inputs.strategy, data, inputs.grid or None, where=args.where, n=args.sample, seed=args.seed,
-        metric=args.metric, maximize=not args.minimize, symbols=symbols,
+        metric=args.metric, maximize=not args.minimize, min_trades=args.min_trades, symbols=symbols,
         stop_on_error=args.stop_on_error, save=str(out), resume=args.resume, **inputs.settings,
         **options,
     )
@@ -266,7 +267,7 @@ def _sweep_and_write(out: Path, args: argparse.Namespace, start: Any) -> int:
 
         def announce(event: Any) -> None:
             if isinstance(event, Started):
-                where = "in this process" if not event.engines else f"on {event.engines:,} engines"
+                where = "in this process" if not event.engines else f"on {plural(event.engines, 'engine')}"
                 saved = f" ({event.finished:,} already saved)" if event.finished else ""
                 print(f"Sweeping {event.total:,} runs {where}{saved}; writing to {out}", flush=True)
 
@@ -307,7 +308,7 @@ def _cluster(args: argparse.Namespace) -> Iterator[Cluster | None]:
             raise CommandError("give --engines N (a local cluster) or --profile P (a running one), not both")
         with input_errors():
             cluster = Cluster.connect(profile=args.profile)
-        print(f"Connected to the cluster of profile {args.profile!r} ({len(cluster.ids):,} engines)",
+        print(f"Connected to the cluster of profile {args.profile!r} ({plural(len(cluster.ids), 'engine')})",
               flush=True)
         try:
             yield cluster

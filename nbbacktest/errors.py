@@ -53,6 +53,10 @@ class SweepFailedError(NbbacktestError, RuntimeError):
         self.result = result
 
 
+class ReportPathError(NbbacktestError, OSError):
+    """A report cannot be written where asked: a missing folder, a folder, no permission."""
+
+
 class NbbacktestWarning(UserWarning):
     """Something nbbacktest fixed for you (e.g. sorted an unsorted index)."""
 

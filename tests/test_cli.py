@@ -291,3 +291,25 @@ def test_report_writes_one_html_file_from_a_folder(folder, capsys):
     html = (folder / "out" / "report.html").read_text()
     assert "<html" in html.lower() and "Cross" in html
     assert run_cli("report", "nowhere") == 2
+
+
+# ------------------------------------------------------------- ipcluster --profile
+def test_run_on_a_cluster_started_with_ipcluster_gives_the_in_process_results(folder, capsys):
+    """``ipcluster start --profile P`` then ``run --profile P``: the head-node and Slurm recipe."""
+    env = {**os.environ, "IPYTHONDIR": str(folder / "ipython")}
+    ipcluster = [sys.executable, "-m", "ipyparallel.cluster", "start", "--profile", "clitest", "-n", "1"]
+    subprocess.run([*ipcluster, "--daemonize"], env=env, check=True, timeout=60, capture_output=True)
+    try:
+        argv = ["strategies.py:Cross", "sample:daily", *GRID]
+        ran = subprocess.run([sys.executable, "-m", "nbbacktest", "run", *argv, "--profile", "clitest",
+                              "--out", "parallel"], cwd=folder, env=env, text=True, capture_output=True,
+                             timeout=120)
+        assert ran.returncode == 0, ran.stderr
+        assert "Connected to the cluster of profile 'clitest' (1 engine)" in ran.stdout
+        assert "Sweeping 11 runs on 1 engine" in ran.stdout
+    finally:
+        subprocess.run([sys.executable, "-m", "ipyparallel.cluster", "stop", "--profile", "clitest"],
+                       env=env, timeout=60, capture_output=True)
+    assert run_cli("run", *argv, "--out", "sequential") == 0
+    assert run_cli("compare", "sequential", "parallel") == 0
+    assert "identical" in capsys.readouterr().out

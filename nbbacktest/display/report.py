@@ -50,7 +50,7 @@ from nbbacktest.display.tables import (
     plan_columns,
     rank_rows,
 )
-from nbbacktest.errors import NbbacktestError
+from nbbacktest.errors import NbbacktestError, ReportPathError
 from nbbacktest.parallel.rows import row_params
 
 if TYPE_CHECKING:
@@ -172,10 +172,6 @@ document.querySelectorAll('script[type="application/json"][data-figure]').forEac
   Plotly.newPlot(document.getElementById(s.dataset.figure), fig.data, fig.layout, CONFIG);
 });
 """
-
-
-class ReportPathError(NbbacktestError, OSError):
-    """The report cannot be written where asked: a missing folder, a folder, no permission."""
 
 
 # ---------------------------------------------------------------------- the file
