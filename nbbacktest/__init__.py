@@ -56,11 +56,13 @@ _LAZY = {
     "run_many": "nbbacktest.parallel",
     "resume": "nbbacktest.parallel",
     "load_sweep": "nbbacktest.parallel",
+    "walk_forward": "nbbacktest.parallel",
+    "WalkForwardResult": "nbbacktest.parallel",
     "SweepWidget": "nbbacktest.display",
     "explore": "nbbacktest.display",
 }
 # Loading these first names their default progress display (see _default_progress).
-_SHOWN = {"sweep", "run_many", "resume"}
+_SHOWN = {"sweep", "run_many", "resume", "walk_forward"}
 
 __all__ = [
     "ClusterError", "DataError", "NbbacktestError", "NbbacktestWarning", "Param", "ParamError",

@@ -234,8 +234,10 @@ def _repeat(text: str) -> int:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The command line's parser: one subcommand each with its own options and help.
+
+    ``prog`` is how the command was typed (``nbbacktest`` or ``python -m nbbacktest``).
 
     Examples
     --------
@@ -243,7 +245,7 @@ def parser() -> argparse.ArgumentParser:
     5
     """
     top = argparse.ArgumentParser(
-        prog=PROG, description=_DESCRIPTION, epilog=_EXAMPLES,
+        prog=prog, description=_DESCRIPTION, epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -279,7 +281,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: Sequence[str] | None = None, *, background_stop: bool = False) -> int:
+def main(argv: Sequence[str] | None = None, *, background_stop: bool = False, prog: str = PROG) -> int:
     """Run the command ``argv`` names (default ``sys.argv[1:]``); the exit status.
 
     ``background_stop`` leaves the local cluster's processes to its watchdog at a
@@ -292,21 +294,21 @@ def main(argv: Sequence[str] | None = None, *, background_stop: bool = False) ->
     usage: python -m nbbacktest bench [-h] [--repeat REPEAT] [-n N]
     python -m nbbacktest bench: error: argument --repeat: 0 repetitions: give 1 or more
     """
-    the_parser = parser()
+    the_parser = parser(prog)
     words = list(sys.argv[1:] if argv is None else argv)
     args = the_parser.parse_args(words)
     if args.command == "run":  # with its --config file's options under the command line's
         try:
             args = cli_inputs.parse_run(_subparser(the_parser, "run"), words[1:])
         except cli_inputs.CommandError as error:
-            print(f"{PROG} run: error: {error}", file=sys.stderr)
+            print(f"{prog} run: error: {error}", file=sys.stderr)
             return cli.EXIT["usage"]
         args.command = "run"
     args.background_stop = background_stop
     try:
-        return cli.run_command(args, PROG)
+        return cli.run_command(args, prog)
     except NbbacktestError as error:  # a cluster that would not start, a sweep that failed: one line
-        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {error}", file=sys.stderr)
         return 1
 
 
@@ -317,7 +319,9 @@ def _subparser(top: argparse.ArgumentParser, name: str) -> argparse.ArgumentPars
 
 def console() -> None:
     """The ``nbbacktest`` console script: :func:`main`, then exit without waiting for the cluster."""
-    status = main(background_stop=True)
+    # Named as it was typed: the console script, or python -m nbbacktest.
+    typed = "nbbacktest" if os.path.basename(sys.argv[0]) == "nbbacktest" else PROG
+    status = main(background_stop=True, prog=typed)
     sys.stdout.flush()
     sys.stderr.flush()
     # Not sys.exit: its atexit handlers would stop the cluster here and wait ~5 s for

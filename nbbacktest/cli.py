@@ -70,6 +70,8 @@ REPORT_HTML = "report.html"
 #: The files of a sweep's folder that ``--force`` removes (nothing else in DIR is touched).
 SWEEP_FILES = (SPEC_JSON, "spec.pkl", "data.pkl", ROWS, ERRORS, "card.json", RESULTS_CSV,
                RESULTS_PARQUET, BEST_TRADES, BEST_EQUITY, SYMBOLS_CSV, REPORT_HTML)
+#: How many differing cells of a row ``compare`` shows (the rest are counted).
+SHOWN_CELLS = 3
 #: Columns that say where and how long a run ran, not what it computed.
 RUNTIME_COLUMNS = ("engine", "host", "seconds")
 
@@ -466,7 +468,8 @@ def compare_results(first: pd.DataFrame, second: pd.DataFrame, *, show: int = 5)
     for row in a.index[rows.to_numpy()][:show]:
         cells = [f"{c} {_cell(a.at[row, c])} vs {_cell(b.at[row, c])}" for c in same.columns
                  if not same.at[row, c]]
-        lines.append(f"row {row}: " + "; ".join(cells))
+        more = f"; and {len(cells) - SHOWN_CELLS} more columns" if len(cells) > SHOWN_CELLS else ""
+        lines.append(f"row {row}: " + "; ".join(cells[:SHOWN_CELLS]) + more)
     return False, lines
 
 

@@ -103,6 +103,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    """argparse type of ``--min-trades``: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
 def _variable_name(text: str) -> str:
     """argparse type of ``-o``: a Python identifier."""
     if not text.isidentifier():
@@ -168,6 +179,10 @@ run_options = _options(
     ),
     magic_arguments.argument(
         "--minimize", action="store_true", help="the lowest metric is best (default: highest)"
+    ),
+    magic_arguments.argument(
+        "--min-trades", type=_count, default=0, metavar="N",
+        help="runs with fewer than N trades stay in the table but are never the best (default 0)",
     ),
     magic_arguments.argument(
         "--engines", type=engine_count, metavar="N",

@@ -385,8 +385,8 @@ class BacktestMagics(Magics):
         with input_errors():
             result = sweep(
                 strategy, data, grid or None, where=args.where, n=args.sample, seed=args.seed,
-                metric=args.metric, maximize=not args.minimize, engines=args.engines,
-                symbols=args.symbols, stop_on_error=args.stop_on_error,
+                metric=args.metric, maximize=not args.minimize, min_trades=args.min_trades,
+                engines=args.engines, symbols=args.symbols, stop_on_error=args.stop_on_error,
                 progress=False if args.no_progress else None, on_result=announce, block=False,
                 save=None if args.save is None else os.path.expanduser(args.save),
                 resume=args.resume, **settings,
@@ -419,7 +419,8 @@ class BacktestMagics(Magics):
             raise UsageError(f"--ui: the sweep widget is not available ({error})") from None
         # The widget starts from the options given; it fills in the rest from the Params.
         options: dict[str, Any] = dict(
-            settings, metric=args.metric, maximize=not args.minimize, seed=args.seed
+            settings, metric=args.metric, maximize=not args.minimize, seed=args.seed,
+            min_trades=args.min_trades,
         )
         for key, value in (("grid", grid or None), ("where", args.where), ("engines", args.engines),
                            ("symbols", args.symbols), ("top", args.top)):

@@ -35,10 +35,10 @@ def own_key(tmp_path, monkeypatch):
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "user"))
 
 
-def card_of(data, strategy=SmaCross, grid=GRID, *, where=None, seed=0, n=None, **settings):
+def card_of(data, strategy=SmaCross, grid=GRID, *, where=None, seed=0, n=None, min_trades=0, **settings):
     plan = plan_sweep(strategy, grid, where=where, seed=seed, n=n,
                       symbols=list(data) if isinstance(data, dict) else None)
-    return new_card(SweepSpec(plan, Settings(**settings)), data)
+    return new_card(SweepSpec(plan, Settings(**settings), min_trades=min_trades), data)
 
 
 # ------------------------------------------------------------------ contents
@@ -163,6 +163,7 @@ def test_card_differences_names_each_kind_of_difference(daily):
         (card_of(daily, n=2, commission=0.001), "other sample (n): None vs 2"),
         (card_of(daily, Fragile, commission=0.001), "other strategy: conftest.SmaCross vs conftest.Fragile"),
         (card_of(daily.iloc[:-5], commission=0.001), "other data: the frame differs"),
+        (card_of(daily, commission=0.001, min_trades=3), "other min_trades: 0 vs 3"),
     ]
     for other, expected in cases:
         differences = card_differences(base, other)

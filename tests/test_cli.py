@@ -84,6 +84,9 @@ def test_run_writes_the_results_identical_to_a_sweep_in_a_notebook(folder, capsy
                          where="fast < slow", commission=0.001, progress=False)
     written = pd.read_parquet(out / "results.parquet")
     pd.testing.assert_frame_equal(without_runtime(written), without_runtime(expected.results))
+    loaded = nbb.load_sweep(out)  # in a notebook: the same SweepResult as the command line had
+    pd.testing.assert_frame_equal(loaded.results, written)
+    assert loaded.best == expected.best and loaded.card["trials"]["runs"] == 11
     best = expected.detail(expected.best_index)
     trades = pd.read_csv(out / "best_trades.csv")
     assert len(trades) == len(best.trades)
@@ -313,3 +316,34 @@ def test_run_on_a_cluster_started_with_ipcluster_gives_the_in_process_results(fo
     assert run_cli("run", *argv, "--out", "sequential") == 0
     assert run_cli("compare", "sequential", "parallel") == 0
     assert "identical" in capsys.readouterr().out
+
+
+def test_min_trades_on_the_command_line(folder, capsys):
+    from test_ranking import GRID as SPIKY_GRID
+    from test_ranking import Spiky
+
+    assert run_cli("run", "test_ranking:Spiky", "sample:daily", "--grid", "fast=2,5,10",
+                   "slow=20,40,60", "--min-trades", "5", "--no-progress", "--out", "out") == 0
+    expected = nbb.sweep(Spiky, nbb.load_sample("daily"), SPIKY_GRID, min_trades=5, progress=False)
+    written = pd.read_parquet(folder / "out" / "results.parquet")
+    pd.testing.assert_frame_equal(without_runtime(written), without_runtime(expected.results))
+    assert f"Best: {expected.best!r}" in capsys.readouterr().out
+    assert written.loc[expected.best_index, "trades"] >= 5 and written["too_few_trades"].sum() == 3
+    with pytest.raises(SystemExit):
+        run_cli("run", "test_ranking:Spiky", "sample:daily", "--min-trades", "x", "--out", "bad")
+
+
+def test_the_console_script_is_installed_and_names_itself_in_errors(folder):
+    script = Path(sys.executable).parent / "nbbacktest"
+    assert script.is_file(), "pip install -e . installs the nbbacktest console script"
+    ran = subprocess.run([str(script), "run", "nowhere.py:Cross", "sample:daily", "--out", "o"],
+                         cwd=folder, text=True, capture_output=True, timeout=60)
+    assert ran.returncode == 2
+    assert ran.stderr.startswith("nbbacktest run: error: STRATEGY nowhere.py:Cross: no file")
+
+
+def test_compare_shows_a_few_cells_of_a_row_and_counts_the_rest():
+    a = pd.DataFrame({name: [1.0, 2.0] for name in "abcde"})
+    identical, lines = cli.compare_results(a, a + 1)
+    assert not identical
+    assert lines[1] == "row 0: a 1.0 vs 2.0; b 1.0 vs 2.0; c 1.0 vs 2.0; and 2 more columns"

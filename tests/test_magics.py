@@ -600,3 +600,18 @@ def test_the_magics_sweeps_show_the_notebook_progress_display(shell, monkeypatch
     shell.run_line_magic("unload_ext", "nbbacktest")
     shell.run_line_magic("load_ext", "nbbacktest")
     assert progress.default_display is show_progress
+
+
+def test_min_trades_reaches_the_sweep_and_a_bad_one_is_a_usage_error(shell, ns, daily):
+    from test_ranking import GRID as SPIKY_GRID
+    from test_ranking import Spiky
+
+    ns["Spiky"] = Spiky
+    backtest(shell, "Spiky daily --grid fast=2,5,10 slow=20,40,60 --min-trades 5 --no-progress")
+    expected = nbb.sweep(Spiky, daily, SPIKY_GRID, min_trades=5, progress=False)
+    got = ns["_backtest"]
+    pd.testing.assert_frame_equal(comparable(got.results), comparable(expected.results), check_exact=True)
+    assert got.min_trades == 5 and got.best_index == expected.best_index
+    assert got.results.loc[got.best_index, "trades"] >= 5
+    with pytest.raises(UsageError, match="min-trades"):
+        backtest(shell, "Spiky daily --grid fast=2,5 --min-trades -1 --no-progress")

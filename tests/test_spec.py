@@ -209,3 +209,26 @@ def test_from_state_of_garbage_names_what_is_missing():
         SweepSpec.from_state({"plan": plan_sweep(SmaCross, GRID), "settings": Settings(),
                               "metric": "nope", "maximize": True, "stop_on_error": False,
                               "warn_after": 1.0})
+
+
+# ------------------------------------------------------------------ min_trades
+def test_min_trades_changes_the_identity_only_when_set():
+    assert spec_of(min_trades=0).identity() == spec_of().identity()
+    assert spec_of(min_trades=5).identity() != spec_of().identity()
+    assert spec_of(min_trades=5).identity() != spec_of(min_trades=6).identity()
+    assert "min_trades" not in spec_of().summary() and spec_of(min_trades=5).summary()["min_trades"] == 5
+
+
+def test_min_trades_is_checked_and_an_older_spec_reads_zero():
+    for value, error in ((-1, SweepError), (1.5, TypeError), (True, TypeError), ("3", TypeError)):
+        with pytest.raises(error, match="min_trades"):
+            spec_of(min_trades=value)
+    assert spec_of(min_trades=np.int64(3)).min_trades == 3
+    # A SweepSpec pickled before the field existed has no min_trades in its state.
+    old = spec_of()
+    del old.__dict__["min_trades"]
+    assert old.min_trades == 0 and old.identity() == spec_of().identity()
+    state = {"plan": old.plan, "settings": Settings(), "metric": "sharpe", "maximize": True,
+             "stop_on_error": False, "warn_after": 1.0}
+    assert SweepSpec.from_state(state).min_trades == 0
+    assert SweepSpec.from_state({**state, "min_trades": 4}).min_trades == 4

@@ -297,6 +297,18 @@ def test_run_in_process_matches_sweep_and_fills_the_results(daily):
     assert widget.detail_output.outputs  # the chart is shown
 
 
+def test_the_min_trades_box_reaches_the_sweep_and_its_code(daily):
+    widget = sma_widget(daily, min_trades=60)
+    assert widget.min_trades_box.value == 60 and widget.options()["min_trades"] == 60
+    assert "min_trades=60" in widget.sweep_call()
+    result = run_and_wait(widget)
+    expected = nbb.sweep(SmaCross, daily, SMA_GRID, where="fast < slow", progress=False, min_trades=60)
+    assert result.min_trades == 60 and result.best_index == expected.best_index
+    assert result.results.loc[result.best_index, "trades"] >= 60
+    with pytest.raises(SweepError, match="min_trades"):
+        make_widget(SmaCross, daily, min_trades=-1)
+
+
 def test_tabs_show_the_sweeps_charts(daily):
     widget = sma_widget(daily)
     result = run_and_wait(widget)

@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from nbbacktest.display import charts, report, tables
+from nbbacktest.display import charts, report, tables, walk_forward
 from nbbacktest.display.progress import ProgressState, TextProgress, in_kernel, show_progress
 from nbbacktest.engine import views
 from nbbacktest.parallel.launch import run_many, sweep
@@ -33,6 +33,10 @@ VIEWS: dict[str, Callable[..., Any]] = {
     "sweep_distribution": charts.sweep_distribution,
     "sweep_bundle": charts.sweep_bundle,
     "sweep_report": report.write_report,
+    "walk_forward_table": walk_forward.walk_forward_table,
+    "walk_forward_equity": walk_forward.walk_forward_equity,
+    "walk_forward_params": walk_forward.walk_forward_params,
+    "walk_forward_bundle": walk_forward.walk_forward_bundle,
 }
 for _name, _function in VIEWS.items():
     views.provide(_name, _function)

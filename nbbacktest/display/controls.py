@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import abc
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import ipywidgets as widgets
+import numpy as np
+import pandas as pd
 
 from nbbacktest.display.tables import format_value
 from nbbacktest.engine.params import Param
+from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import SweepError
+from nbbacktest.parallel.grid import plan_sweep
 from nbbacktest.parallel.ranges import GridRange, range_of, range_values
 
 __all__ = [
     "BoolControl", "ChoiceControl", "ParamControl", "RangeControl", "SliderRange", "TextListControl",
-    "param_control", "slider_range",
+    "param_control", "slider_range", "starting_values",
 ]
 
 
@@ -297,3 +301,32 @@ def _row(name: str, param: Param, parts: list[widgets.Widget]) -> widgets.HBox:
     if param.doc:
         label.tooltip = param.doc
     return widgets.HBox([label, *parts])
+
+
+def starting_values(strategy: type[Strategy] | Strategy, params: Mapping[str, Param],
+                    grid: Mapping[str, Any] | None) -> dict[str, list[Any]]:
+    """The values each param's control starts from: ``grid``'s, else the instance's (or the default).
+
+    Examples
+    --------
+    >>> from nbbacktest.engine.examples import SmaCross
+    >>> starting_values(SmaCross, SmaCross.params(), {"fast": range(5, 15, 5)})
+    {'fast': [5, 10], 'slow': [30]}
+    """
+    strategy_class = strategy if isinstance(strategy, type) else type(strategy)
+    if grid is None:
+        grid = {}
+    if not isinstance(grid, Mapping):
+        raise TypeError(f"grid must be a dict of {{name: values}}, got {type(grid).__name__}")
+    for name, values in grid.items():  # one at a time: a big product is no concern here
+        plan_sweep(strategy, {name: values})  # the sweep's own checks and messages
+    starting: dict[str, list[Any]] = {}
+    instance = strategy if isinstance(strategy, Strategy) else None  # else the defaults
+    for name, param in params.items():
+        if name in grid:
+            raw = grid[name]
+            values = list(raw) if isinstance(raw, (range, list, tuple, np.ndarray, pd.Index)) else [raw]
+            starting[name] = [param.validate(v, strategy_class.__name__) for v in values]
+        elif instance is not None or grid:
+            starting[name] = [getattr(instance, name) if instance is not None else param.default]
+    return starting

@@ -37,11 +37,16 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from nbbacktest.display.controls import ParamControl, SliderRange, param_control, slider_range
+from nbbacktest.display.controls import (
+    ParamControl,
+    SliderRange,
+    param_control,
+    slider_range,
+    starting_values,
+)
 from nbbacktest.display.parts import (
     NEEDS_JUPYTER,
     describe_estimate,
@@ -57,7 +62,6 @@ from nbbacktest.display.widget import ProgressWidget
 from nbbacktest.engine.backtest import Settings, backtest
 from nbbacktest.engine.data import validate_data
 from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_LABELS
-from nbbacktest.engine.params import Param
 from nbbacktest.engine.result import Result
 from nbbacktest.engine.strategy import Strategy, resolve_strategy
 from nbbacktest.errors import NbbacktestError, SweepError
@@ -68,7 +72,7 @@ from nbbacktest.parallel.launch import sweep, universe_symbols
 from nbbacktest.parallel.progress import ProgressState
 from nbbacktest.parallel.ranges import MAX_RANGE_VALUES, range_of, range_values
 from nbbacktest.parallel.schedule import measure_point_cost
-from nbbacktest.parallel.spec import check_metric
+from nbbacktest.parallel.spec import check_metric, check_min_trades
 from nbbacktest.parallel.sweep import SweepResult
 
 __all__ = [
@@ -180,6 +184,7 @@ class SweepWidget(widgets.VBox):
         symbols: Sequence[str] | None = None,
         seed: int = 0,
         top: int = 20,
+        min_trades: int = 0,
         **settings: Any,
     ) -> None:
         self.strategy_class, instance = resolve_strategy(strategy, "SweepWidget's strategy")
@@ -197,10 +202,11 @@ class SweepWidget(widgets.VBox):
             raise TypeError(f"cluster must be an nbbacktest.Cluster, got {type(cluster).__name__}")
         self.cluster = cluster
         check_metric(metric, maximize)
+        check_min_trades(min_trades)
         if where is not None and not isinstance(where, str):
             raise TypeError(f"where must be a str expression ('fast < slow'), got {type(where).__name__}")
         params = self.strategy_class.params()
-        starting = self._starting_values(params, grid)
+        starting = starting_values(self.strategy, params, grid)
 
         self.controls = {name: param_control(name, param, starting.get(name))
                          for name, param in params.items()}
@@ -212,6 +218,10 @@ class SweepWidget(widgets.VBox):
         self.maximize_box = widgets.ToggleButtons(options=[("maximize", True), ("minimize", False)],
                                                   value=bool(maximize),
                                                   style={"button_width": "92px"})
+        self.min_trades_box = widgets.BoundedIntText(
+            value=min_trades, min=0, max=1_000_000, description="min trades",
+            tooltip="runs with fewer trades stay in the table but are never the best",
+            layout=widgets.Layout(width="160px"))
         count, most = self._engine_choice(engines)
         self.engines_box = widgets.BoundedIntText(
             value=count, min=1, max=most, description="engines",
@@ -247,7 +257,8 @@ class SweepWidget(widgets.VBox):
         self._lock = threading.RLock()
         self._point_seconds, self._cost_note = self._first_cost()
 
-        options = widgets.HBox([self.where_box, self.metric_box, self.maximize_box, self.engines_box])
+        options = widgets.HBox([self.where_box, self.metric_box, self.maximize_box, self.min_trades_box,
+                                self.engines_box])
         actions = widgets.HBox([self.run_button, self.cancel_button, self.estimate])
         super().__init__(children=[
             widgets.HTML(f"<b>Sweep {html.escape(self.strategy_class.__name__)}</b>"),
@@ -270,25 +281,6 @@ class SweepWidget(widgets.VBox):
         return self.results_area.detail_result
 
     # ------------------------------------------------------------ set-up
-    def _starting_values(self, params: Mapping[str, Param],
-                         grid: Mapping[str, Any] | None) -> dict[str, list[Any]]:
-        if grid is None:
-            grid = {}
-        if not isinstance(grid, Mapping):
-            raise TypeError(f"grid must be a dict of {{name: values}}, got {type(grid).__name__}")
-        for name, values in grid.items():  # one at a time: a big product is no concern here
-            plan_sweep(self.strategy, {name: values})  # the sweep's own checks and messages
-        starting: dict[str, list[Any]] = {}
-        instance = self.strategy if isinstance(self.strategy, Strategy) else None  # else the defaults
-        for name, param in params.items():
-            if name in grid:
-                raw = grid[name]
-                values = list(raw) if isinstance(raw, (range, list, tuple, np.ndarray, pd.Index)) else [raw]
-                starting[name] = [param.validate(v, self.strategy_class.__name__) for v in values]
-            elif instance is not None or grid:
-                starting[name] = [getattr(instance, name) if instance is not None else param.default]
-        return starting
-
     def _engine_choice(self, engines: Any) -> tuple[int, int]:
         """(starting engine count, most engines the box allows)."""
         if self.cluster is not None:
@@ -327,7 +319,7 @@ class SweepWidget(widgets.VBox):
         """The keyword arguments of :func:`nbbacktest.sweep` that the controls and options make."""
         options: dict[str, Any] = dict(
             where=self.where(), metric=self.metric_box.value, maximize=self.maximize_box.value,
-            seed=self.seed, symbols=self.symbols,
+            seed=self.seed, symbols=self.symbols, min_trades=self.min_trades_box.value,
             **asdict(self.settings),
         )
         engines = self.engines_box.value
@@ -570,6 +562,8 @@ class SweepWidget(widgets.VBox):
             parts.append(f"engines={self.engines_box.value}")
         if self.seed != 0:
             parts.append(f"seed={self.seed!r}")
+        if self.min_trades_box.value:
+            parts.append(f"min_trades={self.min_trades_box.value}")
         if self.symbols is not None and self.symbols != list(self.data):
             parts.append(f"symbols={self.symbols!r}")
         defaults = Settings()

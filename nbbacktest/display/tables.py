@@ -1,10 +1,9 @@
 """Tables: how values read, and the Plotly tables of a sweep's rows and a backtest's stats.
 
-Every value shown anywhere by the display layer (table cells, the progress line,
-the widget) goes through :func:`format_value`, so that a percent, a duration or a
-param reads the same everywhere. The table functions are pure: they take a
-DataFrame or a Series and return a ``go.Figure(go.Table(...))``; tests assert on
-the figure's data.
+Every value shown anywhere by the display layer (table cells, the progress line, the widget)
+goes through :func:`format_value`, so that a percent, a duration or a param reads the same
+everywhere. The table functions are pure: they take a DataFrame or a Series and return a
+``go.Figure(go.Table(...))``; tests assert on the figure's data.
 
 Examples
 --------
@@ -37,6 +36,7 @@ from nbbacktest.engine.formatting import (
 )
 from nbbacktest.engine.metrics import STAT_LABELS
 from nbbacktest.errors import SweepError, did_you_mean
+from nbbacktest.parallel.ranking import STABILITY_SUFFIX
 from nbbacktest.parallel.rows import RUN_COLUMNS
 
 if TYPE_CHECKING:
@@ -85,10 +85,9 @@ _TITLE_MARGIN, _CAPTIONED_TITLE_MARGIN, _COLUMN_PADDING = 50, 80, 2
 def values_code(values: Sequence[Any] | range) -> str:
     """A grid's values as the Python a user would type: ``range(5, 60, 5)``, else a list.
 
-    Evenly spaced ints (three or more, rising) read as a ``range`` whose stop is
-    the last value plus the step, as people write it (``range(5, 60, 5)``, not
-    the equal ``range(5, 56, 5)``); a step of 1 is left out. Anything else is
-    the list's ``repr``.
+    Evenly spaced ints (three or more, rising) read as a ``range`` whose stop is the last
+    value plus the step, as people write it (``range(5, 60, 5)``, not the equal
+    ``range(5, 56, 5)``); a step of 1 is left out. Anything else is the list's ``repr``.
 
     Examples
     --------
@@ -122,7 +121,8 @@ def plan_columns(frame: pd.DataFrame) -> list[str]:
     >>> plan_columns(pd.DataFrame(columns=["fast", "slow", "symbol", "sharpe", "error"]))
     ['fast', 'slow', 'symbol']
     """
-    return [c for c in frame.columns if c not in STAT_LABELS and c not in RUN_COLUMNS]
+    return [c for c in frame.columns if c not in STAT_LABELS and c not in RUN_COLUMNS
+            and not str(c).endswith(STABILITY_SUFFIX)]
 
 
 def rank_rows(
@@ -143,6 +143,8 @@ def rank_rows(
     [0, 3, 2, 1]
     """
     ranked = frame.sort_values(by, ascending=not descending, na_position="last", kind="stable")
+    if "too_few_trades" in ranked:  # runs below min_trades rank after every counted run
+        ranked = ranked.sort_values("too_few_trades", kind="stable")
     return ranked if top is None else ranked.iloc[:top]
 
 
@@ -585,11 +587,11 @@ def sweep_table(
     sweep: SweepResult,
     top: int | None = 20,
     sort: str | None = None,
-    columns: Sequence[str] | str | None = None,
+    columns: Sequence[str] | str | None = None, frame: pd.DataFrame | None = None, metric: str | None = None,
 ) -> go.Figure:
-    """``SweepResult.table``: :func:`results_table` of the sweep's rows so far."""
-    return results_table(sweep.results, metric=sweep.metric, maximize=sweep.maximize,
-                         top=top, sort=sort, columns=columns)
+    """``SweepResult.table``: :func:`results_table` of the rows so far (or ``frame``, by ``metric``)."""
+    return results_table(sweep.results if frame is None else frame, metric=metric or sweep.metric,
+                         maximize=sweep.maximize, top=top, sort=sort, columns=columns)
 
 
 def result_stats_table(result: Result) -> go.Figure:

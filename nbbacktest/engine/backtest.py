@@ -25,7 +25,7 @@ from nbbacktest.errors import DataError, StrategyError
 
 __all__ = [
     "PreparedData", "Run", "RunSeeds", "Settings", "backtest", "derive_seed", "follow_targets",
-    "simulate", "simulate_stats",
+    "simulate", "simulate_stats", "start_bar",
 ]
 
 
@@ -97,11 +97,12 @@ def simulate(strategy: Strategy, data: PreparedData, settings: Settings, seed: i
     (True, True)
     """
     ledger, paid = _fill(strategy, data, settings, seed)
-    work = scratch_rows(len(data.close))
-    equity, held = ledger.mark_to_market(data.close, work[0])
+    bars = data.window  # what the run trades on (every bar, unless it trades from a start)
+    work = scratch_rows(len(bars.close))
+    equity, held = ledger.mark_to_market(bars.close, work[0])
     stats = summarize(
-        data.timeline, equity, settings.cash, data.buy_hold_pct, ledger.bars_in_market(),
-        ledger.pnl, ledger.returns, work[:2], **_trade_facts(ledger, paid, data),
+        bars.timeline, equity, settings.cash, bars.buy_hold_pct, ledger.bars_in_market(),
+        ledger.pnl, ledger.returns, work[:2], **_trade_facts(ledger, paid, bars),
     )
     return Run(equity, held, stats, ledger)
 
@@ -125,11 +126,12 @@ def simulate_stats(
     True
     """
     ledger, paid = _fill(strategy, data, settings, seed, private)
-    work = scratch_rows(len(data.close))
-    equity = ledger.equity_into(data.close, work[2])
+    bars = data.window
+    work = scratch_rows(len(bars.close))
+    equity = ledger.equity_into(bars.close, work[2])
     return summarize(
-        data.timeline, equity, settings.cash, data.buy_hold_pct, ledger.bars_in_market(),
-        ledger.pnl, ledger.returns, work[:2], **_trade_facts(ledger, paid, data),
+        bars.timeline, equity, settings.cash, bars.buy_hold_pct, ledger.bars_in_market(),
+        ledger.pnl, ledger.returns, work[:2], **_trade_facts(ledger, paid, bars),
     )
 
 
@@ -142,7 +144,12 @@ def _trade_facts(ledger: Ledger, paid: float, data: PreparedData) -> dict[str, A
 def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int,
           private: bool = False) -> tuple[Ledger, float]:
     """Run the strategy's body on a private copy: the fills and trades it leaves, and
-    the commissions paid (summed fill by fill, in the same order on both paths)."""
+    the commissions paid (summed fill by fill, in the same order on both paths).
+
+    Data that trades from a start (``PreparedData.trading_from``) gives the strategy
+    every bar, then trades the window only: the signals before it count as flat, and
+    ``next`` runs from its first bar on. The ledger covers the window's bars.
+    """
     cls = type(strategy)
     worker = strategy if private else cls._from_values(strategy.param_values)
     worker._seed = seed
@@ -156,10 +163,11 @@ def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int,
         exposures = signal_exposures(
             raw, data.index, leverage=settings.leverage, name=f"{cls.__name__}.signals()"
         )
-        return _follow_targets(exposures, data, settings)
+        return _follow_targets(exposures[data.start:], data.window, settings)
     if mode == "event":
         broker = Broker(settings.cash, settings.costs, settings.fill_slippage, settings.fractional)
-        runner = EventRunner(worker, data, broker, settings.fill, frame, settings.leverage)
+        runner = EventRunner(worker, data, broker, settings.fill, frame, settings.leverage,
+                             start=data.start)
         worker._runner = runner
         try:
             runner.run()
@@ -168,7 +176,7 @@ def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int,
         n = len(data.close)
         if settings.close_at_end and broker.units:
             runner.finish(float(data.close[-1]))  # each open trade closes as its own row
-        return broker.ledger(n), broker.paid
+        return broker.ledger(n, start=data.start), broker.paid
     raise TypeError(
         f"Strategy {cls.__name__!r} defines neither signals(data) (vectorized) nor"
         " next(bar) (event-driven): define one of them"
@@ -230,6 +238,7 @@ def backtest(
     close_at_end: bool = False,
     spread: float = 0.0,
     seed: int = 0,
+    trade_start: int | str | pd.Timestamp | None = None,
 ) -> Result:
     """Backtest one strategy on one instrument.
 
@@ -245,6 +254,11 @@ def backtest(
     seed : int
         Base seed; the run's seed (``strategy.seed``) is derived from it and the
         params, exactly as in a sweep with the same seed.
+    trade_start : int, str or Timestamp, optional
+        Trade from this bar on (a bar number, or the first bar at or after a
+        time): the bars before are warm-up history that the strategy's
+        indicators see, but the run holds no position and takes no fill before
+        it, and equity, trades and stats cover the bars from it on.
 
     Returns
     -------
@@ -262,6 +276,9 @@ def backtest(
     >>> result = nbb.backtest(SmaCross(), nbb.load_sample("daily"), commission=0.002)
     >>> result.stats["trades"] > 0
     True
+    >>> late = nbb.backtest(SmaCross(), nbb.load_sample("daily"), trade_start="2022-01-01")
+    >>> str(late.equity.index[0].date())
+    '2022-01-03'
     """
     strategy = resolve_strategy(strategy)[1]
     settings = Settings(cash, commission, slippage, fill, fractional, leverage, close_at_end, spread)
@@ -274,6 +291,37 @@ def backtest(
             " or use nbb.sweep() to run every symbol"
         )
     prepared = PreparedData.from_frame(*validated_values(data, "data"))
+    if trade_start is not None:
+        prepared = prepared.trading_from(start_bar(prepared.index, trade_start))
     run_seed = derive_seed(seed, strategy.param_values)
     run = simulate(strategy, prepared, settings, run_seed)
-    return Result(strategy, prepared.index, settings, run_seed, run)
+    return Result(strategy, prepared.window.index, settings, run_seed, run)
+
+
+def start_bar(index: pd.DatetimeIndex, start: int | str | pd.Timestamp) -> int:
+    """The bar number of ``trade_start``: a bar number, or the first bar at or after a time.
+
+    Examples
+    --------
+    >>> index = pd.date_range("2024-01-01", periods=5)
+    >>> start_bar(index, 2), start_bar(index, "2024-01-03 12:00")
+    (2, 3)
+    """
+    n = len(index)
+    if isinstance(start, (int, np.integer)) and not isinstance(start, bool):
+        bar = int(start)
+    elif isinstance(start, (str, pd.Timestamp)):
+        try:
+            moment = pd.Timestamp(start)
+        except ValueError as error:
+            raise DataError(f"trade_start {start!r} is not a time: {error}") from None
+        if index.tz is not None and moment.tz is None:
+            moment = moment.tz_localize(index.tz)
+        bar = int(index.searchsorted(moment, side="left"))
+    else:
+        raise TypeError(f"trade_start must be a bar number or a time, got {type(start).__name__}"
+                        f" {start!r:.60}")
+    if not 0 <= bar < n:
+        raise DataError(f"trade_start {start!r} is outside the data ({n} bars, {index[0]} to"
+                        f" {index[-1]}): trading must start on one of its bars")
+    return bar

@@ -369,14 +369,22 @@ class Broker:
         pnl = np.fromiter([t[5] for t in trades], float, count)
         return pnl, np.fromiter([t[6] for t in trades], float, count)
 
-    def ledger(self, n: int) -> Ledger:
-        """The fill log and the trade book as a :class:`Ledger` over ``n`` bars."""
+    def ledger(self, n: int, start: int = 0) -> Ledger:
+        """The fill log and the trade book as a :class:`Ledger` over ``n`` bars.
+
+        ``start``: the first bar the run traded on (no fill before it); the ledger
+        then covers bars ``start`` to ``n - 1``, their positions counted from it.
+        """
         pnl, returns = self.trade_pnl_and_returns()
-        ledger = Ledger(
-            self.initial_cash, n, np.fromiter(self.fill_bars, np.intp, len(self.fill_bars)),
-            self.fill_units, self.fill_cash, pnl, returns, self.trades,
-        )
-        ledger.notes = self.notes
+        bars = np.fromiter(self.fill_bars, np.intp, len(self.fill_bars))
+        trades, notes = self.trades, self.notes
+        if start:
+            bars -= start
+            trades = [(entry - start, exit_ - start, *rest) for entry, exit_, *rest in trades]
+            notes = [(bar - start, *rest) for bar, *rest in notes]
+        ledger = Ledger(self.initial_cash, n - start, bars, self.fill_units, self.fill_cash,
+                        pnl, returns, trades)
+        ledger.notes = notes
         return ledger
 
 def follow_changes(

@@ -2,7 +2,8 @@
 
 ``next(bar)`` first runs on the first bar at which every indicator made in
 ``init()`` is defined (not NaN), bar 0 without indicators (see
-:meth:`EventRunner.first_bar`). From then on, each bar ``i``: market orders placed
+:meth:`EventRunner.first_bar`), and never before the bar a run trades from
+(``PreparedData.trading_from``: the bars before are indicator history). From then on, each bar ``i``: market orders placed
 at the previous close fill at this bar's open; then resting limit/stop orders and
 the position's stop-loss/take-profit are checked against this bar's range; then
 ``next(bar)`` runs; with ``fill="close"`` the market orders it placed fill at this
@@ -77,7 +78,7 @@ class EventRunner:
 
     def __init__(
         self, strategy: Strategy, data: PreparedData, broker: Broker, fill: str,
-        frame: pd.DataFrame | None = None, leverage: float | None = None,
+        frame: pd.DataFrame | None = None, leverage: float | None = None, start: int = 0,
     ) -> None:
         self.strategy = strategy
         self.broker = broker
@@ -93,6 +94,8 @@ class EventRunner:
         # The strategy's own frame (``data.run_frame()``): indicators read what it reads.
         self.frame = data.run_frame() if frame is None else frame
         self.n = len(self.close)
+        # The first bar ``next`` may run on: the bars before are indicator history only.
+        self.start = start
         self.i = -1
         self.market: list[Order] = []
         self.resting: list[Order] = []
@@ -222,7 +225,7 @@ class EventRunner:
         bar = Bar(self)
         opens, closes = self.open, self.close
         fill_at_close = self.fill_at_close
-        for i in range(self.first_bar(), self.n):
+        for i in range(max(self.first_bar(), self.start), self.n):
             self.i = i
             if self.market:
                 self.fill_market(i, opens[i])

@@ -187,6 +187,11 @@ class PreparedData:
         self._volume = volume
         self._shared: pd.DataFrame | None = None
         self._handed_out = False
+        #: The first bar the run may trade on; earlier bars are history (see :meth:`trading_from`).
+        self.start = 0
+        self._window: PreparedData | None = None
+        self._base: PreparedData | None = None  # the data whose window this one trades
+        self._starts: dict[int, PreparedData] = {}
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, values: np.ndarray | None = None) -> PreparedData:
@@ -209,6 +214,45 @@ class PreparedData:
 
     def __len__(self) -> int:
         return len(self.close)
+
+    def trading_from(self, start: int) -> PreparedData:
+        """This data with trading from bar ``start`` on: the bars before are warm-up history.
+
+        The strategy still sees every bar (its indicators are defined when the window
+        opens), but the simulator holds no position and takes no fill before bar
+        ``start``, and equity, trades and stats cover :attr:`window` only. Built once
+        per ``start`` and shared by every run of it.
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> data = PreparedData.from_frame(nbb.load_sample("daily"))
+        >>> late = data.trading_from(2000)
+        >>> len(late), len(late.window), late.window.index[0] == data.index[2000]
+        (2500, 500, True)
+        """
+        start = int(start)
+        if not 0 <= start < len(self.close):
+            raise ValueError(f"trading can start from bar 0 to {len(self.close) - 1}, got {start}")
+        if self._base is not None:
+            return self._base.trading_from(start)
+        if start == 0:
+            return self
+        found = self._starts.get(start)
+        if found is None:
+            found = self._starts[start] = PreparedData(
+                self.frame, self.open, self.high, self.low, self.close, self._volume)
+            found.start, found._base = start, self
+            tail = slice(start, None)
+            found._window = PreparedData(
+                self.frame.iloc[tail], self.open[tail], self.high[tail], self.low[tail],
+                self.close[tail], None if self._volume is None else self._volume[tail])
+        return found
+
+    @property
+    def window(self) -> PreparedData:
+        """The bars the run trades on (from :attr:`start`): what equity and stats cover."""
+        return self if self._window is None else self._window
 
     def run_frame(self) -> pd.DataFrame:
         """The frame one run's strategy gets: its own, over read-only shared columns.

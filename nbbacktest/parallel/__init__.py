@@ -12,8 +12,9 @@ from nbbacktest.parallel.grid import Plan, plan_instances, plan_sweep
 from nbbacktest.parallel.launch import load_sweep, resume, run_many, sweep
 from nbbacktest.parallel.spec import SweepSpec
 from nbbacktest.parallel.sweep import SweepResult
+from nbbacktest.parallel.walk_forward import WalkForwardResult, walk_forward
 
 __all__ = [
     "Cluster", "EventBus", "Plan", "SweepEvent", "SweepResult", "SweepSpec", "load_sweep",
-    "plan_instances", "plan_sweep", "resume", "run_many", "sweep",
+    "WalkForwardResult", "plan_instances", "plan_sweep", "resume", "run_many", "sweep", "walk_forward",
 ]

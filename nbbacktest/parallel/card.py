@@ -216,6 +216,7 @@ def new_card(spec: SweepSpec, data: Any, data_key: str | None = None) -> dict[st
         "metric": spec.metric,
         "direction": "maximize" if spec.maximize else "minimize",
         "stop_on_error": spec.stop_on_error,
+        "min_trades": spec.min_trades,
         "identity": spec.identity(),
         "trials": {"runs": len(plan), "grid_size": plan.grid_size},
         "versions": package_versions(),
@@ -424,7 +425,7 @@ def card_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
         out.append(f"other grid: {grid}")
     for key, label in (("where", "where"), ("sample", "sample (n)"), ("seed", "seed"),
                        ("metric", "metric"), ("direction", "direction"),
-                       ("stop_on_error", "stop_on_error")):
+                       ("stop_on_error", "stop_on_error"), ("min_trades", "min_trades")):
         if both(key) and a[key] != b[key]:
             quote = key == "where"
             out.append(f"other {label}: {_short(a[key], quote)} vs {_short(b[key], quote)}")

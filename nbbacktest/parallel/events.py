@@ -56,9 +56,14 @@ class RowEvent(SweepEvent):
 
 @dataclass(frozen=True)
 class PointDone(RowEvent):
-    """One run finished; ``value`` is the sweep metric's value for it (NaN when undefined)."""
+    """One run finished; ``value`` is the sweep metric's value for it (NaN when undefined).
+
+    ``ranked`` is False for a run with fewer trades than the sweep's ``min_trades``:
+    it may not become the best.
+    """
 
     value: float
+    ranked: bool = True
 
 
 @dataclass(frozen=True)

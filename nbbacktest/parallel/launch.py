@@ -49,6 +49,7 @@ def sweep(
     seed: int = 0,
     metric: str = "sharpe",
     maximize: bool = True,
+    min_trades: int = 0,
     engines: int | str | None = None,
     cluster: Cluster | None = None,
     symbols: Sequence[str] | None = None,
@@ -86,6 +87,10 @@ def sweep(
         The sweep's seed: each run's seed is derived from it and the run's params.
     metric, maximize
         What ``best`` and the progress display rank by (a stat name).
+    min_trades : int
+        Runs with fewer trades stay in ``results``, marked True in its
+        ``too_few_trades`` column, but never become ``best`` (nor the best so far
+        that the progress display shows). 0, the default, sets no minimum.
     engines : int, -1, "auto" or None
         None or 1 runs in this process; N uses N engines of the current cluster (or
         starts a local one); -1 every core.
@@ -142,7 +147,7 @@ def sweep(
     data = validate_data(data, name="data")
     plan = plan_sweep(strategy, grid, where=where, n=n, seed=seed,
                       symbols=universe_symbols(data, symbols))
-    spec = SweepSpec(plan, settings, metric, maximize, stop_on_error, warn_after)
+    spec = SweepSpec(plan, settings, metric, maximize, stop_on_error, warn_after, min_trades=min_trades)
     return launch(spec, data, engines=engines, cluster=cluster, chunksize=chunksize,
                   on_result=on_result, progress=progress, block=block, save=save, resume=resume)
 
@@ -154,6 +159,7 @@ def run_many(
     seed: int = 0,
     metric: str = "sharpe",
     maximize: bool = True,
+    min_trades: int = 0,
     engines: int | str | None = None,
     cluster: Cluster | None = None,
     symbols: Sequence[str] | None = None,
@@ -169,7 +175,7 @@ def run_many(
 ) -> SweepResult:
     """Backtest a list of strategy instances (of any classes), in parallel.
 
-    Takes the options of :func:`sweep` (but no grid).
+    Takes the options of :func:`sweep` (but no grid), ``min_trades`` included.
 
     Examples
     --------
@@ -183,7 +189,8 @@ def run_many(
     settings_ = Settings.from_options(settings, "run_many")
     data = validate_data(data, name="data")
     plan = plan_instances(instances, seed=seed, symbols=universe_symbols(data, symbols))
-    spec = SweepSpec(plan, settings_, metric, maximize, stop_on_error, warn_after)
+    spec = SweepSpec(plan, settings_, metric, maximize, stop_on_error, warn_after,
+                     min_trades=min_trades)
     return launch(spec, data, engines=engines, cluster=cluster, chunksize=chunksize,
                   on_result=on_result, progress=progress, block=block, save=save, resume=resume)
 

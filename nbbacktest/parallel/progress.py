@@ -158,7 +158,7 @@ class ProgressState:
             self._first_done = self.done
 
     def _consider(self, event: PointDone) -> None:
-        if self._best.offer(event.value, event.index):
+        if event.ranked and self._best.offer(event.value, event.index):
             self.best_params = row_params(event.source.plan, event.index)
 
     @property

@@ -48,8 +48,9 @@ NAT = np.iinfo(np.int64).min
 PENDING, DONE, FAILED, CANCELLED = 0, 1, 2, 3
 STATUS_NAMES = np.array(["pending", "done", "failed", "cancelled"], dtype=object)
 
-#: Columns after the params and stats in a sweep's table.
-RUN_COLUMNS = ("error", "traceback", "engine", "host", "seconds", "status")
+#: Columns after the params and stats in a sweep's table (``too_few_trades`` only
+#: when the sweep has a ``min_trades``).
+RUN_COLUMNS = ("error", "traceback", "engine", "host", "seconds", "status", "too_few_trades")
 
 #: One error as it travels: (type name, message, traceback text).
 ErrorInfo = tuple[str, str, str]
@@ -309,10 +310,13 @@ class RowStore:
     ['pending', 'failed']
     """
 
-    def __init__(self, plan: Plan, schema: StatSchema, metric: str, maximize: bool) -> None:
+    def __init__(self, plan: Plan, schema: StatSchema, metric: str, maximize: bool,
+                 min_trades: int = 0) -> None:
         self.plan = plan
         self.schema = schema
         self.metric_column = schema.metric_column(metric)
+        #: Runs with fewer trades never become ``best`` (0: any run may).
+        self.min_trades = min_trades
         total = len(plan)
         self.floats = np.full((total, len(schema.floats)), np.nan)
         self.ints = np.zeros((total, len(schema.ints) + len(schema.durations)), dtype=np.int64)
@@ -368,6 +372,7 @@ class RowStore:
                     self.first_error = row
             self.status[index[failed]] = FAILED
             values[failed] = np.nan  # a failed run's zero count is no value
+        values[self.too_few_trades(rows, keep)] = np.nan  # stays in the table, never the best
         self.best.offer_many(values, index)
         self._table = None
 
@@ -378,6 +383,12 @@ class RowStore:
                   else rows.ints[positions, column].astype(np.float64))
         return [math.nan if int(r) in rows.errors else v
                 for r, v in zip(rows.rows[positions].tolist(), values.tolist())]
+
+    def too_few_trades(self, rows: Rows, positions: np.ndarray) -> np.ndarray:
+        """Whether each run at ``positions`` of ``rows`` has fewer trades than ``min_trades``."""
+        if not self.min_trades:
+            return np.zeros(len(positions), dtype=bool)
+        return rows.ints[positions, self.schema.ints.index("trades")] < self.min_trades
 
     def restore(self, saved: Iterable[SavedRow]) -> int:
         """Take saved runs as finished (they will not run again); returns the rows finished."""
@@ -455,7 +466,8 @@ class RowStore:
         return out
 
     def table(self) -> pd.DataFrame:
-        """Every run in grid order: params, stats, error, traceback, engine, host, seconds, status."""
+        """Every run in grid order: params, stats, error, traceback, engine, host, seconds, status
+        (then ``too_few_trades`` when ``min_trades`` is set)."""
         with self.lock:
             if self._table is None:
                 self._table = self._build_table()
@@ -499,6 +511,9 @@ class RowStore:
                 "status": STATUS_NAMES[self.status],
             }
         )
+        if self.min_trades:  # finished with fewer trades than min_trades: never the best
+            trades = self.ints[:, schema.ints.index("trades")]
+            runs["too_few_trades"] = done & (trades < self.min_trades)
         return pd.concat([table, stats, runs], axis=1)
 
 

@@ -53,6 +53,26 @@ def check_metric(metric: Any, maximize: Any, schema: StatSchema | None = None) -
         raise TypeError(f"maximize must be True or False, got {maximize!r}")
 
 
+def check_min_trades(min_trades: Any) -> int:
+    """``min_trades`` as an int >= 0, or an error naming it.
+
+    Examples
+    --------
+    >>> check_min_trades(5)
+    5
+    >>> check_min_trades(-1)
+    Traceback (most recent call last):
+    ...
+    nbbacktest.errors.SweepError: min_trades must be a whole number of trades, 0 or more, got -1
+    """
+    if isinstance(min_trades, (bool, np.bool_)) or not isinstance(min_trades, (int, np.integer)):
+        raise TypeError(f"min_trades must be an int (a number of trades, 0 for no minimum),"
+                        f" got {type(min_trades).__name__} {min_trades!r:.60}")
+    if min_trades < 0:
+        raise SweepError(f"min_trades must be a whole number of trades, 0 or more, got {min_trades!r}")
+    return int(min_trades)
+
+
 def check_warn_after(warn_after: Any) -> float:
     """``warn_after`` as seconds, or a SweepError naming it."""
     if isinstance(warn_after, bool) or not isinstance(warn_after, (int, float)) or not warn_after > 0:
@@ -78,9 +98,17 @@ class SweepSpec:
     warn_after: float = 3600.0
     #: The stats each run gives and how they are kept.
     schema: StatSchema = dataclasses.field(default_factory=StatSchema.current)
+    #: Runs with fewer trades stay in the table (``too_few_trades``) but never
+    #: become the best. 0: no minimum. A spec pickled before this field reads 0.
+    min_trades: int = 0
+    #: ``(symbol, bar)`` pairs: the bar a symbol's runs trade from, the bars before
+    #: being warm-up history (``PreparedData.trading_from``; walk-forward windows).
+    #: Empty: every run trades from the first bar. A spec pickled before reads ().
+    trade_starts: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         check_metric(self.metric, self.maximize, self.schema)
+        object.__setattr__(self, "min_trades", check_min_trades(self.min_trades))
         if not isinstance(self.stop_on_error, (bool, np.bool_)):
             raise TypeError(f"stop_on_error must be True or False, got {self.stop_on_error!r}")
         object.__setattr__(self, "warn_after", check_warn_after(self.warn_after))
@@ -100,19 +128,24 @@ class SweepSpec:
             raise TypeError(f"it has no {', '.join(map(repr, missing))}")
         if not isinstance(state["plan"], Plan):
             raise TypeError("it has a plan that is no Plan")
-        return cls(**{key: state[key] for key in fields})
+        return cls(**{key: state[key] for key in fields}, min_trades=state.get("min_trades", 0))
 
     def identity(self) -> str:
         """A digest of what the sweep computes (classes, every run's params, symbol, seed, settings).
 
         Two sweeps with the same identity on the same data give the same table, so
-        a checkpoint of one can resume the other.
+        a checkpoint of one can resume the other. ``min_trades`` counts only when
+        set (above 0), so a sweep without it keeps the identity it always had.
         """
         plan = self.plan
         digest = hashlib.blake2b(digest_size=16)
         for cls, names in zip(plan.classes, plan.param_names):
             digest.update(f"{cls.__module__}.{cls.__qualname__}{names!r}".encode())
         digest.update(repr(self.settings).encode())
+        if self.min_trades:
+            digest.update(f"min_trades={self.min_trades}".encode())
+        if self.trade_starts:
+            digest.update(f"trade_starts={self.trade_starts!r}".encode())
         index = plan.class_index
         for i in range(len(plan)):
             klass = 0 if index is None else int(index[i])
@@ -129,6 +162,8 @@ class SweepSpec:
             "symbols": None if plan.universe is None else list(plan.universe),
             "metric": self.metric,
             "maximize": self.maximize,
+            **({"min_trades": self.min_trades} if self.min_trades else {}),
+            **({"trade_starts": dict(self.trade_starts)} if self.trade_starts else {}),
             "settings": dataclasses.asdict(self.settings),
             "data": data_key,
             "identity": self.identity(),
@@ -147,7 +182,7 @@ class SweepSpec:
         """What every run shares on an engine: classes, param names, settings, data key, rules."""
         plan = self.plan
         return worker.Job(plan.classes, plan.param_names, self.settings, data_key, self.warn_after,
-                          self.stop_on_error, plan.seed, self.schema)
+                          self.stop_on_error, plan.seed, self.schema, dict(self.trade_starts))
 
     def point_specs(self, rows: Iterable[int]) -> list[worker.PointSpec]:
         """What a task carries for each row: (row, class index, values, symbol).

@@ -25,6 +25,7 @@ from nbbacktest.engine import views
 from nbbacktest.engine.backtest import PreparedData, simulate
 from nbbacktest.engine.result import Result
 from nbbacktest.engine.strategy import Strategy
+from nbbacktest.errors import SweepError
 from nbbacktest.parallel.card import end_card
 from nbbacktest.parallel.events import (
     Cancelled,
@@ -37,8 +38,9 @@ from nbbacktest.parallel.events import (
     SweepEvent,
 )
 from nbbacktest.parallel.grid import Plan
+from nbbacktest.parallel.ranking import STABILITY_SUFFIX, neighbourhood_mean
 from nbbacktest.parallel.rows import CANCELLED, Rows, RowStore, describe_row, row_params
-from nbbacktest.parallel.spec import SweepSpec
+from nbbacktest.parallel.spec import SweepSpec, check_metric
 
 if TYPE_CHECKING:
     from nbbacktest.engine.backtest import Settings
@@ -69,7 +71,7 @@ class SweepResult(concurrent.futures.Future):
         self.spec = spec
         self.data = data
         self.events = EventBus()
-        self.store = RowStore(spec.plan, spec.schema, spec.metric, spec.maximize)
+        self.store = RowStore(spec.plan, spec.schema, spec.metric, spec.maximize, spec.min_trades)
         self._cancel = threading.Event()
         self._restored = 0
         #: The save directory's writer, when ``save=`` was given.
@@ -115,6 +117,11 @@ class SweepResult(concurrent.futures.Future):
     def maximize(self) -> bool:
         """Whether higher values of the metric are better."""
         return self.spec.maximize
+
+    @property
+    def min_trades(self) -> int:
+        """Runs with fewer trades never become ``best`` (0: no minimum)."""
+        return self.spec.min_trades
 
     @property
     def stop_on_error(self) -> bool:
@@ -220,6 +227,59 @@ class SweepResult(concurrent.futures.Future):
         """The metric's best value so far (NaN before any success)."""
         return self.store.best.value
 
+    def stability(self, metric: str | None = None) -> pd.Series:
+        """Each run's ``metric`` (default: the sweep's) averaged with its grid neighbours'.
+
+        A neighbour is the run one step up or down along one param of the grid, the
+        other params and the symbol equal (:func:`~nbbacktest.parallel.ranking.neighbourhood_mean`).
+        Runs that failed, are not finished, or have fewer trades than ``min_trades``
+        count as missing: they are skipped as neighbours and their own score is NaN.
+        A plateau of good runs then outranks a lone spike (see :attr:`best_stable`).
+
+        Returns
+        -------
+        pandas.Series
+            Named ``<metric>_stability``, indexed like :attr:`results`.
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> from nbbacktest.engine.examples import SmaCross
+        >>> sweep = nbb.sweep(SmaCross, nbb.load_sample("daily"),
+        ...                   grid={"fast": [5, 10], "slow": [40]}, progress=False)
+        >>> score = sweep.stability()
+        >>> score.name, bool(score[0] == sweep.results["sharpe"].mean())
+        ('sharpe_stability', True)
+        """
+        plan = self.spec.plan
+        metric = self.metric if metric is None else metric
+        if plan.grid is None or plan.is_mixed:
+            raise SweepError("stability() needs a grid sweep (nbb.sweep): the runs of run_many"
+                             " have no grid neighbours")
+        frame = self.results
+        if metric not in self.spec.schema.numeric:
+            check_metric(metric, self.maximize, self.spec.schema)
+        counted = frame["status"] == "done"
+        if "too_few_trades" in frame:
+            counted &= ~frame["too_few_trades"]
+        values = frame[metric].astype(np.float64).where(counted).to_numpy()
+        score = neighbourhood_mean(values, plan.values, plan.symbols)
+        return pd.Series(score, index=frame.index, name=metric + STABILITY_SUFFIX)
+
+    @property
+    def best_stable_index(self) -> int | None:
+        """Row number of the best run by :meth:`stability` (the first of equals; None if none)."""
+        score = self.stability().to_numpy()
+        if np.isnan(score).all():
+            return None
+        return int(np.nanargmax(score) if self.maximize else np.nanargmin(score))
+
+    @property
+    def best_stable(self) -> Strategy | None:
+        """The best strategy instance by :meth:`stability`: the top of a plateau, not a spike."""
+        row = self.best_stable_index
+        return None if row is None else self.spec.plan.strategy_at(row)
+
     def detail(self, i: int) -> Result:
         """Re-run row ``i`` locally (same seed, settings and data) and return its Result."""
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < len(self):
@@ -230,15 +290,21 @@ class SweepResult(concurrent.futures.Future):
         if prepared is None:
             frame = cast(pd.DataFrame, self.data if symbol is None else cast(dict, self.data)[symbol])
             prepared = self._prepared[symbol] = PreparedData.from_frame(frame)
+        start = dict(self.spec.trade_starts).get(symbol, 0) if symbol is not None else 0
+        if start:
+            prepared = prepared.trading_from(start)
         strategy = plan.strategy_at(int(i))
         seed = plan.seed_at(int(i))
         run = simulate(strategy, prepared, self.settings, seed)
-        return Result(strategy, prepared.index, self.settings, seed, run)
+        return Result(strategy, prepared.window.index, self.settings, seed, run)
 
     # ------------------------------------------------------------ views (display layer)
     def table(self, top: int | None = 20, sort: str | None = None,
-              columns: Sequence[str] | None = None) -> Any:
+              columns: Sequence[str] | None = None, rank_by: str = "metric") -> Any:
         """The best ``top`` rows as a Plotly table, sorted by ``sort`` (default: the metric).
+
+        ``rank_by="stability"`` ranks and colours the rows by :meth:`stability`
+        instead (its ``<metric>_stability`` column comes first); "metric" by the metric.
 
         Examples
         --------
@@ -250,7 +316,14 @@ class SweepResult(concurrent.futures.Future):
         >>> len(fig.data[0].cells.values[0])
         3
         """
-        return views.view("sweep_table")(self, top=top, sort=sort, columns=columns)
+        if rank_by not in ("metric", "stability"):
+            raise SweepError(f"rank_by must be 'metric' or 'stability', got {rank_by!r}")
+        if rank_by == "metric":
+            return views.view("sweep_table")(self, top=top, sort=sort, columns=columns)
+        score = self.stability()
+        frame = self.results.assign(**{str(score.name): score})
+        return views.view("sweep_table")(self, top=top, sort=sort, columns=columns, frame=frame,
+                                         metric=score.name)
 
     def heatmap(self, x: str, y: str, metric: str | None = None, agg: str = "max") -> Any:
         """The metric over two params as a Plotly heatmap (``agg`` folds the other params)."""
@@ -389,10 +462,11 @@ class SweepWriter:
                 result.checkpoint.append([store.saved(r) for r in finished], result.describe)
         if result.events.observed:
             values = store.metric_values(rows, fresh)
+            unranked = store.too_few_trades(rows, fresh).tolist()
             result.events.emit_many(
                 PointFailed(index=row, source=result) if row in rows.errors
-                else PointDone(index=row, value=value, source=result)
-                for row, value in zip(finished, values))
+                else PointDone(index=row, value=value, ranked=not few, source=result)
+                for row, value, few in zip(finished, values, unranked))
         if self.spec.stop_on_error and store.first_error is not None:
             result._cancel.set()
 

@@ -58,6 +58,8 @@ class Job:
     #: The stats each point gives and how its rows keep them (the client's, so that
     #: both ends agree on the columns).
     schema: StatSchema = field(default_factory=StatSchema.current)
+    #: symbol -> the bar its runs trade from (``SweepSpec.trade_starts``).
+    trade_starts: dict[str, int] = field(default_factory=dict)
 
 
 def host_name() -> str:
@@ -208,8 +210,9 @@ def release_data(keys: list[str] | None = None, client: str | None = None) -> li
     return dropped
 
 
-def prepared(data_key: str, symbol: str | None) -> PreparedData:
-    """Numpy views of one frame of the data under ``data_key``, built once."""
+def prepared(data_key: str, symbol: str | None, start: int = 0) -> PreparedData:
+    """Numpy views of one frame of the data under ``data_key``, built once; ``start``:
+    the bar its runs trade from (see ``PreparedData.trading_from``)."""
     key = (data_key, symbol)
     if data_key in _HELD:
         _HELD[data_key].used = time.monotonic()  # in use: kept, and its leases renewed
@@ -218,7 +221,7 @@ def prepared(data_key: str, symbol: str | None) -> PreparedData:
         data = _DATA[data_key]
         frame = data if symbol is None else data[symbol]
         found = _PREPARED[key] = PreparedData.from_frame(frame)
-    return found
+    return found.trading_from(start) if start else found
 
 
 def register_job(key: str, job: Job | bytes) -> Job:
@@ -273,7 +276,7 @@ def run_points(
     >>> _ = release_data(["doc"])
     """
     spec = register_job(job_key, job if job is not None else _JOBS[job_key])
-    settings, data_key = spec.settings, spec.data_key
+    settings, data_key, starts = spec.settings, spec.data_key, spec.trade_starts
     rows = RowsBuilder(spec.schema)
     clock = time.perf_counter
     running = _RUNNING
@@ -295,7 +298,8 @@ def run_points(
                 names = spec.names[class_index]
                 strategy = spec.classes[class_index]._from_values(dict(zip(names, values)))
                 try:
-                    stats = simulate_stats(strategy, prepared(data_key, symbol), settings,
+                    start = starts.get(symbol, 0) if starts and symbol is not None else 0
+                    stats = simulate_stats(strategy, prepared(data_key, symbol, start), settings,
                                            seed_of(names, values, symbol), private=True)
                 except (Exception, SystemExit) as error:  # a failing point is a row, not a failed sweep
                     rows.failed(row, describe_error(error), clock() - started)
