@@ -50,12 +50,14 @@ from nbbacktest.magic_args import (
     settings_options,
     sweep_inputs,
     top_option,
+    walk_forward_options,
 )
 from nbbacktest.parallel.checkpoint import ERRORS, ROWS, SPEC_JSON, load_spec
 from nbbacktest.parallel.cluster import Cluster, resolve_engine_count
 from nbbacktest.parallel.events import Started
 from nbbacktest.parallel.progress import TextProgress
 from nbbacktest.parallel.sweep import SweepResult
+from nbbacktest.parallel.walk_forward import WalkForwardResult, walk_forward
 
 __all__ = ["EXIT", "add_commands", "compare", "compare_results", "local_cluster", "report", "run",
            "run_command", "symbol_summary", "write_outputs"]
@@ -66,10 +68,12 @@ EXIT = {"complete": 0, "failed": 1, "usage": 2, "interrupted": 130}
 RESULTS_CSV, RESULTS_PARQUET = "results.csv", "results.parquet"
 BEST_TRADES, BEST_EQUITY = "best_trades.csv", "best_equity.csv"
 SYMBOLS_CSV, TRADES_DIR = "symbols.csv", "trades"
+FOLDS_CSV, WALK_FORWARD_EQUITY = "folds.csv", "walk_forward_equity.csv"
 REPORT_HTML = "report.html"
 #: The files of a sweep's folder that ``--force`` removes (nothing else in DIR is touched).
 SWEEP_FILES = (SPEC_JSON, "spec.pkl", "data.pkl", ROWS, ERRORS, "card.json", RESULTS_CSV,
-               RESULTS_PARQUET, BEST_TRADES, BEST_EQUITY, SYMBOLS_CSV, REPORT_HTML)
+               RESULTS_PARQUET, BEST_TRADES, BEST_EQUITY, SYMBOLS_CSV, REPORT_HTML, FOLDS_CSV,
+               WALK_FORWARD_EQUITY)
 #: How many differing cells of a row ``compare`` shows (the rest are counted).
 SHOWN_CELLS = 3
 #: Columns that say where and how long a run ran, not what it computed.
@@ -216,7 +220,35 @@ def run(args: argparse.Namespace) -> int:
         strategy = load_strategy(args.strategy)
         data = load_data(args.data, max_symbols=args.max_symbols)
         inputs = sweep_inputs(strategy, args)
-    return _sweep_and_write(out, args, lambda **run_options: _sweep(inputs, data, args, out, **run_options))
+        walk = walk_forward_options(args)
+    if walk is None:
+        return _sweep_and_write(out, args, lambda **options: _sweep(inputs, data, args, out, **options))
+    analyses: list[WalkForwardResult] = []
+
+    def start(**options: Any) -> SweepResult:
+        if not inputs.grid:
+            raise CommandError("--walk-forward chooses among the points of a grid: give --grid too")
+        analysis = walk_forward(
+            inputs.strategy, data, inputs.grid, **walk, where=args.where, metric=args.metric,
+            maximize=not args.minimize, min_trades=args.min_trades, save=str(out), resume=args.resume,
+            **inputs.settings, **{k: v for k, v in options.items() if k != "on_result"})
+        analyses.append(analysis)
+        return analysis.sweep
+
+    args.top = 0  # the best run over every window means nothing: the folds are printed instead
+    status = _sweep_and_write(out, args, start)
+    if analyses and analyses[0].sweep.status == "complete":
+        write_walk_forward(analyses[0], out)
+    return status
+
+
+def write_walk_forward(analysis: WalkForwardResult, out: Path) -> None:
+    """A walk-forward's folds and its stitched out-of-sample equity against buy and hold."""
+    analysis.folds.to_csv(out / FOLDS_CSV, index=False)
+    pd.DataFrame({"equity": analysis.equity, "buy_and_hold": analysis.buy_and_hold}).to_csv(
+        out / WALK_FORWARD_EQUITY)
+    print(f"\n{analysis.folds.to_string(index=False)}\n\n{analysis.summary()}")
+    print(f"Wrote {FOLDS_CSV} and {WALK_FORWARD_EQUITY} to {out}", flush=True)
 
 
 def _check_out(out: Path, args: argparse.Namespace) -> None:
@@ -373,7 +405,7 @@ def write_outputs(result: SweepResult, out: Path, *, top: int | None = None) -> 
             result.detail(int(row)).trades.to_csv(trades / f"{symbol}.csv", index=False)
         written.append(f"{TRADES_DIR}/")
     shown = 10 if top is None else top
-    if result.progress and best is not None:
+    if result.progress and best is not None and shown:  # 0: a walk-forward shows its folds instead
         print(f"\nTop {min(shown, len(table)):,} of {len(table):,} runs by {result.metric}:")
         print(results_text(table, metric=result.metric, maximize=result.maximize, top=shown))
         print(f"\nBest: {result.best!r}")

@@ -44,7 +44,7 @@ __all__ = [
     "DEFAULT_VARIABLE", "INPUT_ERRORS", "SweepInputs", "add_options", "assignments", "declared_param",
     "engine_count", "grid_options", "input_errors", "output_options", "parse_grid_spec", "parse_line",
     "parse_scalar", "run_options", "settings_from", "settings_options", "sweep_inputs", "top_option",
-    "validated",
+    "validated", "walk_forward_lengths", "walk_forward_options",
 ]
 
 #: Where ``%backtest`` stores its result unless ``-o VAR`` says otherwise.
@@ -101,6 +101,40 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
     return value
+
+
+def walk_forward_lengths(text: str) -> tuple[int | str, int | str]:
+    """argparse type of ``--walk-forward``: TRAIN:TEST lengths, each bars (an int) or a period.
+
+    Examples
+    --------
+    >>> walk_forward_lengths("3Y:6M"), walk_forward_lengths("750:125")
+    (('3Y', '6M'), (750, 125))
+    """
+    parts = text.split(":")
+    if len(parts) != 2 or not all(part.strip() for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not TRAIN:TEST: give two lengths such as 3Y:6M, 90D:30D or 750:125 (bars)")
+    lengths = [part.strip() for part in parts]
+    return tuple(int(p) if p.isdigit() else p for p in lengths)  # type: ignore[return-value]
+
+
+def walk_forward_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``walk_forward``'s window options when ``--walk-forward`` is given, else None.
+
+    Raises a UsageError for the sweep options a walk-forward does not take.
+    """
+    if args.walk_forward is None:
+        if args.anchored:
+            raise UsageError("--anchored applies to a walk-forward: give --walk-forward TRAIN:TEST too")
+        return None
+    for option, value in (("--sample", args.sample), ("--symbols", args.symbols),
+                          ("--stop-on-error", args.stop_on_error or None)):
+        if value is not None:
+            raise UsageError(f"{option} does not apply to --walk-forward (every fold runs every point"
+                             " of one instrument)")
+    train, test = args.walk_forward
+    return {"train": train, "test": test, "anchored": args.anchored}
 
 
 def _count(text: str) -> int:
@@ -183,6 +217,15 @@ run_options = _options(
     magic_arguments.argument(
         "--min-trades", type=_count, default=0, metavar="N",
         help="runs with fewer than N trades stay in the table but are never the best (default 0)",
+    ),
+    magic_arguments.argument(
+        "--walk-forward", type=walk_forward_lengths, metavar="TRAIN:TEST",
+        help="walk-forward analysis: choose the best point on each TRAIN window and test it on"
+        " the TEST window after it, e.g. 3Y:6M, 90D:30D, or bars: 750:125",
+    ),
+    magic_arguments.argument(
+        "--anchored", action="store_true",
+        help="with --walk-forward: every training window starts at the data's first bar",
     ),
     magic_arguments.argument(
         "--engines", type=engine_count, metavar="N",

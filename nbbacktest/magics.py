@@ -49,10 +49,12 @@ from nbbacktest.magic_args import (
     run_options,
     settings_options,
     sweep_inputs,
+    walk_forward_options,
 )
 from nbbacktest.parallel.cluster import Cluster
 from nbbacktest.parallel.events import Started, SweepEvent
 from nbbacktest.parallel.sweep import SweepResult
+from nbbacktest.parallel.walk_forward import WalkForwardResult, walk_forward
 
 __all__ = [
     "BacktestMagics",
@@ -347,6 +349,7 @@ class BacktestMagics(Magics):
             for option, value in (("--where", args.where), ("--sample", args.sample),
                                   ("--symbols", args.symbols), ("--save", args.save),
                                   ("--engines", args.engines), ("--top", args.top),
+                                  ("--walk-forward", args.walk_forward),
                                   ("--stop-on-error", args.stop_on_error or None)):
                 if value is not None:
                     raise UsageError(f"{option} applies to a sweep: give --grid too")
@@ -382,18 +385,31 @@ class BacktestMagics(Magics):
             print(f"Sweeping {plural(points, 'point')} of {name}{on}"
                   f" {engines_phrase(event.engines)}{saved}", flush=True)
 
+        walk = walk_forward_options(args)
+        save = None if args.save is None else os.path.expanduser(args.save)
+        progress = False if args.no_progress else None
+        analysis: WalkForwardResult | None = None
         with input_errors():
-            result = sweep(
-                strategy, data, grid or None, where=args.where, n=args.sample, seed=args.seed,
-                metric=args.metric, maximize=not args.minimize, min_trades=args.min_trades,
-                engines=args.engines, symbols=args.symbols, stop_on_error=args.stop_on_error,
-                progress=False if args.no_progress else None, on_result=announce, block=False,
-                save=None if args.save is None else os.path.expanduser(args.save),
-                resume=args.resume, **settings,
-            )
+            if walk is not None:
+                if not grid:
+                    raise UsageError("--walk-forward chooses among the points of a grid: give --grid too")
+                analysis = walk_forward(
+                    strategy, data, grid, **walk, where=args.where, metric=args.metric,
+                    maximize=not args.minimize, min_trades=args.min_trades, engines=args.engines,
+                    progress=progress, block=False, save=save, resume=args.resume, **settings,
+                )
+                result = analysis.sweep
+            else:
+                result = sweep(
+                    strategy, data, grid or None, where=args.where, n=args.sample, seed=args.seed,
+                    metric=args.metric, maximize=not args.minimize, min_trades=args.min_trades,
+                    engines=args.engines, symbols=args.symbols, stop_on_error=args.stop_on_error,
+                    progress=progress, on_result=announce, block=False, save=save,
+                    resume=args.resume, **settings,
+                )
         try:
             # Stored before waiting: Ctrl-C then cancels the sweep, and the rows stay here.
-            self.shell.user_ns[args.output] = result
+            self.shell.user_ns[args.output] = result if analysis is None else analysis
             result.wait()  # turns Ctrl-C into cancel, and waits for the finished rows
         except KeyboardInterrupt:  # one that landed outside wait()'s own handler
             result.cancel()
@@ -403,6 +419,9 @@ class BacktestMagics(Magics):
             with input_errors():
                 raise crash
         _report(result, args)
+        if analysis is not None:
+            display(analysis)
+            return
         display(result if args.top is None else result.table(top=args.top))
 
     def _show_widget(

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import nbbacktest as nbb
-from nbbacktest import cli
+from nbbacktest import cli, cli_inputs
 from nbbacktest.__main__ import _subparser, main, parser
 from nbbacktest.magics import BacktestMagics
 
@@ -137,14 +137,15 @@ def test_every_run_failing_exits_1_with_the_tracebacks_saved(folder, capsys):
     assert "no signal today" in (folder / "out" / "errors.log").read_text()
 
 
-def test_interrupted_run_exits_130_keeps_its_rows_and_resume_finishes_it(folder):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_interrupted_run_exits_130_keeps_its_rows_and_resume_finishes_it(folder, signum):
     argv = ["run", "strategies.py:Slow", "sample:daily", "--grid", "fast=2:42:1", "--out", "out"]
     process = start(*argv, cwd=folder)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (folder / "out" / "rows.jsonl").is_file():
         time.sleep(0.1)
     time.sleep(0.8)  # some rows finish
-    process.send_signal(signal.SIGTERM)  # what Slurm sends at the end of a job's time
+    process.send_signal(signum)  # SIGTERM: what Slurm sends at the end of a job's time
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "Interrupted:" in err and "--resume" in err
@@ -154,9 +155,8 @@ def test_interrupted_run_exits_130_keeps_its_rows_and_resume_finishes_it(folder)
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
     assert f"({kept:,} already saved)" in out
-    import strategies
-
-    whole = nbb.sweep(strategies.Slow, nbb.load_sample("daily"), {"fast": range(2, 42)}, progress=False)
+    slow = cli_inputs.load_strategy("strategies.py:Slow")
+    whole = nbb.sweep(slow, nbb.load_sample("daily"), {"fast": range(2, 42)}, progress=False)
     pd.testing.assert_frame_equal(without_runtime(pd.read_parquet(folder / "out" / "results.parquet")),
                                   without_runtime(whole.results))
 
@@ -347,3 +347,36 @@ def test_compare_shows_a_few_cells_of_a_row_and_counts_the_rest():
     identical, lines = cli.compare_results(a, a + 1)
     assert not identical
     assert lines[1] == "row 0: a 1.0 vs 2.0; b 1.0 vs 2.0; c 1.0 vs 2.0; and 2 more columns"
+
+
+# --------------------------------------------------------------- walk-forward
+def test_run_walk_forward_writes_the_folds_of_nbb_walk_forward(folder, capsys):
+    assert run_cli("run", "strategies.py:Cross", "sample:daily", "--grid", "fast=5:30:5", "slow=20:60:20",
+                   "--where", "fast < slow", "--walk-forward", "3Y:1Y", "--anchored", "--out", "wf") == 0
+    cross = cli_inputs.load_strategy("strategies.py:Cross")
+    expected = nbb.walk_forward(cross, nbb.load_sample("daily"), {"fast": range(5, 30, 5), "slow": [20, 40]},
+                                where="fast < slow", train="3Y", test="1Y", anchored=True, progress=False)
+    folds = pd.read_csv(folder / "wf" / "folds.csv")
+    assert folds["fold"].tolist() == expected.folds["fold"].tolist()
+    assert folds[["fast", "slow"]].to_numpy().tolist() == expected.folds[["fast", "slow"]].to_numpy().tolist()
+    assert folds["oos_sharpe"].to_numpy() == pytest.approx(expected.folds["oos_sharpe"].to_numpy())
+    equity = pd.read_csv(folder / "wf" / "walk_forward_equity.csv", index_col=0)
+    assert equity["equity"].iloc[-1] == pytest.approx(expected.equity.iloc[-1])
+    assert expected.summary() in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--anchored"], "--anchored applies to a walk-forward"),
+    (["--walk-forward", "3Y:1Y", "--sample", "3"], "--sample does not apply to --walk-forward"),
+    (["--walk-forward", "3Y:1Y", "--symbols", "AAA"], "--symbols does not apply"),
+])
+def test_walk_forward_options_that_do_not_fit_are_exit_2(folder, capsys, argv, message):
+    assert run_cli("run", "strategies.py:Cross", "sample:daily", "--grid", "fast=5,10", *argv,
+                   "--out", "o") == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_walk_forward_length_that_is_not_train_test_is_an_argparse_error(folder, capsys):
+    with pytest.raises(SystemExit):
+        run_cli("run", "strategies.py:Cross", "sample:daily", "--walk-forward", "3Y", "--out", "o")
+    assert "'3Y' is not TRAIN:TEST" in capsys.readouterr().err

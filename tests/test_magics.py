@@ -615,3 +615,18 @@ def test_min_trades_reaches_the_sweep_and_a_bad_one_is_a_usage_error(shell, ns, 
     assert got.results.loc[got.best_index, "trades"] >= 5
     with pytest.raises(UsageError, match="min-trades"):
         backtest(shell, "Spiky daily --grid fast=2,5 --min-trades -1 --no-progress")
+
+
+def test_walk_forward_in_the_magic_gives_nbb_walk_forward(shell, ns, daily):
+    backtest(shell, 'SmaCross daily --grid fast=5:30:5 slow=20:60:20 --where "fast < slow"'
+                    " --walk-forward 3Y:1Y --no-progress -o wf")
+    got = ns["wf"]
+    expected = nbb.walk_forward(SmaCross, daily, {"fast": range(5, 30, 5), "slow": [20, 40]},
+                                where="fast < slow", train="3Y", test="1Y", progress=False)
+    pd.testing.assert_frame_equal(got.folds, expected.folds)
+    with pytest.raises(UsageError, match="--walk-forward chooses among the points of a grid"):
+        backtest(shell, "SmaCross universe --walk-forward 3Y:1Y --no-progress")
+    with pytest.raises(UsageError, match="--walk-forward applies to a sweep: give --grid too"):
+        backtest(shell, "SmaCross daily --walk-forward 3Y:1Y")
+    with pytest.raises(UsageError, match="--anchored applies to a walk-forward"):
+        backtest(shell, "SmaCross daily --grid fast=5,10 --anchored")

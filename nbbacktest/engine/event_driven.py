@@ -3,9 +3,10 @@
 ``next(bar)`` first runs on the first bar at which every indicator made in
 ``init()`` is defined (not NaN), bar 0 without indicators (see
 :meth:`EventRunner.first_bar`), and never before the bar a run trades from
-(``PreparedData.trading_from``: the bars before are indicator history). From then on, each bar ``i``: market orders placed
-at the previous close fill at this bar's open; then resting limit/stop orders and
-the position's stop-loss/take-profit are checked against this bar's range; then
+(``PreparedData.trading_from``: the bars before are indicator history). From
+then on, each bar ``i``: market orders placed at the previous close fill at this
+bar's open; then resting limit/stop orders and the position's
+stop-loss/take-profit are checked against this bar's range; then
 ``next(bar)`` runs; with ``fill="close"`` the market orders it placed fill at this
 bar's close.
 

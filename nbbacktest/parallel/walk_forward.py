@@ -174,7 +174,7 @@ def _history_begin(index: pd.DatetimeIndex, begin: int, warmup: Length | None) -
 
 def walk_forward(
     strategy: type[Strategy] | Strategy,
-    data: pd.DataFrame,
+    data: pd.DataFrame | Mapping[str, pd.DataFrame],
     grid: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     *,
     train: Length = "3Y",
