@@ -29,6 +29,7 @@ from nbbacktest.engine import (
     backtest,
     load_ohlcv,
     load_sample,
+    set_indicator_memo,
 )
 from nbbacktest.engine import views as _views
 from nbbacktest.errors import (
@@ -67,7 +68,7 @@ _SHOWN = {"sweep", "run_many", "resume", "walk_forward"}
 __all__ = [
     "ClusterError", "DataError", "NbbacktestError", "NbbacktestWarning", "Param", "ParamError",
     "Result", "Strategy", "StrategyError", "SweepError", "SweepFailedError", "UnknownParamError", "backtest",
-    "load_ohlcv", "load_sample", "load_ipython_extension", "unload_ipython_extension",
+    "load_ohlcv", "load_sample", "load_ipython_extension", "set_indicator_memo", "unload_ipython_extension",
     *_LAZY,
 ]
 

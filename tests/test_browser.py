@@ -185,15 +185,23 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(lab):
+def chromium():
+    """One headless Chromium for the module: Playwright's sync API runs once per thread."""
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
+        launched = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=60_000
         )
-        yield chromium
-        chromium.close()
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def browser(lab, chromium):
+    """Chromium, with the JupyterLab server up."""
+    return chromium
 
 
 # What the page shows, read in one pass over the DOM.
@@ -352,17 +360,9 @@ DOCS = ROOT / "docs"
 
 
 @pytest.fixture(scope="module")
-def file_browser():
+def file_browser(chromium):
     """Chromium for pages opened from disk (no server, no ``lab`` fixture)."""
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=60_000
-        )
-        yield chromium
-        chromium.close()
+    return chromium
 
 
 @contextlib.contextmanager

@@ -374,8 +374,10 @@ def test_the_key_is_made_on_first_use_for_this_user_only(tmp_path, own_key, dail
     assert len(key) == 32 and secret_key() == key
     signature = load_spec(tmp_path / "run")["signature"]
     assert signature["algorithm"] == "hmac-sha256" and set(signature) == {"algorithm", SPEC_PICKLE, DATA_PICKLE}
-    # The signature and the lock add no file to the directory (card.json is the run card).
-    assert sorted(os.listdir(tmp_path / "run")) == ["card.json", DATA_PICKLE, ROWS, SPEC_JSON, SPEC_PICKLE]
+    # The signature and the lock add no file to the directory (card.json is the run card,
+    # returns.npz the runs' returns for credibility()).
+    assert sorted(os.listdir(tmp_path / "run")) == ["card.json", DATA_PICKLE, "returns.npz", ROWS, SPEC_JSON,
+                                                    SPEC_PICKLE]
     assert nbb.resume(tmp_path / "run", progress=False).status == "complete"
 
 

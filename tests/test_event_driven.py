@@ -45,9 +45,9 @@ def test_exit_price(units, bar, expected):
 def test_first_bar_is_where_every_indicator_is_defined():
     loop = runner()
     assert loop.first_bar() == 0
-    loop.add_indicator(lambda d: d["Close"].rolling(3).mean(), (), {})
+    loop.add_indicator(loop.frame["Close"].rolling(3).mean(), "sma")
     assert loop.first_bar() == 2
-    loop.add_indicator(lambda d, n: np.full((n, 1), np.nan), (5,), {})  # one column is fine
+    loop.add_indicator(np.full((5, 1), np.nan), "nan")  # one column is fine
     assert loop.first_bar() == loop.n == 5  # all NaN: next never runs
 
 
@@ -55,10 +55,10 @@ def test_an_indicator_is_one_value_per_bar_made_before_the_first_bar():
     loop = runner()
     with pytest.raises(ValueError, match=r"indicator '_short' returned shape \(2,\); it must return "
                                          r"one value per bar \(5,\)"):
-        loop.add_indicator(_short, (), {})
+        loop.add_indicator(_short(loop.frame), "_short")
     loop.i = 0
     with pytest.raises(RuntimeError, match="call it in init"):
-        loop.add_indicator(_short, (), {})
+        loop.check_init("indicator")
 
 
 def _short(frame):

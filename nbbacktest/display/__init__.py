@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from nbbacktest.display import charts, report, tables, walk_forward
+from nbbacktest.display import charts, credibility, report, tables, walk_forward
 from nbbacktest.display.progress import ProgressState, TextProgress, in_kernel, show_progress
 from nbbacktest.engine import views
 from nbbacktest.parallel.launch import run_many, sweep
@@ -31,7 +31,9 @@ VIEWS: dict[str, Callable[..., Any]] = {
     "sweep_compare": charts.sweep_compare,
     "sweep_parallel_coordinates": charts.sweep_parallel_coordinates,
     "sweep_distribution": charts.sweep_distribution,
-    "sweep_bundle": charts.sweep_bundle,
+    "sweep_bundle": credibility.sweep_bundle,
+    "sweep_credibility": credibility.sweep_credibility,
+    "sweep_credibility_bundle": credibility.credibility_bundle,
     "sweep_report": report.write_report,
     "walk_forward_table": walk_forward.walk_forward_table,
     "walk_forward_equity": walk_forward.walk_forward_equity,

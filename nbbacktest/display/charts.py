@@ -30,6 +30,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from nbbacktest.display.stacking import stack_figures
 from nbbacktest.display.tables import (
     STATS_ROW_HEIGHT,
     format_params,
@@ -581,8 +582,8 @@ def result_bundle(result: Result) -> dict[str, Any]:
     return figure_bundle(result_figure(result, stats=True))
 
 
-def sweep_bundle(sweep: SweepResult) -> dict[str, Any]:
-    """``SweepResult._repr_mimebundle_``: the best rows and a chart, of the rows so far.
+def sweep_bundle(sweep: SweepResult, below: go.Figure | None = None) -> dict[str, Any]:
+    """``SweepResult._repr_mimebundle_``: the best rows and a chart of the rows so far, ``below`` under it.
 
     Plotly's bundle of :func:`sweep_overview`, plus an HTML table of the best rows
     for front ends that cannot draw a Plotly figure.
@@ -592,8 +593,8 @@ def sweep_bundle(sweep: SweepResult) -> dict[str, Any]:
     title = (f"{', '.join(names)}: {sweep.status}, {sweep.progress}/{len(sweep)} runs, "
              f"{sweep.failed} failed")
     chart = "distribution" if sweep.plan.is_mixed else None
-    bundle = figure_bundle(sweep_overview(frame, metric=sweep.metric, maximize=sweep.maximize,
-                                          title=title, chart=chart))
+    fig = sweep_overview(frame, metric=sweep.metric, maximize=sweep.maximize, title=title, chart=chart)
+    bundle = figure_bundle(fig if below is None else stack_figures(fig, below))
     bundle.setdefault("text/html", f"<div><b>{html.escape(title)}</b>"
                       f"{results_html(frame, metric=sweep.metric, maximize=sweep.maximize)}</div>")
     return bundle

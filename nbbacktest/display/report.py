@@ -6,7 +6,7 @@ lines of inline script, and a Content-Security-Policy that lets the page load
 nothing from anywhere. In order: the title and a one-line summary, the run card
 (``sweep.card``, when the sweep has one), every row of the results, a chart of
 the metric over the grid, the best run's equity and drawdown, the failures, and
-the place where a credibility panel will go.
+the credibility panel (deflated Sharpe, PBO, SPA) of a complete sweep of 20 runs or more.
 
 Every text is escaped with :func:`html.escape`; JSON inside a ``<script>`` has its
 ``<``, ``>`` and ``&`` written as ``\\u003c`` and the like, so no string can close
@@ -40,6 +40,8 @@ from nbbacktest.display.charts import (
     sweep_heatmap,
     sweep_parallel_coordinates,
 )
+from nbbacktest.display.credibility import credibility_html as numbers_html
+from nbbacktest.display.credibility import pbo_figure, shown_credibility
 from nbbacktest.display.tables import (
     DEFAULT_STATS,
     MetricRange,
@@ -534,16 +536,22 @@ def _failures_section(frame: pd.DataFrame) -> str:
 
 
 def credibility_html(sweep: SweepResult) -> str:
-    """The credibility panel (deflated Sharpe, PBO, ...): a hook, empty until it is written.
+    """The credibility section (deflated Sharpe, PBO, SPA, flags), after the failures, or "".
 
-    Whatever HTML it returns is placed after the failures, escaped by its author.
+    Shown when :func:`~nbbacktest.display.credibility.shown_credibility` has one (a
+    complete sweep of 20 runs or more): its numbers, flags and notes, then PBO's charts.
 
     Examples
     --------
     >>> credibility_html(None)
     ''
     """
-    return ""
+    found = shown_credibility(sweep)
+    if found is None:
+        return ""
+    pbo = found.pbo
+    charts = "" if pbo is None else _figure_html("figure-credibility", pbo_figure(pbo, found.metric))
+    return f"<section id='credibility'><h2>Is the best run real?</h2>{numbers_html(found)}{charts}</section>"
 
 
 # ---------------------------------------------------------------------- helpers

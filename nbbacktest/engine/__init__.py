@@ -6,6 +6,7 @@ neither Jupyter nor ipyparallel involved.
 
 from nbbacktest.engine.backtest import backtest, derive_seed, simulate
 from nbbacktest.engine.data import is_universe, validate_data, validate_ohlcv
+from nbbacktest.engine.indicators import set_indicator_memo
 from nbbacktest.engine.loading import load_ohlcv
 from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_LABELS, STAT_NAMES, compute_stats
 from nbbacktest.engine.orders import Bar, Order, Position
@@ -18,6 +19,6 @@ from nbbacktest.engine.types import PreparedData, Settings
 __all__ = [
     "NUMERIC_STATS", "SAMPLE_NAMES", "STAT_LABELS", "STAT_NAMES", "Bar", "Order", "Param",
     "Position", "PreparedData", "Result", "Settings", "Strategy", "backtest", "compute_stats",
-    "derive_seed", "is_universe", "load_ohlcv", "load_sample", "simulate", "validate_data",
-    "validate_ohlcv",
+    "derive_seed", "is_universe", "load_ohlcv", "load_sample", "set_indicator_memo", "simulate",
+    "validate_data", "validate_ohlcv",
 ]

@@ -16,6 +16,7 @@ from nbbacktest.engine.data import is_universe, validated_values
 from nbbacktest.engine.event_driven import EventRunner
 from nbbacktest.engine.ledger import Ledger
 from nbbacktest.engine.metrics import summarize
+from nbbacktest.engine.period_returns import period_returns_into
 from nbbacktest.engine.result import Result
 from nbbacktest.engine.signals import signal_exposures
 from nbbacktest.engine.stat_formulas import trade_bars
@@ -108,13 +109,17 @@ def simulate(strategy: Strategy, data: PreparedData, settings: Settings, seed: i
 
 
 def simulate_stats(
-    strategy: Strategy, data: PreparedData, settings: Settings, seed: int, *, private: bool = False
+    strategy: Strategy, data: PreparedData, settings: Settings, seed: int, *, private: bool = False,
+    returns_out: np.ndarray | None = None, bars_per_period: int = 1,
 ) -> dict[str, Any]:
     """The stats of :func:`simulate`, bit for bit, keeping nothing else: a sweep's hot path.
 
     Per-bar arrays live in scratch rows reused by the next run on this thread, and
     the trade records are never built. ``private=True`` says the instance was made
     for this run alone (a sweep's point), so it runs as it is instead of on a copy.
+    ``returns_out``, when given, receives the run's returns, ``bars_per_period``
+    bars compounded per value (see :mod:`nbbacktest.engine.period_returns`), after
+    the stats are computed (they do not change).
 
     Examples
     --------
@@ -129,10 +134,13 @@ def simulate_stats(
     bars = data.window
     work = scratch_rows(len(bars.close))
     equity = ledger.equity_into(bars.close, work[2])
-    return summarize(
+    stats = summarize(
         bars.timeline, equity, settings.cash, bars.buy_hold_pct, ledger.bars_in_market(),
         ledger.pnl, ledger.returns, work[:2], **_trade_facts(ledger, paid, bars),
     )
+    if returns_out is not None:
+        period_returns_into(equity, settings.cash, returns_out, bars_per_period, work[0])
+    return stats
 
 
 def _trade_facts(ledger: Ledger, paid: float, data: PreparedData) -> dict[str, Any]:
@@ -153,6 +161,7 @@ def _fill(strategy: Strategy, data: PreparedData, settings: Settings, seed: int,
     cls = type(strategy)
     worker = strategy if private else cls._from_values(strategy.param_values)
     worker._seed = seed
+    worker._prepared = data  # self.I's memo is per prepared data
     frame = worker.data = data.run_frame()
     mode = cls._mode
     if mode == "vector":
@@ -290,7 +299,7 @@ def backtest(
             f" {len(data)} symbols: pass one frame such as data[{next(iter(data))!r}],"
             " or use nbb.sweep() to run every symbol"
         )
-    prepared = PreparedData.from_frame(*validated_values(data, "data"))
+    prepared = PreparedData.from_frame(*validated_values(data, "data", remember=True))
     if trade_start is not None:
         prepared = prepared.trading_from(start_bar(prepared.index, trade_start))
     run_seed = derive_seed(seed, strategy.param_values)

@@ -17,12 +17,13 @@ import math
 import sys
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from nbbacktest.engine.caches import IdentityCache, scratch_rows
+from nbbacktest.engine.snapshots import FrameSnapshot
 from nbbacktest.errors import DataError, NbbacktestWarning
 
 __all__ = [
@@ -193,12 +194,19 @@ def _validate_frame(
 
 
 def validated_values(
-    frame: pd.DataFrame, name: str = "data", date_column: str | None = None
+    frame: pd.DataFrame, name: str = "data", date_column: str | None = None, *,
+    remember: bool = False,
 ) -> tuple[pd.DataFrame, np.ndarray | None]:
     """:func:`validate_ohlcv`, plus the frame's float64 values when it had them at hand.
 
     The values (see :func:`float_values`) save the simulator a second look at the
     frame; None when the frame is not a single float64 block.
+
+    ``remember=True`` (what ``backtest()`` asks) keeps a frame that had to be rebuilt
+    (renamed, re-indexed, converted) for the next call on the same frame object,
+    until the frame changes (see :class:`~nbbacktest.engine.snapshots.FrameSnapshot`):
+    each call then returns a new shallow copy of it after a comparison (about
+    0.15 ms on 20,000 bars of six columns) instead of a rebuild (1 to 4 ms).
 
     Examples
     --------
@@ -237,7 +245,49 @@ def validated_values(
                     o, h, lo, c = (cols[k].to_numpy() for k in OHLC)
                     _check_values(o, h, lo, c, frame.index, name)
                     return frame, None
+    if remember:
+        return _remembered(frame, name, date_column)
     return _normalise(frame, name, date_column), None
+
+
+class _Rebuilt(NamedTuple):
+    """A frame that validation rebuilt, and what it was rebuilt from."""
+
+    date_column: str | None
+    source: FrameSnapshot
+    frame: pd.DataFrame  # never handed out: callers get shallow copies
+    values: np.ndarray | None  # read-only
+
+
+def _remembered(
+    frame: pd.DataFrame, name: str, date_column: str | None
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """:func:`_normalise`, once per frame object until the frame changes."""
+    slot = _REBUILT.get(frame, _empty_slot)
+    seen: _Rebuilt | None = slot[0]
+    if seen is not None and seen.date_column == date_column and seen.source.matches(frame):
+        return seen.frame.copy(deep=False), seen.values
+    # Taken first: a change made while validating then shows as a change next time.
+    source = FrameSnapshot.of(frame, _REMEMBER_MAX_BYTES)
+    out = _normalise(frame, name, date_column)
+    values = float_values(out)
+    if values is not None:
+        values.flags.writeable = False  # shared by every later call
+    slot[0] = None if source is None else _Rebuilt(date_column, source, out, values)
+    # A copy, so that writes to what the caller gets (copy-on-write) never reach ``out``.
+    return out.copy(deep=False), values
+
+
+def _empty_slot(frame: pd.DataFrame) -> list[_Rebuilt | None]:
+    return [None]
+
+
+#: Frames remembered at once: a loop over a few symbols' frames stays fast; each keeps
+#: a copy of its source's values (see FrameSnapshot), so the bound is on memory too.
+_REBUILT = IdentityCache(kept=8)
+#: Larger frames are validated on every call: their rebuild is a small part of a
+#: backtest on that many bars, and a second copy of them costs memory that counts.
+_REMEMBER_MAX_BYTES = 32 << 20
 
 
 def float_values(frame: pd.DataFrame) -> np.ndarray | None:

@@ -49,7 +49,7 @@ Order fill prices (before slippage):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -108,16 +108,17 @@ class EventRunner:
         self.position = Position(self)
 
     # ----------------------------------------------------------- strategy calls
-    def add_indicator(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> np.ndarray:
+    def check_init(self, what: str) -> None:
         if self.i >= 0:
-            raise RuntimeError("indicator() is computed once: call it in init(), not in next()")
-        values = fn(self.frame, *args, **kwargs)
+            raise RuntimeError(f"{what}() is computed once: call it in init(), not in next()")
+
+    def add_indicator(self, values: Any, name: str) -> np.ndarray:
         array = np.asarray(values, dtype=float)
         if array.ndim == 2 and array.shape[1] == 1:
             array = array[:, 0]
         if array.shape != (self.n,):
             raise ValueError(
-                f"indicator {getattr(fn, '__name__', fn)!r} returned shape {array.shape};"
+                f"indicator {name!r} returned shape {array.shape};"
                 f" it must return one value per bar ({self.n},)"
             )
         self.indicators.append(array)

@@ -19,6 +19,11 @@ from nbbacktest.engine.params import Param
 from nbbacktest.engine.strategy import Strategy
 
 
+def sma(values: pd.Series, n: int) -> pd.Series:
+    """The simple moving average of the last ``n`` values (NaN for the first ``n - 1``)."""
+    return values.rolling(n).mean()
+
+
 class SmaCross(Strategy):
     """Long while the fast simple moving average is above the slow one."""
 
@@ -26,8 +31,9 @@ class SmaCross(Strategy):
     slow = Param(30, low=5, high=300, step=10, doc="slow SMA length")
 
     def signals(self, data: pd.DataFrame) -> pd.Series:
+        # self.I: each distinct SMA is computed once per engine, however many points use it
         close = data["Close"]
-        return (close.rolling(self.fast).mean() > close.rolling(self.slow).mean()).astype(float)
+        return (self.I(sma, close, self.fast) > self.I(sma, close, self.slow)).astype(float)
 
 
 class SmaCrossEvent(Strategy):
@@ -37,8 +43,8 @@ class SmaCrossEvent(Strategy):
     slow = Param(30, low=5, high=300, step=10, doc="slow SMA length")
 
     def init(self) -> None:
-        self.fast_sma = self.indicator(lambda d: d["Close"].rolling(self.fast).mean())
-        self.slow_sma = self.indicator(lambda d: d["Close"].rolling(self.slow).mean())
+        self.fast_sma = self.I(sma, self.data["Close"], self.fast)
+        self.slow_sma = self.I(sma, self.data["Close"], self.slow)
 
     def next(self, bar: Bar) -> None:
         above = self.fast_sma[bar.i] > self.slow_sma[bar.i]

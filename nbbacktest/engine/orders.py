@@ -10,7 +10,6 @@ the fill rules are in :mod:`nbbacktest.engine.event_driven`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -39,8 +38,11 @@ class Runner(Protocol):
     close: list[float]
     volume: list[float]
 
-    def add_indicator(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> np.ndarray:
-        """Compute an indicator once, before the first bar."""
+    def check_init(self, what: str) -> None:
+        """Raise unless the strategy's ``init()`` is running: indicators are made there."""
+
+    def add_indicator(self, values: Any, name: str) -> np.ndarray:
+        """Register an indicator's values (one per bar) for the warm-up; the float array."""
 
     def submit(self, order: Order) -> Order:
         """Queue an order for its next fill."""

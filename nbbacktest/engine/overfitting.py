@@ -28,7 +28,7 @@ CDF and its inverse come from :class:`statistics.NormalDist`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import combinations
 from statistics import NormalDist
@@ -358,34 +358,44 @@ def _metric_from_sums(metric: str, count: np.ndarray, s1: np.ndarray, s2: np.nda
 
 
 def _fast_performance(values: np.ndarray, blocks: int, members: np.ndarray,
-                      metric: str) -> tuple[np.ndarray, np.ndarray]:
+                      metric: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    # In chunks of splits, ranked one chunk at a time: memory stays ~_CHUNK_CELLS cells.
     rows, n = values.shape
     count, s1, s2, centre = _split_sums(values.reshape(blocks, rows // blocks, n))
     totals = count.sum(axis=0), s1.sum(axis=0), s2.sum(axis=0)
-    is_perf, oos_perf = np.empty((len(members), n)), np.empty((len(members), n))
     step = max(1, _CHUNK_CELLS // n)
     for start in range(0, len(members), step):
         chosen = members[start:start + step]
         c_in, s1_in, s2_in = chosen @ count, chosen @ s1, chosen @ s2
-        is_perf[start:start + step] = _metric_from_sums(metric, c_in, s1_in, s2_in, centre)
-        oos_perf[start:start + step] = _metric_from_sums(
-            metric, totals[0] - c_in, totals[1] - s1_in, totals[2] - s2_in, centre)
-    return is_perf, oos_perf
+        yield (_metric_from_sums(metric, c_in, s1_in, s2_in, centre), _metric_from_sums(
+            metric, totals[0] - c_in, totals[1] - s1_in, totals[2] - s2_in, centre))
 
 
 def _callable_performance(values: np.ndarray, blocks: int, members: np.ndarray,
-                          metric: Callable[[np.ndarray], Any]) -> tuple[np.ndarray, np.ndarray]:
+                          metric: Callable[[np.ndarray], Any]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     rows, n = values.shape
     block_rows = np.arange(rows).reshape(blocks, rows // blocks)
-    is_perf, oos_perf = np.empty((len(members), n)), np.empty((len(members), n))
-    for i, member in enumerate(members.astype(bool)):
-        for out, part in ((is_perf, block_rows[member]), (oos_perf, block_rows[~member])):
+    for member in members.astype(bool):
+        out = []
+        for part in (block_rows[member], block_rows[~member]):
             got = np.asarray(metric(values[part.ravel()]), dtype=np.float64)
             if got.shape != (n,):
                 raise ValueError(f"metric must return one value per trial, shape ({n},), for a "
                                  f"(rows, {n}) matrix of returns; it returned shape {got.shape}")
-            out[i] = got
-    return is_perf, oos_perf
+            out.append(got[None, :])
+        yield out[0], out[1]
+
+
+def _rank(is_perf: np.ndarray, oos_perf: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per split: the in-sample winner, its metric in and out of sample, and its relative rank w."""
+    is_perf = np.where(np.isnan(is_perf), -np.inf, is_perf)  # NaN (too few returns) ranks last
+    oos_perf = np.where(np.isnan(oos_perf), -np.inf, oos_perf)
+    rows = np.arange(len(is_perf))
+    selected = is_perf.argmax(axis=1)
+    winner_oos = oos_perf[rows, selected]
+    below = (oos_perf < winner_oos[:, None]).sum(axis=1)
+    tied = (oos_perf == winner_oos[:, None]).sum(axis=1)  # the winner included
+    return selected, is_perf[rows, selected], winner_oos, (below + (tied + 1) / 2.0) / (is_perf.shape[1] + 1)
 
 
 def _degradation(is_perf: np.ndarray, oos_perf: np.ndarray) -> tuple[float, float]:
@@ -469,21 +479,10 @@ def probability_of_backtest_overfitting(
     splits = np.array(list(combinations(range(s), s // 2)))
     members = np.zeros((len(splits), s))
     members[np.arange(len(splits))[:, None], splits] = 1.0
-    if isinstance(metric, str):
-        is_perf, oos_perf = _fast_performance(values, s, members, metric)
-    else:
-        is_perf, oos_perf = _callable_performance(values, s, members, metric)
-
-    # NaN (too few returns in a half) ranks below every number.
-    is_perf = np.where(np.isnan(is_perf), -np.inf, is_perf)
-    oos_perf = np.where(np.isnan(oos_perf), -np.inf, oos_perf)
-    rows = np.arange(len(splits))
-    selected = is_perf.argmax(axis=1)
-    winner_is = is_perf[rows, selected]
-    winner_oos = oos_perf[rows, selected]
-    below = (oos_perf < winner_oos[:, None]).sum(axis=1)
-    tied = (oos_perf == winner_oos[:, None]).sum(axis=1)  # the winner included
-    w = (below + (tied + 1) / 2.0) / (n + 1)
+    chunks = (_fast_performance(values, s, members, metric) if isinstance(metric, str)
+              else _callable_performance(values, s, members, metric))
+    ranked = [_rank(is_perf, oos_perf) for is_perf, oos_perf in chunks]
+    selected, winner_is, winner_oos, w = (np.concatenate(parts) for parts in zip(*ranked))
     logits = np.log(w / (1.0 - w))
     slope, intercept = _degradation(winner_is, winner_oos)
     for array in (logits, selected, winner_is, winner_oos):

@@ -9,14 +9,18 @@ so the same rules written both ways produce the same trades and equity.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from nbbacktest.engine.indicators import compute_indicator
 from nbbacktest.engine.orders import Bar, Order, Position, Runner
 from nbbacktest.engine.params import Param, bind_params, collect_params
 from nbbacktest.engine.positions import Trade
+
+if TYPE_CHECKING:
+    from nbbacktest.engine.types import PreparedData
 
 __all__ = ["RESERVED_NAMES", "Bar", "Order", "Position", "Strategy", "Trade", "resolve_strategy"]
 
@@ -24,7 +28,7 @@ __all__ = ["RESERVED_NAMES", "Bar", "Order", "Position", "Strategy", "Trade", "r
 RESERVED_NAMES = frozenset(
     {
         "data", "position", "equity", "cash", "orders", "seed", "rng", "buy", "sell",
-        "close", "indicator", "init", "next", "signals", "params", "param_values",
+        "close", "I", "indicator", "init", "next", "signals", "params", "param_values",
         "with_params", "bar", "trades",
     }
 )
@@ -67,6 +71,7 @@ class Strategy:
     # Set on the private copy that runs a backtest.
     data: pd.DataFrame
     _runner: Runner | None = None
+    _prepared: PreparedData | None = None  # the data of the run: the key of self.I's memo
     _seed: int = 0
     _rng: np.random.Generator | None = None
 
@@ -148,6 +153,11 @@ class Strategy:
     def __reduce__(self) -> tuple:
         return (_rebuild_strategy, (type(self), self.param_values))
 
+    def __indicator_key__(self) -> tuple:
+        # What self.I's memo keys a strategy by (a lambda closing over self): all
+        # that an indicator made from it may depend on besides the data.
+        return (type(self), tuple(self.param_values.items()), self._seed)
+
     # ----------------------------------------------------------------- the body
     def signals(self, data: pd.DataFrame) -> pd.Series | np.ndarray:
         """Vectorized strategies: the target exposure decided at each bar's close.
@@ -201,15 +211,58 @@ class Strategy:
             self._rng = np.random.default_rng(self._seed)
         return self._rng
 
-    # --------------------------------------------------- event-driven interface
-    def indicator(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> np.ndarray:
-        """Compute ``fn(self.data, *args, **kwargs)`` once, before the first bar.
+    # ------------------------------------------------------------- indicators
+    def I(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:  # noqa: E743 - backtesting.py's name
+        """``fn(*args, **kwargs)``, computed once per process for the data the run is on.
 
-        Returns a float numpy array of one value per bar. ``next`` is first called
-        at the first bar where every indicator is defined (not NaN): the warm-up
-        (see :meth:`next`).
+        The idiomatic way to compute an indicator, in ``signals(data)`` or in
+        ``init()``: every run of a sweep on the same engine and data that asks for
+        the same function with the same arguments gets the stored value instead of
+        computing it again. ``fn`` is any function (a TA-Lib one too:
+        ``self.I(talib.SMA, data["Close"], 20)``); a column of the data is keyed by
+        which column it is, other arguments by value (see
+        :mod:`nbbacktest.engine.indicators` for the key, the budget and what is
+        computed without the memo). The value is read-only: copy it to change it.
+
+        In ``signals`` it is what ``fn`` returns (a Series stays a Series). In an
+        event-driven ``init`` it is a float numpy array of one value per bar, and
+        ``next`` first runs where every such indicator is defined (the warm-up,
+        see :meth:`next`); ``next`` itself cannot make indicators.
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> def sma(values, n):
+        ...     return values.rolling(n).mean()
+        >>> class SmaCross(nbb.Strategy):
+        ...     fast, slow = 10, 30
+        ...     def signals(self, data):
+        ...         fast = self.I(sma, data["Close"], self.fast)
+        ...         slow = self.I(sma, data["Close"], self.slow)
+        ...         return (fast > slow).astype(float)
+        >>> nbb.backtest(SmaCross(), nbb.load_sample("daily")).stats["trades"] > 0
+        True
         """
-        return self._event("indicator").add_indicator(fn, args, kwargs)
+        runner = self._runner
+        if runner is not None:
+            runner.check_init("I")
+        value = compute_indicator(self._prepared, fn, args, kwargs)
+        if runner is None:
+            return value
+        return runner.add_indicator(value, getattr(fn, "__name__", repr(fn)))
+
+    def indicator(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> np.ndarray:
+        """Event-driven ``init()``: ``self.I(fn, self.data, *args, **kwargs)``.
+
+        The older spelling of :meth:`I` with the data as first argument: a float
+        numpy array of one value per bar, memoized the same way. ``next`` is first
+        called at the first bar where every indicator is defined (not NaN): the
+        warm-up (see :meth:`next`).
+        """
+        self._event("indicator")
+        return self.I(fn, self.data, *args, **kwargs)
+
+    # --------------------------------------------------- event-driven interface
 
     def buy(
         self,

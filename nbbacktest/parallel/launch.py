@@ -34,6 +34,7 @@ from nbbacktest.parallel.events import SweepEvent
 from nbbacktest.parallel.fingerprint import fingerprint
 from nbbacktest.parallel.grid import plan_instances, plan_sweep
 from nbbacktest.parallel.progress import start_progress
+from nbbacktest.parallel.run_returns import DEFAULT_RETURNS_BUDGET, plan_returns
 from nbbacktest.parallel.runners import LocalRunner, Runner
 from nbbacktest.parallel.spec import SweepSpec
 from nbbacktest.parallel.sweep import SweepResult, SweepWriter
@@ -69,6 +70,7 @@ def sweep(
     leverage: float | None = None,
     close_at_end: bool = False,
     spread: float = 0.0,
+    returns_budget: int = DEFAULT_RETURNS_BUDGET,
 ) -> SweepResult:
     """Backtest every point of a parameter grid, in parallel on an ipyparallel cluster.
 
@@ -128,6 +130,10 @@ def sweep(
         fraction, a pair ``(fixed per fill, fraction)`` or a callable ``cost(size,
         price)`` (a lambda travels to the engines); ``spread`` is a fraction of price
         paid once per round trip, half at entry and half at exit.
+    returns_budget : int
+        Bytes of the runs' returns kept for ``credibility()`` (default 256 MiB; 0
+        keeps none and turns it off). Over budget, a subsample of runs chosen from
+        ``seed`` keeps them (see :mod:`nbbacktest.parallel.run_returns`).
 
     Returns
     -------
@@ -147,7 +153,8 @@ def sweep(
     data = validate_data(data, name="data")
     plan = plan_sweep(strategy, grid, where=where, n=n, seed=seed,
                       symbols=universe_symbols(data, symbols))
-    spec = SweepSpec(plan, settings, metric, maximize, stop_on_error, warn_after, min_trades=min_trades)
+    spec = SweepSpec(plan, settings, metric, maximize, stop_on_error, warn_after, min_trades=min_trades,
+                     returns=plan_returns(len(plan), data, returns_budget, seed))
     return launch(spec, data, engines=engines, cluster=cluster, chunksize=chunksize,
                   on_result=on_result, progress=progress, block=block, save=save, resume=resume)
 
@@ -171,11 +178,13 @@ def run_many(
     warn_after: float = 3600.0,
     progress: bool | Callable[[SweepResult], Any] | None = None,
     block: bool = True,
+    returns_budget: int = DEFAULT_RETURNS_BUDGET,
     **settings: Any,
 ) -> SweepResult:
     """Backtest a list of strategy instances (of any classes), in parallel.
 
-    Takes the options of :func:`sweep` (but no grid), ``min_trades`` included.
+    Takes the options of :func:`sweep` (but no grid), ``min_trades`` and
+    ``returns_budget`` included.
 
     Examples
     --------
@@ -190,7 +199,7 @@ def run_many(
     data = validate_data(data, name="data")
     plan = plan_instances(instances, seed=seed, symbols=universe_symbols(data, symbols))
     spec = SweepSpec(plan, settings_, metric, maximize, stop_on_error, warn_after,
-                     min_trades=min_trades)
+                     min_trades=min_trades, returns=plan_returns(len(plan), data, returns_budget, seed))
     return launch(spec, data, engines=engines, cluster=cluster, chunksize=chunksize,
                   on_result=on_result, progress=progress, block=block, save=save, resume=resume)
 
@@ -299,6 +308,8 @@ def load_sweep(save: str | os.PathLike[str], *, trusted: bool = False) -> SweepR
     result = SweepResult(spec, data)
     writer = SweepWriter(result)
     writer.restore(read_rows(save).values())
+    if result.kept_returns is not None:
+        result.kept_returns.load(save)
     result.card = card = read_card(save)
     missing = len(result.pending_rows())
     status, reason = "complete", ""
@@ -409,6 +420,8 @@ def launch(
         result.checkpoint, saved = Checkpoint.open(save, spec=spec, data=data, data_key=data_key,
                                                    resume=resume)
         writer.restore(saved.values())
+        if result.kept_returns is not None and saved:
+            result.kept_returns.load(save)  # the rows restored without returns get theirs recomputed
     try:
         if result.checkpoint is not None:
             before = result.checkpoint.saved_spec

@@ -40,6 +40,7 @@ from nbbacktest.engine import metrics
 
 if TYPE_CHECKING:
     from nbbacktest.parallel.grid import Plan
+    from nbbacktest.parallel.run_returns import ChunkReturns, ReturnsCollector
 
 #: The int64 that stands for "no value" in a nanoseconds column (NaT).
 NAT = np.iinfo(np.int64).min
@@ -149,6 +150,7 @@ class Rows(NamedTuple):
     seconds: np.ndarray  #: float64 run time
     errors: dict[int, ErrorInfo]  #: run number -> (type, message, traceback)
     per_data: dict[str | None, tuple[Any, ...]]  #: symbol -> schema.per_data values
+    returns: ChunkReturns | None = None  #: the returns of the runs that keep them (run_returns.py)
 
     @classmethod
     def empty(cls, schema: StatSchema | None = None) -> Rows:
@@ -172,17 +174,19 @@ class Rows(NamedTuple):
         objects = None if self.objects is None else [o for o, k in zip(self.objects, keep.tolist()) if k]
         return self._replace(rows=self.rows[keep], floats=self.floats[keep], ints=self.ints[keep],
                              objects=objects, seconds=self.seconds[keep],
-                             errors={r: e for r, e in self.errors.items() if r not in drop})
+                             errors={r: e for r, e in self.errors.items() if r not in drop},
+                             returns=None if self.returns is None else self.returns.without(drop))
 
 
 class RowsBuilder:
     """Collects a chunk's runs one by one and builds their :class:`Rows`."""
 
     __slots__ = ("schema", "rows", "floats", "ints", "objects", "seconds", "errors", "per_data",
-                 "_failed_floats", "_failed_ints")
+                 "_failed_floats", "_failed_ints", "returns")
 
-    def __init__(self, schema: StatSchema) -> None:
+    def __init__(self, schema: StatSchema, returns: ReturnsCollector | None = None) -> None:
         self.schema = schema
+        self.returns = returns  # the chunk's kept returns, filled by the worker
         self.rows: list[int] = []
         self.floats: list[float] = []  # flat: one run's float values after another's
         self.ints: list[int] = []  # flat, as floats
@@ -229,6 +233,7 @@ class RowsBuilder:
             np.array(self.seconds, dtype=np.float64),
             self.errors,
             self.per_data,
+            None if self.returns is None else self.returns.build(),
         )
 
 

@@ -33,6 +33,7 @@ from nbbacktest.errors import SweepError, did_you_mean
 from nbbacktest.parallel import worker
 from nbbacktest.parallel.grid import Plan
 from nbbacktest.parallel.rows import StatSchema
+from nbbacktest.parallel.run_returns import ReturnsPlan
 
 
 def check_metric(metric: Any, maximize: Any, schema: StatSchema | None = None) -> None:
@@ -105,6 +106,10 @@ class SweepSpec:
     #: being warm-up history (``PreparedData.trading_from``; walk-forward windows).
     #: Empty: every run trades from the first bar. A spec pickled before reads ().
     trade_starts: tuple[tuple[str, int], ...] = ()
+    #: Which runs keep their returns for ``credibility()``, on which periods
+    #: (:mod:`~nbbacktest.parallel.run_returns`); None: none. Not part of the
+    #: identity (the table does not depend on it). A spec pickled before reads None.
+    returns: ReturnsPlan | None = None
 
     def __post_init__(self) -> None:
         check_metric(self.metric, self.maximize, self.schema)
@@ -182,7 +187,8 @@ class SweepSpec:
         """What every run shares on an engine: classes, param names, settings, data key, rules."""
         plan = self.plan
         return worker.Job(plan.classes, plan.param_names, self.settings, data_key, self.warn_after,
-                          self.stop_on_error, plan.seed, self.schema, dict(self.trade_starts))
+                          self.stop_on_error, plan.seed, self.schema, dict(self.trade_starts),
+                          self.returns)
 
     def point_specs(self, rows: Iterable[int]) -> list[worker.PointSpec]:
         """What a task carries for each row: (row, class index, values, symbol).

@@ -27,6 +27,7 @@ from nbbacktest.engine.result import Result
 from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import SweepError
 from nbbacktest.parallel.card import end_card
+from nbbacktest.parallel.credibility import Credibility, credibility
 from nbbacktest.parallel.events import (
     Cancelled,
     EventBus,
@@ -40,6 +41,7 @@ from nbbacktest.parallel.events import (
 from nbbacktest.parallel.grid import Plan
 from nbbacktest.parallel.ranking import STABILITY_SUFFIX, neighbourhood_mean
 from nbbacktest.parallel.rows import CANCELLED, Rows, RowStore, describe_row, row_params
+from nbbacktest.parallel.run_returns import KeptReturns
 from nbbacktest.parallel.spec import SweepSpec, check_metric
 
 if TYPE_CHECKING:
@@ -96,6 +98,9 @@ class SweepResult(concurrent.futures.Future):
         # responsive this way, so that Cancel works while the cell runs).
         self._pollers: list[Callable[[], Any]] = []
         self._cancel_hooks: list[Callable[[], Any]] = []
+        #: The runs' returns kept for :meth:`credibility` (None: ``returns_budget=0``, a universe).
+        self.kept_returns = None if spec.returns is None else KeptReturns(spec.returns)
+        self._credibility: dict[tuple[int, int, int], Credibility] = {}
 
     # ------------------------------------------------------------ the spec
     @property
@@ -280,6 +285,29 @@ class SweepResult(concurrent.futures.Future):
         row = self.best_stable_index
         return None if row is None else self.spec.plan.strategy_at(row)
 
+    def credibility(self, blocks: int = 16, reps: int = 1000, seed: int = 0) -> Credibility:
+        """Is the best run real? DSR, PBO (CSCV in ``blocks`` blocks) and SPA (``reps``
+        bootstraps, ``seed``) from the runs' own returns; computed once, then cached.
+
+        See :func:`nbbacktest.parallel.credibility.credibility` for what each field holds.
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> from nbbacktest.engine.examples import SmaCross
+        >>> sweep = nbb.sweep(SmaCross, nbb.load_sample("daily"),
+        ...                   grid={"fast": [5, 10, 20], "slow": [40, 80]}, progress=False)
+        >>> c = sweep.credibility(blocks=8, reps=100)
+        >>> c.runs, c.kept, c.periods
+        (6, 6, 2500)
+        """
+        key = (blocks, reps, seed)
+        found = self._credibility.get(key)
+        if found is None:
+            found = credibility(self, blocks, reps, seed)
+            self._credibility[key] = found
+        return found
+
     def detail(self, i: int) -> Result:
         """Re-run row ``i`` locally (same seed, settings and data) and return its Result."""
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < len(self):
@@ -457,6 +485,8 @@ class SweepWriter:
             fresh = store.store(rows, engine, host)
             if not len(fresh):
                 return
+            if rows.returns is not None and result.kept_returns is not None:
+                result.kept_returns.add(rows.returns)
             finished = rows.rows[fresh].tolist()
             if result.checkpoint is not None:
                 result.checkpoint.append([store.saved(r) for r in finished], result.describe)
@@ -515,6 +545,8 @@ class SweepWriter:
         if result.checkpoint is not None:
             if result.card is not None:
                 result.checkpoint.write_card(result.card)
+            if result.kept_returns is not None:
+                result.kept_returns.save(result.checkpoint.folder)
             result.checkpoint.close()
         finished, failed = store.counts()
         self.emit(Finished(done=finished - failed, failed=failed, cancelled=store.count(CANCELLED),

@@ -24,6 +24,7 @@ from nbbacktest.engine.backtest import PreparedData, RunSeeds, Settings, simulat
 from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import StrategyError
 from nbbacktest.parallel.rows import ErrorInfo, Rows, RowsBuilder, StatSchema
+from nbbacktest.parallel.run_returns import ReturnsCollector, ReturnsPlan
 
 try:
     import fcntl
@@ -60,6 +61,8 @@ class Job:
     schema: StatSchema = field(default_factory=StatSchema.current)
     #: symbol -> the bar its runs trade from (``SweepSpec.trade_starts``).
     trade_starts: dict[str, int] = field(default_factory=dict)
+    #: Which runs send their returns back, on which periods (``SweepSpec.returns``).
+    returns: ReturnsPlan | None = None
 
 
 def host_name() -> str:
@@ -277,7 +280,9 @@ def run_points(
     """
     spec = register_job(job_key, job if job is not None else _JOBS[job_key])
     settings, data_key, starts = spec.settings, spec.data_key, spec.trade_starts
-    rows = RowsBuilder(spec.schema)
+    keep = None if spec.returns is None else ReturnsCollector(spec.returns, len(points))
+    per = 1 if spec.returns is None else spec.returns.bars_per_period
+    rows = RowsBuilder(spec.schema, keep)
     clock = time.perf_counter
     running = _RUNNING
     seed_of = RunSeeds(spec.seed)
@@ -299,8 +304,10 @@ def run_points(
                 strategy = spec.classes[class_index]._from_values(dict(zip(names, values)))
                 try:
                     start = starts.get(symbol, 0) if starts and symbol is not None else 0
-                    stats = simulate_stats(strategy, prepared(data_key, symbol, start), settings,
-                                           seed_of(names, values, symbol), private=True)
+                    data = prepared(data_key, symbol, start)
+                    out = None if keep is None else keep.slot(row, len(data.window))
+                    stats = simulate_stats(strategy, data, settings, seed_of(names, values, symbol),
+                                           private=True, returns_out=out, bars_per_period=per)
                 except (Exception, SystemExit) as error:  # a failing point is a row, not a failed sweep
                     rows.failed(row, describe_error(error), clock() - started)
                     if spec.stop_on_error:
@@ -309,6 +316,8 @@ def run_points(
                         return rows.build(), True
                 else:
                     rows.ok(row, stats, symbol, clock() - started)
+                    if out is not None:
+                        keep.keep(row)  # type: ignore[union-attr]
     except KeyboardInterrupt:
         return rows.build(), True
     finally:
