@@ -34,7 +34,7 @@ from nbbacktest.engine.formatting import (
     format_seconds,
     format_value,
 )
-from nbbacktest.engine.metrics import STAT_LABELS
+from nbbacktest.engine.metrics import ALL_STAT_LABELS
 from nbbacktest.errors import SweepError, did_you_mean
 from nbbacktest.parallel.ranking import STABILITY_SUFFIX
 from nbbacktest.parallel.rows import RUN_COLUMNS
@@ -121,7 +121,7 @@ def plan_columns(frame: pd.DataFrame) -> list[str]:
     >>> plan_columns(pd.DataFrame(columns=["fast", "slow", "symbol", "sharpe", "error"]))
     ['fast', 'slow', 'symbol']
     """
-    return [c for c in frame.columns if c not in STAT_LABELS and c not in RUN_COLUMNS
+    return [c for c in frame.columns if c not in ALL_STAT_LABELS and c not in RUN_COLUMNS
             and not str(c).endswith(STABILITY_SUFFIX)]
 
 
@@ -477,7 +477,7 @@ def results_html(
 
 def stats_cells(stats: pd.Series) -> go.Table:
     """The ``go.Table`` trace of :func:`stats_table` (to place in a larger figure)."""
-    labels = [STAT_LABELS.get(str(name), str(name)) for name in stats.index]
+    labels = [ALL_STAT_LABELS.get(str(name), str(name)) for name in stats.index]
     values = [format_value(value, str(name)) for name, value in stats.items()]
     return go.Table(
         header=dict(values=["Metric", "Value"], fill_color=_HEADER_FILL, align=["left", "right"],
@@ -560,7 +560,7 @@ def stats_text(stats: pd.Series) -> str:
     Return [%]            80.17%
     # Trades                  43
     """
-    labels = [STAT_LABELS.get(str(name), str(name)) for name in stats.index]
+    labels = [ALL_STAT_LABELS.get(str(name), str(name)) for name in stats.index]
     values = [format_value(value, str(name)) for name, value in stats.items()]
     return _aligned(None, [labels, values], [False, True])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast, overload
 
 import numpy as np
 import pandas as pd
@@ -17,15 +17,21 @@ from nbbacktest.engine.event_driven import EventRunner
 from nbbacktest.engine.ledger import Ledger
 from nbbacktest.engine.metrics import summarize
 from nbbacktest.engine.period_returns import period_returns_into
+from nbbacktest.engine.portfolio import PortfolioStrategy, is_portfolio
 from nbbacktest.engine.result import Result
 from nbbacktest.engine.signals import signal_exposures
 from nbbacktest.engine.stat_formulas import trade_bars
 from nbbacktest.engine.strategy import Strategy, resolve_strategy
 from nbbacktest.engine.types import PreparedData, Run, Settings
+from nbbacktest.engine.universe import as_universe
 from nbbacktest.errors import DataError, StrategyError
 
+if TYPE_CHECKING:
+    from nbbacktest.engine.portfolio_result import PortfolioResult
+
 __all__ = [
-    "PreparedData", "Run", "RunSeeds", "Settings", "backtest", "derive_seed", "follow_targets",
+    "PreparedData", "Run", "RunSeeds", "Settings", "backtest", "backtest_portfolio", "derive_seed",
+    "follow_targets",
     "simulate", "simulate_stats", "start_bar",
 ]
 
@@ -234,6 +240,42 @@ def _follow_targets(
     )
 
 
+@overload
+def backtest(
+    strategy: PortfolioStrategy | type[PortfolioStrategy],
+    data: Any,
+    *,
+    cash: float = ...,
+    commission: CommissionSpec = ...,
+    slippage: float = ...,
+    fill: str = ...,
+    fractional: bool = ...,
+    leverage: float | None = ...,
+    close_at_end: bool = ...,
+    spread: float = ...,
+    seed: int = ...,
+    trade_start: int | str | pd.Timestamp | None = ...,
+) -> PortfolioResult: ...
+
+
+@overload
+def backtest(
+    strategy: Strategy | type[Strategy],
+    data: Any,
+    *,
+    cash: float = ...,
+    commission: CommissionSpec = ...,
+    slippage: float = ...,
+    fill: str = ...,
+    fractional: bool = ...,
+    leverage: float | None = ...,
+    close_at_end: bool = ...,
+    spread: float = ...,
+    seed: int = ...,
+    trade_start: int | str | pd.Timestamp | None = ...,
+) -> Result: ...
+
+
 def backtest(
     strategy: Strategy | type[Strategy],
     data: pd.DataFrame,
@@ -248,7 +290,7 @@ def backtest(
     spread: float = 0.0,
     seed: int = 0,
     trade_start: int | str | pd.Timestamp | None = None,
-) -> Result:
+) -> Result | PortfolioResult:
     """Backtest one strategy on one instrument.
 
     Parameters
@@ -293,6 +335,11 @@ def backtest(
     settings = Settings(cash, commission, slippage, fill, fractional, leverage, close_at_end, spread)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if is_portfolio(strategy):
+        if trade_start is not None:
+            raise TypeError("trade_start is for single-instrument strategies; a portfolio strategy"
+                            " trades from its first decision (give its scores NaN before that)")
+        return backtest_portfolio(cast(PortfolioStrategy, strategy), data, settings, seed)
     if not isinstance(data, pd.DataFrame) and is_universe(data):
         raise DataError(
             "backtest() runs one instrument but data is a universe of"
@@ -305,6 +352,33 @@ def backtest(
     run_seed = derive_seed(seed, strategy.param_values)
     run = simulate(strategy, prepared, settings, run_seed)
     return Result(strategy, prepared.window.index, settings, run_seed, run)
+
+
+def backtest_portfolio(
+    strategy: PortfolioStrategy, data: Any, settings: Settings, seed: int
+) -> PortfolioResult:
+    """:func:`backtest` of a portfolio strategy: one run over the whole universe.
+
+    Examples
+    --------
+    >>> import nbbacktest as nbb
+    >>> class Hold(nbb.PortfolioStrategy):
+    ...     def weights(self, universe):
+    ...         return universe.close * 0 + 0.1
+    >>> result = backtest_portfolio(Hold(), nbb.load_sample("universe"), Settings(), 0)
+    >>> result.stats["trades"], result.positions.shape
+    (0, (2500, 10))
+    """
+    from nbbacktest.engine.portfolio_result import PortfolioResult
+    from nbbacktest.engine.portfolio_sim import simulate_portfolio
+
+    if isinstance(data, pd.DataFrame):
+        raise DataError(f"{type(strategy).__name__} is a portfolio strategy: it needs a universe,"
+                        " nbb.load_universe(...) or a mapping {symbol: DataFrame}, not one frame")
+    universe = as_universe(data)
+    run_seed = derive_seed(seed, strategy.param_values)
+    run = simulate_portfolio(strategy, universe, settings, run_seed)
+    return PortfolioResult(strategy, universe, settings, run_seed, run)
 
 
 def start_bar(index: pd.DatetimeIndex, start: int | str | pd.Timestamp) -> int:

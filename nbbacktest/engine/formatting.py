@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbbacktest.engine.metrics import STAT_LABELS
+from nbbacktest.engine.metrics import ALL_STAT_LABELS
 
 __all__ = ["MISSING", "format_duration", "format_params", "format_rate", "format_seconds",
            "format_value"]
@@ -123,7 +123,7 @@ def _format_float(value: float, name: str) -> str:
         return str(int(value))
     if name.endswith("_pct"):
         return f"{value:,.2f}%"
-    if name in STAT_LABELS or name in _MONEY_COLUMNS:
+    if name in ALL_STAT_LABELS or name in _MONEY_COLUMNS:
         return f"{value:,.2f}"
     if name in _UNIT_COLUMNS:
         text = f"{value:,.4f}".rstrip("0").rstrip(".")

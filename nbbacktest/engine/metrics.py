@@ -99,8 +99,11 @@ from nbbacktest.engine.stat_formulas import Market, drawdown_periods, kelly, sqn
 from nbbacktest.engine.timeline import Timeline, _bar_times, periods_per_year
 
 __all__ = [
+    "ALL_STAT_LABELS",
     "NUMERIC_STATS",
     "Market",
+    "PORTFOLIO_STAT_LABELS",
+    "PORTFOLIO_STAT_NAMES",
     "STAT_KINDS",
     "STAT_LABELS",
     "STAT_NAMES",
@@ -165,6 +168,21 @@ STAT_KINDS: dict[str, str] = {
 NUMERIC_STATS: tuple[str, ...] = tuple(
     k for k in STAT_NAMES if STAT_KINDS.get(k, "float") in ("float", "int")
 )
+#: What a portfolio run (``nbb.PortfolioStrategy``) adds to the stats above: all floats.
+#: The IC stats are NaN for a strategy that sets weights itself (it has no scores).
+PORTFOLIO_STAT_LABELS: dict[str, str] = {
+    "turnover": "Turnover (Ann.) [x]",
+    "avg_gross_pct": "Avg. Gross Exposure [%]",
+    "long_return_pct": "Long Leg Return [%]",
+    "short_return_pct": "Short Leg Return [%]",
+    "ic_mean": "IC Mean",
+    "ic_ir": "IC IR",
+    "ic_hit_pct": "IC > 0 [%]",
+    "quantile_spread_pct": "Top - Bottom Quantile [%]",
+}
+PORTFOLIO_STAT_NAMES: tuple[str, ...] = STAT_NAMES + tuple(PORTFOLIO_STAT_LABELS)
+#: Labels of every stat a run of either kind can have.
+ALL_STAT_LABELS: dict[str, str] = {**STAT_LABELS, **PORTFOLIO_STAT_LABELS}
 
 _NAN = math.nan
 _ZERO_TD = pd.Timedelta(0)
