@@ -24,11 +24,15 @@ from typing import Any
 
 from nbbacktest.engine import (
     Param,
+    PortfolioResult,
+    PortfolioStrategy,
     Result,
     Strategy,
+    Universe,
     backtest,
     load_ohlcv,
     load_sample,
+    load_universe,
     set_indicator_memo,
 )
 from nbbacktest.engine import views as _views
@@ -67,8 +71,9 @@ _SHOWN = {"sweep", "run_many", "resume", "walk_forward"}
 
 __all__ = [
     "ClusterError", "DataError", "NbbacktestError", "NbbacktestWarning", "Param", "ParamError",
-    "Result", "Strategy", "StrategyError", "SweepError", "SweepFailedError", "UnknownParamError", "backtest",
-    "load_ohlcv", "load_sample", "load_ipython_extension", "set_indicator_memo", "unload_ipython_extension",
+    "PortfolioResult", "PortfolioStrategy", "Result", "Strategy", "StrategyError", "SweepError",
+    "SweepFailedError", "Universe", "UnknownParamError", "backtest", "load_ohlcv", "load_sample",
+    "load_universe", "load_ipython_extension", "set_indicator_memo", "unload_ipython_extension",
     *_LAZY,
 ]
 

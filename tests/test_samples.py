@@ -10,13 +10,21 @@ import pytest
 
 import nbbacktest.engine.samples as samples_module
 from nbbacktest.engine.data import OHLC, validate_ohlcv
-from nbbacktest.engine.samples import SAMPLE_NAMES, load_sample, make_sample
+from nbbacktest.engine.samples import SAMPLE_NAMES, Sample, load_sample, make_sample
+from nbbacktest.engine.universe import Universe
+
+
+def as_frames(sample: Sample, name: str) -> dict[str, pd.DataFrame]:
+    """Every frame of a sample, keyed by a label for messages."""
+    if isinstance(sample, Universe):
+        # each symbol's own bars: its listed span only, no NaN rows
+        return {symbol: sample[symbol] for symbol in sample}
+    return sample if isinstance(sample, dict) else {name: sample}
 
 
 def frames(name: str) -> dict[str, pd.DataFrame]:
-    """Every frame of a sample, keyed by a label for messages."""
-    sample = load_sample(name)
-    return sample if isinstance(sample, dict) else {name: sample}
+    """Every frame of a shipped sample, keyed by a label for messages."""
+    return as_frames(load_sample(name), name)
 
 
 ALL_FRAMES = [(name, label) for name in SAMPLE_NAMES for label in frames(name)]
@@ -29,7 +37,7 @@ def sample_frame(request: pytest.FixtureRequest) -> pd.DataFrame:
 
 
 def test_names() -> None:
-    assert SAMPLE_NAMES == ("daily", "hourly", "universe")
+    assert SAMPLE_NAMES == ("daily", "hourly", "universe", "equities")
 
 
 def test_daily_shape() -> None:
@@ -97,13 +105,11 @@ def test_loads_are_equal_and_independent() -> None:
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
 def test_shipped_file_equals_the_generator(name: str) -> None:
     shipped, generated = load_sample(name), make_sample(name)
-    if isinstance(shipped, dict):
-        assert isinstance(generated, dict) and list(shipped) == list(generated)
-        pairs = [(shipped[s], generated[s]) for s in shipped]
-    else:
-        pairs = [(shipped, generated)]
-    for left, right in pairs:
-        pd.testing.assert_frame_equal(left, right, rtol=0, atol=1e-9)
+    assert type(shipped) is type(generated)
+    left, right = as_frames(shipped, name), as_frames(generated, name)
+    assert list(left) == list(right)
+    for label in left:
+        pd.testing.assert_frame_equal(left[label], right[label], rtol=0, atol=1e-9)
 
 
 def test_generator_is_deterministic() -> None:
@@ -114,7 +120,9 @@ def test_files_are_small() -> None:
     directory = Path(samples_module.__file__).parent / "sample_data"
     sizes = {p.name: p.stat().st_size for p in directory.glob("*.csv.gz")}
     assert set(sizes) == {f"{name}.csv.gz" for name in SAMPLE_NAMES}
-    assert sum(sizes.values()) < 2_000_000
+    # "equities" (52 symbols x 10 years, ~2.7 MB) is most of the ~3.8 MB shipped: headroom, no more
+    assert max(sizes.values()) < 3_000_000
+    assert sum(sizes.values()) < 4_500_000
 
 
 # ------------------------------------------------------------------ realism
@@ -149,7 +157,8 @@ def test_volume_is_larger_on_volatile_bars(sample_frame: pd.DataFrame) -> None:
 
 def test_unknown_name_suggests_a_name() -> None:
     with pytest.raises(ValueError, match=r"unknown sample 'daly'\. Did you mean: daily\? "
-                                         r"Available samples: 'daily', 'hourly', 'universe'"):
+                                         r"Available samples: 'daily', 'hourly', 'universe', "
+                                         r"'equities'"):
         load_sample("daly")
     with pytest.raises(ValueError, match=r"unknown sample 'weekly'\. Available samples"):
         make_sample("weekly")

@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from nbbacktest.display import charts, credibility, report, tables, walk_forward
+from nbbacktest.display import charts, credibility, portfolio, report, tables, walk_forward
 from nbbacktest.display.progress import ProgressState, TextProgress, in_kernel, show_progress
 from nbbacktest.engine import views
 from nbbacktest.parallel.launch import run_many, sweep
@@ -39,6 +39,8 @@ VIEWS: dict[str, Callable[..., Any]] = {
     "walk_forward_equity": walk_forward.walk_forward_equity,
     "walk_forward_params": walk_forward.walk_forward_params,
     "walk_forward_bundle": walk_forward.walk_forward_bundle,
+    "portfolio_plot": portfolio.portfolio_figure,
+    "portfolio_bundle": portfolio.portfolio_bundle,
 }
 for _name, _function in VIEWS.items():
     views.provide(_name, _function)

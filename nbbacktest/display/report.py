@@ -35,13 +35,13 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from nbbacktest.display.charts import (
-    result_figure,
     sweep_distribution,
     sweep_heatmap,
     sweep_parallel_coordinates,
 )
 from nbbacktest.display.credibility import credibility_html as numbers_html
 from nbbacktest.display.credibility import pbo_figure, shown_credibility
+from nbbacktest.display.portfolio import run_figure
 from nbbacktest.display.tables import (
     DEFAULT_STATS,
     MetricRange,
@@ -504,7 +504,7 @@ def _best_section(sweep: SweepResult, frame: pd.DataFrame, best: int | None) -> 
     label = (f"row {best}: {format_params(row_params(sweep.plan, best))} "
              f"({sweep.metric} {format_value(frame.at[best, sweep.metric], sweep.metric)})")
     try:
-        fig = result_figure(sweep.detail(best), title=label)
+        fig = run_figure(sweep.detail(best), title=label)
     except Exception as error:  # the strategy raised when re-run here
         return (f"<section id='best'>{heading}<p class='error'>Re-running {_esc(label)} raised "
                 f"{_esc(type(error).__name__)}: {_esc(str(error))}</p></section>")

@@ -19,9 +19,10 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
-from nbbacktest.display.charts import result_figure
 from nbbacktest.display.parts import ERROR_STYLE, error_text, show_figure, trades_html
+from nbbacktest.display.portfolio import run_figure
 from nbbacktest.display.tables import format_params, format_value, plan_columns, rank_rows
+from nbbacktest.engine.portfolio_result import PortfolioResult
 from nbbacktest.engine.result import Result
 from nbbacktest.errors import NbbacktestError, SweepError
 from nbbacktest.parallel.rows import row_params
@@ -89,7 +90,7 @@ class SweepResults(widgets.VBox):
         #: The run shown (the last one started), and the one whose results are filled in.
         self.result: SweepResult | None = None
         self._ended: SweepResult | None = None
-        self.detail_result: Result | None = None
+        self.detail_result: Result | PortfolioResult | None = None
         self.figures: dict[str, go.Figure] = {}
         self._varying: list[str] = []
         self._filling = False
@@ -194,7 +195,7 @@ class SweepResults(widgets.VBox):
         return self.figures.get(tab)
 
     # ------------------------------------------------------------ rows
-    def select(self, row: int) -> Result | None:
+    def select(self, row: int) -> Result | PortfolioResult | None:
         """Show row ``row``'s equity, drawdown and trades (as choosing it in ``rows`` does)."""
         result = self.result
         if result is None:
@@ -231,7 +232,7 @@ class SweepResults(widgets.VBox):
                 self.trades.value = ""
                 return
             self.detail_result = detail
-            fig = result_figure(detail, title=label)
+            fig = run_figure(detail, title=label)
             self.figures["detail"] = fig
             self.detail_note.value = ""
             show_figure(self.detail_output, fig)

@@ -62,6 +62,7 @@ from nbbacktest.display.widget import ProgressWidget
 from nbbacktest.engine.backtest import Settings, backtest
 from nbbacktest.engine.data import validate_data
 from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_LABELS
+from nbbacktest.engine.portfolio_result import PortfolioResult
 from nbbacktest.engine.result import Result
 from nbbacktest.engine.strategy import Strategy, resolve_strategy
 from nbbacktest.errors import NbbacktestError, SweepError
@@ -276,7 +277,7 @@ class SweepWidget(widgets.VBox):
         self.refresh()
 
     @property
-    def detail_result(self) -> Result | None:
+    def detail_result(self) -> Result | PortfolioResult | None:
         """The backtest of the chosen row (see :meth:`select`)."""
         return self.results_area.detail_result
 
@@ -532,7 +533,7 @@ class SweepWidget(widgets.VBox):
         """Select the result tab ``tab`` (one of :data:`TABS`) and return its figure."""
         return self.results_area.show_tab(tab)
 
-    def select(self, row: int) -> Result | None:
+    def select(self, row: int) -> Result | PortfolioResult | None:
         """Show row ``row``'s equity, drawdown and trades (as choosing it in ``rows`` does)."""
         return self.results_area.select(row)
 

@@ -260,7 +260,7 @@ def _aligned(frame: pd.DataFrame, universe: Universe, name: str) -> np.ndarray:
     if unknown:
         known = [str(s) for s in universe.symbols]
         raise DataError(f"{name} has {len(unknown)} column(s) not in the universe, first"
-                        f" {unknown[0]!r}{did_you_mean(str(unknown[0]), known)}")
+                        f" {unknown[0]!r}.{did_you_mean(str(unknown[0]), known)}")
     if columns.has_duplicates:
         raise DataError(f"{name} has the column {columns[columns.duplicated()][0]!r} more than once")
     index = frame.index
@@ -340,20 +340,26 @@ def construct_weights(
     if overlap.any():
         k_long = np.where(overlap, np.floor(long * n + 1e-9).astype(np.intp), k_long)
         k_short = np.where(overlap, np.floor(short * n + 1e-9).astype(np.intp), k_short)
-    high_first = np.argsort(np.where(valid, -scores, np.inf), axis=1, kind="stable")
-    low_first = np.argsort(np.where(valid, scores, np.inf), axis=1, kind="stable")
-    rank_high = np.empty_like(high_first)
-    rank_low = np.empty_like(low_first)
     rows = np.arange(bars)[:, None]
     columns = np.arange(count)[None, :]
+    high_first = np.argsort(np.where(valid, -scores, np.inf), axis=1, kind="stable")
+    rank_high = np.empty_like(high_first)
     rank_high[rows, high_first] = columns
-    rank_low[rows, low_first] = columns
     in_long = valid & (rank_high < k_long[:, None])
-    in_short = valid & (rank_low < k_short[:, None]) & ~in_long
+    # The short leg ranks the symbols not held long: a tie across both legs (equal
+    # scores) must not leave the short leg without its k_short symbols.
+    low_first = np.argsort(np.where(valid & ~in_long, scores, np.inf), axis=1, kind="stable")
+    rank_low = np.empty_like(low_first)
+    rank_low[rows, low_first] = columns
+    in_short = valid & ~in_long & (rank_low < k_short[:, None])
     if weighting == "score":
+        # the median of the ranked scores, row by row; a row with none ranked has none
+        # (nanmedian would warn "All-NaN slice" for it)
+        median = np.zeros((bars, 1))
+        some = valid.any(axis=1)
+        if some.any():
+            median[some] = np.nanmedian(np.where(valid[some], scores[some], np.nan), axis=1, keepdims=True)
         with np.errstate(all="ignore"):
-            median = np.nanmedian(np.where(valid, scores, np.nan), axis=1, keepdims=True) \
-                if valid.any() else np.zeros((bars, 1))
             distance = np.abs(np.nan_to_num(scores - median))
         raw_long = np.where(in_long, distance, 0.0)
         raw_short = np.where(in_short, distance, 0.0)

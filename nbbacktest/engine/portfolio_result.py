@@ -59,6 +59,10 @@ class PortfolioResult:
         self.symbols = universe.symbols
         self._index = universe.index
         self._run = run
+        # what positions are valued at (each symbol's last close): small next to the run's arrays
+        from nbbacktest.engine.portfolio_sim import last_closes
+
+        self._mark = last_closes(universe)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -77,6 +81,13 @@ class PortfolioResult:
 
     def _frame(self, values: np.ndarray) -> pd.DataFrame:
         return pd.DataFrame(values, index=self._index, columns=self.symbols)
+
+    @property
+    def _held(self) -> np.ndarray:
+        if self._run.held is None:
+            raise ValueError("this run kept no positions (a sweep's run); re-run it with"
+                             " sweep.detail(i)")
+        return self._run.held
 
     @cached_property
     def equity(self) -> pd.Series:
@@ -98,13 +109,13 @@ class PortfolioResult:
     @cached_property
     def positions(self) -> pd.DataFrame:
         """Units held of each symbol at each close (time x symbol, negative short)."""
-        return self._frame(self._run.held)
+        return self._frame(self._held)
 
     @cached_property
     def weights(self) -> pd.DataFrame:
         """The weight each symbol holds at each close: its value over equity."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            values = self._run.held * self._run.mark / self._run.equity[:, None]
+            values = self._held * self._mark / self._run.equity[:, None]
         return self._frame(np.nan_to_num(values))
 
     @cached_property

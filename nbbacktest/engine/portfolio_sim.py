@@ -40,7 +40,7 @@ from nbbacktest.engine.portfolio import (
     rolling_betas,
     target_frame,
 )
-from nbbacktest.engine.portfolio_kernel import fill_loop
+from nbbacktest.engine.portfolio_kernel import CASH, EQUITY, GROSS, LONG_PNL, SHORT_PNL, TRADED, fill_loop
 from nbbacktest.engine.stat_formulas import Market
 from nbbacktest.engine.timeline import Timeline
 from nbbacktest.engine.types import Settings
@@ -61,55 +61,41 @@ _REASONS = ("signal", "delisted", "end")
 
 
 class UniverseFacts:
-    """What every run on one universe shares, computed once per universe.
+    """What every run on one universe shares, kept per universe: a few numbers per
+    symbol and per bar, nothing of the universe's size (an engine holds the
+    universe itself once per host, shared).
 
-    ``mark`` holds each symbol's last close at every bar (0 before its listing),
-    ``alive`` its listed span (first to last bar), ``delist`` the bars at which
-    a symbol delists, ``benchmark`` the equal-weighted index of the listed
-    symbols (buy & hold, beta), and the timeline.
+    ``first`` and ``last`` are each symbol's first and last bar, ``delist_bar``
+    the bar a symbol delists at (-1 when it trades to the end); the benchmark
+    is the equal-weighted index of the listed symbols (buy & hold, beta).
     """
 
-    __slots__ = ("mark", "alive", "delist_bar", "timeline", "buy_hold_pct", "market", "index_level",
-                 "returns", "_fills")
+    __slots__ = ("first", "last", "delist_bar", "timeline", "buy_hold_pct", "market", "index_level")
 
     def __init__(self, universe: Universe) -> None:
         close = universe.block[3]
-        listed = universe.listed
-        bars, count = close.shape
-        mark = np.nan_to_num(pd.DataFrame(close).ffill().to_numpy(), nan=0.0)
-        self.mark = mark
+        listed = ~np.isnan(close)
+        bars = close.shape[0]
         ever = listed.any(axis=0)
-        first = np.where(ever, listed.argmax(axis=0), bars)
-        last = np.where(ever, bars - 1 - listed[::-1].argmax(axis=0), -1)
-        steps = np.arange(bars)[:, None]
-        self.alive = (steps >= first) & (steps <= last)
+        self.first = np.where(ever, listed.argmax(axis=0), bars)
+        self.last = last = np.where(ever, bars - 1 - listed[::-1].argmax(axis=0), -1)
         self.delist_bar = np.where((last >= 0) & (last < bars - 1), last, -1).astype(np.int64)
         with np.errstate(all="ignore"):
-            returns = np.full((bars, count), np.nan)
-            returns[1:] = close[1:] / close[:-1] - 1.0
-        self.returns = returns
-        mean = np.nanmean(np.where(np.isfinite(returns), returns, np.nan)[1:], axis=1) \
-            if bars > 1 else np.zeros(0)
-        level = np.concatenate(([1.0], np.cumprod(1.0 + np.nan_to_num(mean))))
+            growth = close[1:] / close[:-1]
+            ok = np.isfinite(growth)
+            counted = ok.sum(axis=1)
+            mean = np.where(counted > 0, np.where(ok, growth - 1.0, 0.0).sum(axis=1) / np.maximum(counted, 1),
+                            0.0)
+        level = np.concatenate(([1.0], np.cumprod(1.0 + mean)))
         self.index_level = level
         self.timeline = Timeline(universe.index)
         self.buy_hold_pct = (level[-1] - 1.0) * 100.0
         self.market = Market(level)
-        self._fills: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def fill_prices(self, universe: Universe, lag: int) -> tuple[np.ndarray, np.ndarray]:
-        """Where each symbol can fill, and the price it is valued at on a fill bar.
-
-        ``lag`` 1 fills at the open (a symbol with no bar then is valued at its
-        previous close), 0 at the close.
-        """
-        found = self._fills.get(lag)
-        if found is None:
-            prices = universe.block[0] if lag else universe.block[3]
-            tradable = ~np.isnan(prices)
-            before = np.vstack([self.mark[:1] * 0.0, self.mark[:-1]]) if lag else self.mark
-            found = self._fills[lag] = (tradable, np.where(tradable, prices, before))
-        return found
+    def alive(self) -> np.ndarray:
+        """bool ``(bars, symbols)``: each symbol's listed span, first to last bar."""
+        steps = np.arange(len(self.index_level))[:, None]
+        return (steps >= self.first) & (steps <= self.last)
 
     @classmethod
     def of(cls, universe: Universe) -> UniverseFacts:
@@ -127,18 +113,19 @@ _FACTS: dict[int, tuple[Universe, UniverseFacts]] = {}
 
 @dataclass
 class PortfolioRun:
-    """The raw outcome of one portfolio simulation: per-bar arrays, trades and the stats."""
+    """The raw outcome of one portfolio simulation: per-bar arrays, trades and the stats.
+
+    ``held`` (units at each close) is kept for a backtest's result, not in a sweep.
+    """
 
     equity: np.ndarray
     cash: np.ndarray
-    held: np.ndarray
-    mark: np.ndarray
     targets: np.ndarray
-    flows: np.ndarray
     turnover: np.ndarray
     legs: np.ndarray
     trades: dict[str, np.ndarray]
     stats: dict[str, Any]
+    held: np.ndarray | None = None
     ic: np.ndarray | None = None
     ic_bars: np.ndarray | None = None
     quantiles: np.ndarray | None = None
@@ -146,9 +133,13 @@ class PortfolioRun:
 
 def simulate_portfolio(
     strategy: PortfolioStrategy, universe: Universe, settings: Settings, seed: int, *,
-    private: bool = False,
+    private: bool = False, keep_held: bool = True,
 ) -> PortfolioRun:
     """Run a portfolio strategy over a universe: equity, positions, trades, stats.
+
+    ``private=True`` runs the instance as it is (made for this run alone, as a
+    sweep's point is); ``keep_held=False`` keeps no units per bar and symbol (a
+    sweep reads the stats only).
 
     Examples
     --------
@@ -167,6 +158,7 @@ def simulate_portfolio(
     worker = cast(PortfolioStrategy, strategy if private else cls._from_values(values))
     worker._seed = seed
     facts = UniverseFacts.of(universe)
+    listed = ~np.isnan(universe.block[3])
     mode = cls._mode
     scores = None
     if mode == "weights":
@@ -177,23 +169,24 @@ def simulate_portfolio(
         betas = None
         if values["neutral"] == "beta":
             benchmark = _call(worker, "benchmark", universe)
-            betas = rolling_betas(facts.returns, np.asarray(benchmark, dtype=np.float64))
-        weights = construct_weights(scores, universe.listed, long=values["long"], short=values["short"],
+            betas = rolling_betas(universe.returns.to_numpy(), np.asarray(benchmark, dtype=np.float64))
+        weights = construct_weights(scores, listed, long=values["long"], short=values["short"],
                                     weighting=values["weighting"], gross=values["gross"],
                                     neutral=values["neutral"], betas=betas)
     else:
         raise TypeError(f"PortfolioStrategy {cls.__name__!r} defines neither weights(universe) nor"
                         " scores(universe): define one of them")
-    weights[~facts.alive] = 0.0  # no position before a listing or after a delisting
+    weights[~facts.alive()] = 0.0  # no position before a listing or after a delisting
     check_weights(weights, universe, settings.leverage, f"{cls.__name__}.weights()")
     decisions = decision_bars(universe.index, values.get("rebalance", "change"), settings.fill)
-    run = _simulate(weights, decisions, universe, facts, settings)
+    run = _simulate(weights, decisions, universe, facts, settings, keep_held)
     if scores is not None:
         bars = np.arange(len(universe.index)) if decisions is None else decisions
         bars = bars[bars < len(universe.index) - 1]
+        mark = last_closes(universe)
         run.ic_bars = bars
-        run.ic = information_coefficients(scores, facts.mark, universe.listed, bars)
-        run.quantiles = quantile_returns(scores, facts.mark, universe.listed, bars)
+        run.ic = information_coefficients(scores, mark, listed, bars)
+        run.quantiles = quantile_returns(scores, mark, listed, bars)
         run.stats.update(_signal_stats(run.ic, run.quantiles))
     else:
         run.stats.update(_signal_stats(np.zeros(0), np.zeros((0, QUANTILES))))
@@ -208,11 +201,9 @@ def _call(worker: PortfolioStrategy, method: str, universe: Universe) -> Any:
 
 
 def _simulate(weights: np.ndarray, decisions: np.ndarray | None, universe: Universe,
-              facts: UniverseFacts, settings: Settings) -> PortfolioRun:
+              facts: UniverseFacts, settings: Settings, keep_held: bool) -> PortfolioRun:
     bars, count = weights.shape
     lag = 1 if settings.fill == "next_open" else 0
-    prices = universe.block[0] if lag else universe.block[3]
-    tradable, value_at = facts.fill_prices(universe, lag)
     if decisions is None:
         changed = np.empty(bars, dtype=bool)
         changed[0] = bool(np.any(weights[0] != 0.0))
@@ -227,65 +218,59 @@ def _simulate(weights: np.ndarray, decisions: np.ndarray | None, universe: Unive
     if costs.fn is not None:
         raise ParamError("a portfolio backtest takes commission as a fraction or a (fixed, fraction)"
                          " pair; a callable cost(size, price) is for single-instrument runs")
-    held = np.empty((bars, count))
-    cash = np.empty(bars)
-    flows = np.zeros((bars, count))
-    traded = np.zeros(bars)
+    held = np.empty((bars, count) if keep_held else (0, 0))
+    per_bar = np.empty((6, bars))
     capacity = 2 * count * (len(decided) + int((facts.delist_bar >= 0).sum()) + 1)
     trade_ints = np.empty((4, capacity), dtype=np.int64)
     trade_floats = np.empty((5, capacity))
-    n_trades, paid = fill_loop(
-        weights, decision_of, decisions is not None, prices, tradable, value_at, universe.block[3],
-        facts.mark, facts.delist_bar, float(settings.cash), float(costs.rate), float(costs.fixed),
+    block = universe.block
+    n_trades, paid, in_market = fill_loop(
+        weights, decision_of, decisions is not None, block[0] if lag else block[3], block[3],
+        facts.delist_bar, float(settings.cash), float(costs.rate), float(costs.fixed),
         float(settings.fill_slippage), bool(settings.fractional), bool(settings.close_at_end),
-        held, cash, flows, traded, trade_ints, trade_floats,
+        keep_held, held, per_bar, trade_ints, trade_floats,
     )
-    trades = {name: trade_ints[i, :n_trades] for i, name in enumerate(("symbol", "entry_bar", "exit_bar",
-                                                                           "exit_reason"))}
-    trades.update({name: trade_floats[i, :n_trades] for i, name in enumerate(("entry_price", "exit_price",
-                                                                               "size", "pnl", "ret"))})
+    ints = ("symbol", "entry_bar", "exit_bar", "exit_reason")
+    floats = ("entry_price", "exit_price", "size", "pnl", "ret")
+    trades = {name: trade_ints[i, :n_trades] for i, name in enumerate(ints)}
+    trades.update({name: trade_floats[i, :n_trades] for i, name in enumerate(floats)})
     order = np.lexsort((trades["symbol"], trades["exit_bar"]))
     trades = {name: trades[name][order] for name in PORTFOLIO_TRADE_FIELDS}
-    return _mark(weights, facts, settings, held, cash, flows, traded, trades, paid)
-
-
-def _mark(weights: np.ndarray, facts: UniverseFacts, settings: Settings, held: np.ndarray,
-          cash: np.ndarray, flows: np.ndarray, traded: np.ndarray, trades: dict[str, np.ndarray],
-          paid: float) -> PortfolioRun:
-    bars, count = weights.shape
-    value = held * facts.mark
-    equity = cash + value.sum(axis=1)
-    # Each bar's P&L per symbol: change of its value less what was paid into it.
-    pnl = np.empty((bars, count))
-    pnl[0] = value[0] - flows[0]
-    pnl[1:] = value[1:] - value[:-1] - flows[1:]
-    before = np.vstack([np.zeros((1, count)), held[:-1]])
-    side = np.where(before != 0.0, before, held)
+    equity = per_bar[EQUITY]
     previous = np.concatenate(([float(settings.cash)], equity[:-1]))
     with np.errstate(divide="ignore", invalid="ignore"):
-        legs = np.column_stack([np.where(side > 0, pnl, 0.0).sum(axis=1),
-                                np.where(side < 0, pnl, 0.0).sum(axis=1)]) / previous[:, None]
-        turnover = traded / previous
-    legs = np.nan_to_num(legs)
-    turnover = np.nan_to_num(turnover)
+        legs = np.nan_to_num(per_bar[[LONG_PNL, SHORT_PNL]].T / previous[:, None])
+        turnover = np.nan_to_num(per_bar[TRADED] / previous)
+        exposure = per_bar[GROSS] / equity
     timeline = facts.timeline
-    in_market = int(np.count_nonzero(held.any(axis=1)))
     stats = summarize(
         timeline, equity, float(settings.cash), facts.buy_hold_pct, in_market,
         trades["pnl"], trades["ret"], market=facts.market, entry_bars=trades["entry_bar"],
         exit_bars=trades["exit_bar"], commissions=paid,
     )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        exposure = np.abs(value).sum(axis=1) / equity
     years = timeline.years
     stats.update({
         "turnover": float(turnover.sum() / years) if years > 0 else math.nan,
-        "avg_gross_pct": float(np.nanmean(exposure) * 100.0),
+        "avg_gross_pct": float(np.mean(exposure[np.isfinite(exposure)]) * 100.0)
+        if np.isfinite(exposure).any() else math.nan,
         "long_return_pct": float((np.prod(1.0 + legs[:, 0]) - 1.0) * 100.0),
         "short_return_pct": float((np.prod(1.0 + legs[:, 1]) - 1.0) * 100.0),
     })
-    return PortfolioRun(equity=equity, cash=cash, held=held, mark=facts.mark, targets=weights, flows=flows,
-                        turnover=turnover, legs=legs, trades=trades, stats=stats)
+    return PortfolioRun(equity=equity, cash=per_bar[CASH], targets=weights, turnover=turnover, legs=legs,
+                        trades=trades, stats=stats, held=held if keep_held else None)
+
+
+def last_closes(universe: Universe) -> np.ndarray:
+    """Each symbol's last close at every bar, 0 before its first (what equity is marked at).
+
+    Examples
+    --------
+    >>> import nbbacktest as nbb
+    >>> from nbbacktest.engine.universe import as_universe
+    >>> last_closes(as_universe(nbb.load_sample("universe"))).shape
+    (2500, 10)
+    """
+    return np.nan_to_num(pd.DataFrame(universe.block[3]).ffill().to_numpy(), nan=0.0)
 
 
 def _forward_returns(mark: np.ndarray, listed: np.ndarray, bars: np.ndarray) -> np.ndarray:
@@ -347,7 +332,10 @@ def quantile_returns(scores: np.ndarray, mark: np.ndarray, listed: np.ndarray, b
     ranks = _row_ranks(np.where(both, score, np.nan))
     n = both.sum(axis=1, keepdims=True)
     with np.errstate(all="ignore"):
-        bucket = np.floor((ranks - 1.0) * quantiles / n)
+        # fewer symbols than quantiles: spread them from the lowest to the highest, so
+        # that both ends always hold the extreme scores
+        bucket = np.where(n >= quantiles, np.floor((ranks - 1.0) * quantiles / n),
+                          np.floor((ranks - 1.0) * (quantiles - 1) / np.maximum(n - 1, 1) + 0.5))
     for q in range(quantiles):
         inside = both & (bucket == q)
         total = np.where(inside, forward, 0.0).sum(axis=1)
@@ -372,8 +360,10 @@ def _signal_stats(ic: np.ndarray, quantiles: np.ndarray) -> dict[str, float]:
     else:
         mean = ir = hit = math.nan
     if len(quantiles) and np.isfinite(quantiles[:, [0, -1]]).any():
-        top = float(np.mean(quantiles[:, -1][np.isfinite(quantiles[:, -1])]))
-        bottom = float(np.mean(quantiles[:, 0][np.isfinite(quantiles[:, 0])]))
+        top_values = quantiles[:, -1][np.isfinite(quantiles[:, -1])]
+        bottom_values = quantiles[:, 0][np.isfinite(quantiles[:, 0])]
+        top = float(top_values.mean()) if len(top_values) else math.nan
+        bottom = float(bottom_values.mean()) if len(bottom_values) else math.nan
         spread_pct = float((top - bottom) * 100.0)
     else:
         spread_pct = math.nan

@@ -135,7 +135,7 @@ class Universe(Mapping[str, pd.DataFrame]):
         except KeyError:
             known = [str(s) for s in self.symbols]
             raise DataError(
-                f"symbol {symbol!r} is not in the universe{did_you_mean(str(symbol), known)}"
+                f"symbol {symbol!r} is not in the universe.{did_you_mean(str(symbol), known)}"
                 f" ({len(known)} symbols: {', '.join(known[:8])}{', ...' if len(known) > 8 else ''})"
             ) from None
 

@@ -66,7 +66,11 @@ def _metadata(layout: Layout) -> bytes:
         )
         for f in layout.frames
     )
-    return repr((layout.universe, frames)).encode()
+    block = layout.block
+    zone = None if block is None or block.tz is None else str(block.tz)
+    aligned = None if block is None else (block.nrows, block.unit, zone, block.freq, block.shape,
+                                          block.symbols)
+    return repr((layout.universe, frames, aligned) if aligned else (layout.universe, frames)).encode()
 
 
 def fingerprint(data: Data) -> str:

@@ -14,16 +14,18 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 import numpy as np
 import pandas as pd
 
 from nbbacktest.engine.backtest import Settings
-from nbbacktest.engine.costs import CommissionSpec
+from nbbacktest.engine.costs import CommissionSpec, Costs
 from nbbacktest.engine.data import is_universe, validate_data
+from nbbacktest.engine.portfolio import check_portfolio_params, decision_bars, is_portfolio
 from nbbacktest.engine.strategy import Strategy
+from nbbacktest.engine.universe import Universe, as_universe
 from nbbacktest.errors import NbbacktestWarning, SweepError, SweepFailedError
 from nbbacktest.parallel import pickling, worker
 from nbbacktest.parallel.card import new_card, read_card, resumed_card
@@ -32,8 +34,9 @@ from nbbacktest.parallel.cluster import Cluster, current_or_start, resolve_engin
 from nbbacktest.parallel.cluster_runner import ClusterRunner
 from nbbacktest.parallel.events import SweepEvent
 from nbbacktest.parallel.fingerprint import fingerprint
-from nbbacktest.parallel.grid import plan_instances, plan_sweep
+from nbbacktest.parallel.grid import Plan, plan_instances, plan_sweep
 from nbbacktest.parallel.progress import start_progress
+from nbbacktest.parallel.rows import StatSchema
 from nbbacktest.parallel.run_returns import DEFAULT_RETURNS_BUDGET, plan_returns
 from nbbacktest.parallel.runners import LocalRunner, Runner
 from nbbacktest.parallel.spec import SweepSpec
@@ -150,6 +153,13 @@ def sweep(
     13
     """
     settings = Settings(cash, commission, slippage, fill, fractional, leverage, close_at_end, spread)
+    if is_portfolio(strategy):
+        universe = portfolio_universe(data, symbols)
+        plan = plan_sweep(strategy, grid, where=where, n=n, seed=seed)
+        spec = portfolio_spec(plan, universe, settings, metric, maximize, stop_on_error, warn_after,
+                              min_trades)
+        return launch(spec, universe, engines=engines, cluster=cluster, chunksize=chunksize,
+                      on_result=on_result, progress=progress, block=block, save=save, resume=resume)
     data = validate_data(data, name="data")
     plan = plan_sweep(strategy, grid, where=where, n=n, seed=seed,
                       symbols=universe_symbols(data, symbols))
@@ -196,6 +206,17 @@ def run_many(
     np.True_
     """
     settings_ = Settings.from_options(settings, "run_many")
+    kinds = {is_portfolio(instance) for instance in instances} if isinstance(instances, Sequence) else set()
+    if kinds == {True}:
+        universe = portfolio_universe(data, symbols)
+        plan = plan_instances(instances, seed=seed)
+        spec = portfolio_spec(plan, universe, settings_, metric, maximize, stop_on_error, warn_after,
+                              min_trades)
+        return launch(spec, universe, engines=engines, cluster=cluster, chunksize=chunksize,
+                      on_result=on_result, progress=progress, block=block, save=save, resume=resume)
+    if len(kinds) > 1:
+        raise SweepError("run_many got portfolio strategies (each runs over the whole universe) and"
+                         " single-instrument ones (each runs per symbol): run them in two calls")
     data = validate_data(data, name="data")
     plan = plan_instances(instances, seed=seed, symbols=universe_symbols(data, symbols))
     spec = SweepSpec(plan, settings_, metric, maximize, stop_on_error, warn_after,
@@ -330,6 +351,53 @@ def _check_save(save: Any) -> None:
     if not isinstance(save, (str, os.PathLike)):
         raise TypeError(f"save must be the path of a sweep's save directory, got"
                         f" {type(save).__name__} {save!r:.60}")
+
+
+def portfolio_universe(data: Any, symbols: Sequence[str] | str | None) -> Universe:
+    """The universe a portfolio sweep runs on: ``data`` as a :class:`Universe`, or ``symbols`` of it.
+
+    Examples
+    --------
+    >>> import nbbacktest as nbb
+    >>> portfolio_universe(nbb.load_sample("universe"), ["BBB", "AAA"]).symbols.tolist()
+    ['BBB', 'AAA']
+    """
+    if isinstance(data, pd.DataFrame):
+        raise SweepError("a portfolio strategy runs over a universe: pass nbb.load_universe(...) or a"
+                         " mapping {symbol: DataFrame}, not one frame")
+    universe = as_universe(data)
+    if symbols is None:
+        return universe
+    chosen = universe_symbols(universe, symbols)
+    return universe.select(cast(list[str], chosen))
+
+
+def portfolio_spec(plan: Plan, universe: Universe, settings: Settings, metric: str, maximize: bool,
+                   stop_on_error: bool, warn_after: float, min_trades: int) -> SweepSpec:
+    """The spec of a portfolio sweep, every point checked first: its construction
+    parameters against each other and the leverage limit, and its rebalance rule
+    against the universe's bars, so that no engine gets a point that cannot run."""
+    if Costs.parse(settings.commission).fn is not None:
+        raise SweepError("a portfolio sweep takes commission as a fraction or a (fixed, fraction) pair;"
+                         " a callable cost(size, price) is for single-instrument runs")
+    rules: set[str] = set()
+    seen: set[tuple[type, tuple]] = set()
+    for i in range(len(plan)):
+        key = (plan.class_at(i), plan.values[i])
+        if key in seen:
+            continue
+        seen.add(key)
+        values = plan.params(i)
+        check_portfolio_params(values, settings.leverage, f"{key[0].__name__}({_shown(values)})")
+        rules.add(str(values.get("rebalance", "change")))
+    for rule in rules:
+        decision_bars(universe.index, rule, settings.fill)
+    return SweepSpec(plan, settings, metric, maximize, stop_on_error, warn_after, StatSchema.portfolio(),
+                     min_trades=min_trades)
+
+
+def _shown(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in values.items())
 
 
 def universe_symbols(data: Any, symbols: Sequence[str] | str | None) -> list[str] | None:
@@ -486,6 +554,8 @@ def failed_error(result: SweepResult, error: BaseException, save: Any = None) ->
 
 
 def _data_bytes(data: Any) -> int:
+    if isinstance(data, Universe):
+        return data.nbytes
     frames = data.values() if isinstance(data, dict) else [data]
     return int(sum(f.memory_usage(index=True).sum() for f in frames))
 

@@ -100,6 +100,17 @@ class StatSchema:
         names = tuple(metrics.STAT_LABELS)
         return _schema(names, tuple(kinds.get(name, "float") for name in names))
 
+    @classmethod
+    def portfolio(cls) -> StatSchema:
+        """A portfolio strategy's stats: the above plus turnover, legs and IC.
+
+        >>> "ic_mean" in StatSchema.portfolio().numeric, "ic_mean" in StatSchema.current().numeric
+        (True, False)
+        """
+        kinds = metrics.STAT_KINDS
+        names = metrics.PORTFOLIO_STAT_NAMES
+        return _schema(names, tuple(kinds.get(name, "float") for name in names))
+
     @property
     def numeric(self) -> tuple[str, ...]:
         """The stats a sweep can rank by, in table order."""

@@ -19,14 +19,16 @@ import pickle
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast
 
 import numpy as np
 import pandas as pd
 
+from nbbacktest.engine.universe import Universe
 from nbbacktest.errors import DataError
 
 __all__ = [
+    "BlockLayout",
     "ColumnLayout",
     "Data",
     "FrameLayout",
@@ -37,8 +39,8 @@ __all__ = [
     "layout_of",
 ]
 
-#: A frame, or a universe ``{symbol: frame}``.
-Data: TypeAlias = pd.DataFrame | Mapping[str, pd.DataFrame]
+#: A frame, a universe ``{symbol: frame}``, or a Universe (one aligned block).
+Data: TypeAlias = pd.DataFrame | Mapping[str, pd.DataFrame] | Universe
 #: The resolution of a DatetimeIndex.
 TimeUnit: TypeAlias = Literal["s", "ms", "us", "ns"]
 
@@ -121,6 +123,40 @@ class FrameLayout:
 
 
 @dataclass(frozen=True)
+class BlockLayout:
+    """Where a :class:`~nbbacktest.engine.universe.Universe` lives in a segment.
+
+    A universe is shared as itself: its bar times and its one price block
+    ``(fields, bars, symbols)``, so that every engine of a host reads the same
+    aligned block and builds its frames as views of it.
+
+    Attributes
+    ----------
+    nrows : int
+        Number of bars.
+    index_offset : int
+        Byte offset of the bar times, int64 (UTC) in ``unit``.
+    unit, tz, freq
+        As in :class:`FrameLayout`.
+    offset : int
+        Byte offset of the float64 block.
+    shape : tuple of int
+        The block's shape.
+    symbols : tuple of str
+        The symbols, in column order.
+    """
+
+    nrows: int
+    index_offset: int
+    unit: TimeUnit
+    tz: str | tzinfo | None
+    freq: str | None
+    offset: int
+    shape: tuple[int, int, int]
+    symbols: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Layout:
     """A small, picklable description of where every array lives in a segment.
 
@@ -150,6 +186,8 @@ class Layout:
     frames: tuple[FrameLayout, ...]
     universe: bool
     nbytes: int
+    #: A Universe's bar times and price block (then ``frames`` is empty); None otherwise.
+    block: BlockLayout | None = None
 
     def slots(self) -> Iterator[tuple[int, np.dtype[Any], int]]:
         """``(offset, dtype, count)`` of every stored array, in layout order.
@@ -157,6 +195,10 @@ class Layout:
         The dtype is the one the array has in :func:`layout_of`'s list: int64
         for the index and for datetime64/timedelta64 columns.
         """
+        if self.block is not None:
+            block = self.block
+            yield block.index_offset, _I8, block.nrows
+            yield block.offset, np.dtype(np.float64), int(np.prod(block.shape))
         for frame in self.frames:
             yield frame.index_offset, _I8, frame.nrows
             for col in frame.columns:
@@ -284,6 +326,8 @@ def layout_of(data: Data) -> tuple[Layout, list[np.ndarray]]:
     arrays: list[np.ndarray] = []
     frames: list[FrameLayout] = []
     offset = 0
+    if isinstance(data, Universe):
+        return _block_layout(data, arrays), arrays
     if isinstance(data, pd.DataFrame):
         frame_layout, offset = _frame_layout(data, None, offset, arrays)
         frames.append(frame_layout)
@@ -300,6 +344,19 @@ def layout_of(data: Data) -> tuple[Layout, list[np.ndarray]]:
         )
     # mmap refuses an empty file: keep at least one aligned block
     return Layout(tuple(frames), universe, max(offset, _ALIGN)), arrays
+
+
+def _block_layout(universe: Universe, arrays: list[np.ndarray]) -> Layout:
+    index = universe.index
+    unit = index.unit
+    arrays.append(np.ascontiguousarray(index.asi8))
+    block = np.ascontiguousarray(universe.block)  # a view when it is one block already
+    arrays.append(block.reshape(-1))
+    offset = _align(len(index) * 8)
+    shape = cast(tuple[int, int, int], tuple(int(n) for n in block.shape))
+    layout = BlockLayout(len(index), 0, unit, None if index.tz is None else _tz_field(index.tz, unit),
+                         index.freqstr, offset, shape, tuple(str(s) for s in universe.symbols))
+    return Layout((), True, max(_align(offset + block.nbytes), _ALIGN), layout)
 
 
 # ------------------------------------------------------------------ rebuilding
@@ -470,6 +527,12 @@ def build_frames(layout: Layout, arrays: Sequence[np.ndarray]) -> Data:
     >>> build_frames(layout, arrays).equals(data)
     True
     """
+    if layout.block is not None:
+        block = layout.block
+        times = FrameLayout(None, block.nrows, block.index_offset, block.unit, block.tz, None,
+                            block.freq, (), None, "object", b"")
+        values = np.asarray(arrays[1]).reshape(block.shape)
+        return Universe(values, _index(np.asarray(arrays[0]), times), block.symbols)
     remaining = iter(arrays)
     if not layout.universe:
         return _frame(layout.frames[0], remaining)

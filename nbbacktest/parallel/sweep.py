@@ -23,8 +23,11 @@ import pandas as pd
 
 from nbbacktest.engine import views
 from nbbacktest.engine.backtest import PreparedData, simulate
+from nbbacktest.engine.portfolio import PortfolioStrategy
+from nbbacktest.engine.portfolio_result import PortfolioResult
 from nbbacktest.engine.result import Result
 from nbbacktest.engine.strategy import Strategy
+from nbbacktest.engine.universe import Universe
 from nbbacktest.errors import SweepError
 from nbbacktest.parallel.card import end_card
 from nbbacktest.parallel.credibility import Credibility, credibility
@@ -308,11 +311,19 @@ class SweepResult(concurrent.futures.Future):
             self._credibility[key] = found
         return found
 
-    def detail(self, i: int) -> Result:
-        """Re-run row ``i`` locally (same seed, settings and data) and return its Result."""
+    def detail(self, i: int) -> Result | PortfolioResult:
+        """Re-run row ``i`` locally (same seed, settings and data) and return its Result
+        (a PortfolioResult for a portfolio strategy)."""
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < len(self):
             raise IndexError(f"detail(i) takes a row number from 0 to {len(self) - 1}, got {i!r}")
         plan = self.spec.plan
+        if isinstance(self.data, Universe):
+            from nbbacktest.engine.portfolio_sim import simulate_portfolio  # loads numba
+
+            portfolio = cast(PortfolioStrategy, plan.strategy_at(int(i)))
+            seed = plan.seed_at(int(i))
+            return PortfolioResult(portfolio, self.data, self.settings, seed,
+                                   simulate_portfolio(portfolio, self.data, self.settings, seed))
         symbol = plan.symbols[i]
         prepared = self._prepared.get(symbol)
         if prepared is None:

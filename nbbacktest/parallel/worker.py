@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbbacktest.engine.backtest import PreparedData, RunSeeds, Settings, simulate_stats
+from nbbacktest.engine.portfolio import PortfolioStrategy
 from nbbacktest.engine.strategy import Strategy
 from nbbacktest.errors import StrategyError
 from nbbacktest.parallel.rows import ErrorInfo, Rows, RowsBuilder, StatSchema
@@ -227,6 +228,18 @@ def prepared(data_key: str, symbol: str | None, start: int = 0) -> PreparedData:
     return found.trading_from(start) if start else found
 
 
+def portfolio_stats(
+    strategy: PortfolioStrategy, data_key: str, settings: Settings, seed: int
+) -> dict[str, Any]:
+    """The stats of one portfolio run over the universe held under ``data_key`` (no copy of it)."""
+    from nbbacktest.engine.portfolio_sim import simulate_portfolio  # loads numba
+
+    if data_key in _HELD:
+        _HELD[data_key].used = time.monotonic()
+    universe = _DATA[data_key]
+    return simulate_portfolio(strategy, universe, settings, seed, private=True, keep_held=False).stats
+
+
 def register_job(key: str, job: Job | bytes) -> Job:
     """Cache a job under ``key`` (bytes are a cloudpickle of the Job)."""
     found = _JOBS.get(key)
@@ -303,11 +316,15 @@ def run_points(
                 names = spec.names[class_index]
                 strategy = spec.classes[class_index]._from_values(dict(zip(names, values)))
                 try:
-                    start = starts.get(symbol, 0) if starts and symbol is not None else 0
-                    data = prepared(data_key, symbol, start)
-                    out = None if keep is None else keep.slot(row, len(data.window))
-                    stats = simulate_stats(strategy, data, settings, seed_of(names, values, symbol),
-                                           private=True, returns_out=out, bars_per_period=per)
+                    if isinstance(strategy, PortfolioStrategy):
+                        out = None  # a universe's runs keep no returns (run_returns.plan_returns)
+                        stats = portfolio_stats(strategy, data_key, settings, seed_of(names, values, None))
+                    else:
+                        start = starts.get(symbol, 0) if starts and symbol is not None else 0
+                        data = prepared(data_key, symbol, start)
+                        out = None if keep is None else keep.slot(row, len(data.window))
+                        stats = simulate_stats(strategy, data, settings, seed_of(names, values, symbol),
+                                               private=True, returns_out=out, bars_per_period=per)
                 except (Exception, SystemExit) as error:  # a failing point is a row, not a failed sweep
                     rows.failed(row, describe_error(error), clock() - started)
                     if spec.stop_on_error:
