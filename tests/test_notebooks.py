@@ -32,6 +32,7 @@ EXPECTED = [
     "05-universe",
     "06-survival",
     "07-scale-out",
+    "08-portfolio",
     "09-is-it-real",
 ]
 # A checked output is a few lines of text; anything bigger is a chart or a table

@@ -97,3 +97,11 @@ def test_trade_bars_of_a_list_book_and_of_a_trade_book() -> None:
     assert result.stats["max_trade_duration"] == expected.max()
     # the mean to the nanosecond; pandas' to the index's microsecond
     assert abs(result.stats["avg_trade_duration"] - expected.mean()) < pd.Timedelta(microseconds=1)
+
+
+def test_the_mean_trade_duration_does_not_overflow_on_nanosecond_bars():
+    # 1,300 trades of 70 business days sum past int64 in nanoseconds (about 106,751 days).
+    index = pd.DatetimeIndex(pd.bdate_range("2014-01-02", periods=2520), dtype="datetime64[ns]")
+    longest, mean = trade_durations(Timeline(index), np.zeros(1300, dtype=np.int64), np.full(1300, 70))
+    expected = (index[70] - index[0]).value
+    assert longest == expected and mean == expected

@@ -53,7 +53,9 @@ class Universe(Mapping[str, pd.DataFrame]):
     __slots__ = ("block", "index", "symbols", "_frames", "_fields", "_listed")
 
     def __init__(self, block: np.ndarray, index: pd.DatetimeIndex, symbols: Sequence[str]) -> None:
-        block = np.asarray(block, dtype=np.float64)
+        # C order always: a run's sums across symbols then take the same order, and give
+        # the same bits, in every process (a selection of columns is another layout)
+        block = np.ascontiguousarray(block, dtype=np.float64)
         symbols = list(symbols)
         if block.ndim != 3 or block.shape[0] != len(FIELDS):
             raise DataError(f"a universe block must have shape (5, bars, symbols), got {block.shape}")
@@ -62,7 +64,8 @@ class Universe(Mapping[str, pd.DataFrame]):
                 f"a universe block of shape {block.shape} does not match {len(index)} bar times"
                 f" and {len(symbols)} symbols"
             )
-        if block.flags.writeable and block.base is None:
+        if block.flags.writeable:
+            block = block.view()  # ours read-only; the caller's array keeps its own flags
             block.setflags(write=False)
         self.block = block
         self.index = pd.DatetimeIndex(index)
@@ -156,7 +159,7 @@ class Universe(Mapping[str, pd.DataFrame]):
         frame = self._fields.get(name)
         if frame is None:
             if name not in FIELDS:
-                raise AttributeError(f"a universe has no field {name!r}{did_you_mean(name, FIELDS)}")
+                raise AttributeError(f"a universe has no field {name!r}.{did_you_mean(name, FIELDS)}")
             frame = pd.DataFrame(self.block[FIELDS.index(name)], index=self.index,
                                  columns=self.symbols, copy=False)
             self._fields[name] = frame
@@ -236,6 +239,10 @@ class Universe(Mapping[str, pd.DataFrame]):
             frame = pd.DataFrame(values, index=self.index[rows], columns=columns)
             self._frames[symbol] = frame
         return frame
+
+    def get(self, symbol: str, default: Any = None) -> Any:  # type: ignore[override]
+        """``universe[symbol]``, or ``default`` for a symbol not in it (as a mapping's get)."""
+        return self[symbol] if symbol in self.symbols else default
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.symbols.tolist())
