@@ -9,6 +9,7 @@ same bits wherever it runs.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -240,6 +241,31 @@ def portfolio_stats(
     return simulate_portfolio(strategy, universe, settings, seed, private=True, keep_held=False).stats
 
 
+def release_freed_memory() -> None:
+    """Give the heap's free pages back to the system (glibc's ``malloc_trim``), after a chunk.
+
+    A portfolio run allocates and frees several arrays of the universe's size (its
+    scores, weights, the frames the strategy computes). glibc raises its mmap
+    threshold to the size of a freed block, so later ones come from the heap and
+    stay in the engine's memory when freed: about 4 MiB an engine on a 5 MiB
+    universe. Trimming once a chunk costs well under a millisecond. A no-op where
+    the C library has no ``malloc_trim``.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
 def register_job(key: str, job: Job | bytes) -> Job:
     """Cache a job under ``key`` (bytes are a cloudpickle of the Job)."""
     found = _JOBS.get(key)
@@ -340,6 +366,8 @@ def run_points(
     finally:
         running[:] = None, None, 0.0
         interrupt.restore()
+        if any(issubclass(cls, PortfolioStrategy) for cls in spec.classes):
+            release_freed_memory()
     if interrupt.raised:
         return rows.build(), True
     return rows.build(), False
