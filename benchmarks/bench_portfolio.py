@@ -22,6 +22,7 @@ days; some list late or delist early), with a 126-day momentum score, long the t
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -65,7 +66,7 @@ def widened(universe: nbb.Universe, times: int) -> nbb.Universe:
 
 
 def engine_uss(cluster: nbb.Cluster) -> dict[int, int]:
-    pids = {engine: cluster.client[engine].apply_sync(__import__("os").getpid) for engine in cluster.client.ids}
+    pids = {engine: cluster.client[engine].apply_sync(os.getpid) for engine in cluster.client.ids}
     return {engine: psutil.Process(pid).memory_full_info().uss for engine, pid in pids.items()}
 
 

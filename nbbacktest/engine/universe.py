@@ -240,7 +240,7 @@ class Universe(Mapping[str, pd.DataFrame]):
             self._frames[symbol] = frame
         return frame
 
-    def get(self, symbol: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, symbol: str, default: Any = None) -> Any:
         """``universe[symbol]``, or ``default`` for a symbol not in it (as a mapping's get)."""
         return self[symbol] if symbol in self.symbols else default
 
