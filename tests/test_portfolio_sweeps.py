@@ -162,3 +162,24 @@ def test_part_of_a_universe_gives_the_same_bits_on_the_cluster(cluster):
     local = nbb.sweep(Momentum, equities, grid, symbols=part, progress=False)
     remote = nbb.sweep(Momentum, equities, grid, symbols=part, progress=False, cluster=cluster)
     pd.testing.assert_frame_equal(comparable(remote.results), comparable(local.results), check_exact=True)
+
+
+def test_the_backtest_magic_sweeps_a_portfolio_strategy_by_its_ic(universe, local):
+    from IPython.testing import globalipapp
+
+    globalipapp.start_ipython()
+    shell = globalipapp.get_ipython()
+    shell.run_line_magic("load_ext", "nbbacktest")
+    try:
+        shell.user_ns.update(PortfolioMomentum=Momentum, equities_part=universe)
+        shell.run_line_magic("backtest", "PortfolioMomentum equities_part --grid lookback=20,60,120 long=0.2"
+                             " short=0.2 rebalance=M --metric ic_mean --commission 0.001 -o portfolio_sweep")
+        swept = shell.user_ns.pop("portfolio_sweep")
+    finally:
+        shell.user_ns.pop("PortfolioMomentum", None)
+        shell.user_ns.pop("equities_part", None)
+        shell.run_line_magic("unload_ext", "nbbacktest")
+    assert swept.status == "complete" and len(swept) == 3 and swept.spec.metric == "ic_mean"
+    same = local.results[(local.results["long"] == 0.2) & (local.results["short"] == 0.2)
+                         & (local.results["rebalance"] == "M")]
+    assert sorted(swept.results["ic_mean"]) == sorted(same["ic_mean"])
