@@ -641,3 +641,22 @@ def test_a_float_range_reads_the_same_in_the_magic_and_the_widget(daily):
     assert values == [0.0, 0.01, 0.02, 0.03, 0.04]
     control = make_widget(Knobs, daily, grid={"band": values}).controls["band"]
     assert control.values() == values and str(control.range()) == "0:0.05:0.01"
+
+
+class WidgetMomentum(nbb.PortfolioStrategy):
+    lookback = nbb.Param(60, low=10, high=200, step=10)
+
+    def scores(self, universe):
+        return universe.close.pct_change(self.lookback, fill_method=None)
+
+
+def test_the_widget_sweeps_a_portfolio_strategy_ranked_by_its_ic():
+    universe = nbb.load_sample("universe")
+    widget = nbb.SweepWidget(WidgetMomentum(), universe, metric="ic_mean")  # from its values
+    offered = [value for _, value in widget.metric_box.options]
+    assert {"ic_mean", "turnover", "long_return_pct"} <= set(offered)
+    set_range(widget, "lookback", 20, 60, 20)
+    result = run_and_wait(widget)
+    assert result.status == "complete" and len(result) == 3  # one run per point, not per symbol
+    expected = nbb.backtest(WidgetMomentum(lookback=40), universe).stats["ic_mean"]
+    assert result.results.set_index("lookback").at[40, "ic_mean"] == expected

@@ -61,17 +61,20 @@ from nbbacktest.display.tables import values_code
 from nbbacktest.display.widget import ProgressWidget
 from nbbacktest.engine.backtest import Settings, backtest
 from nbbacktest.engine.data import validate_data
-from nbbacktest.engine.metrics import NUMERIC_STATS, STAT_LABELS
+from nbbacktest.engine.metrics import ALL_STAT_LABELS, NUMERIC_STATS
+from nbbacktest.engine.portfolio import is_portfolio
 from nbbacktest.engine.portfolio_result import PortfolioResult
 from nbbacktest.engine.result import Result
 from nbbacktest.engine.strategy import Strategy, resolve_strategy
+from nbbacktest.engine.universe import Universe
 from nbbacktest.errors import NbbacktestError, SweepError
 from nbbacktest.parallel.cluster import Cluster, resolve_engine_count
 from nbbacktest.parallel.events import Finished, SweepEvent
 from nbbacktest.parallel.grid import MAX_RUNS, compile_where, plan_sweep
-from nbbacktest.parallel.launch import sweep, universe_symbols
+from nbbacktest.parallel.launch import portfolio_universe, sweep, universe_symbols
 from nbbacktest.parallel.progress import ProgressState
 from nbbacktest.parallel.ranges import MAX_RANGE_VALUES, range_of, range_values
+from nbbacktest.parallel.rows import StatSchema
 from nbbacktest.parallel.schedule import measure_point_cost
 from nbbacktest.parallel.spec import check_metric, check_min_trades
 from nbbacktest.parallel.sweep import SweepResult
@@ -192,8 +195,9 @@ class SweepWidget(widgets.VBox):
         #: What was passed: a class sweeps from its defaults (or its whole ranges).
         self.strategy: type[Strategy] | Strategy = strategy if isinstance(strategy, type) else instance
         self._instance = instance
-        self.data = validate_data(data, name="data")
-        self.symbols = universe_symbols(self.data, symbols)
+        portfolio = is_portfolio(self.strategy)  # then each point runs over the whole universe
+        self.data: Any = portfolio_universe(data, symbols) if portfolio else validate_data(data, name="data")
+        self.symbols = None if portfolio else universe_symbols(self.data, symbols)
         self.settings = Settings.from_options(settings, "SweepWidget")
         self.seed = seed
         if isinstance(top, bool) or not isinstance(top, int) or top < 1:
@@ -202,7 +206,7 @@ class SweepWidget(widgets.VBox):
         if cluster is not None and not isinstance(cluster, Cluster):
             raise TypeError(f"cluster must be an nbbacktest.Cluster, got {type(cluster).__name__}")
         self.cluster = cluster
-        check_metric(metric, maximize)
+        check_metric(metric, maximize, StatSchema.portfolio() if portfolio else None)
         check_min_trades(min_trades)
         if where is not None and not isinstance(where, str):
             raise TypeError(f"where must be a str expression ('fast < slow'), got {type(where).__name__}")
@@ -214,7 +218,8 @@ class SweepWidget(widgets.VBox):
         self.where_box = widgets.Text(value=where or "", description="where",
                                       placeholder="e.g. fast < slow",
                                       layout=widgets.Layout(width="360px"))
-        self.metric_box = widgets.Dropdown(options=[(STAT_LABELS[n], n) for n in NUMERIC_STATS],
+        metrics = StatSchema.portfolio().numeric if portfolio else NUMERIC_STATS  # IC, turnover, legs
+        self.metric_box = widgets.Dropdown(options=[(ALL_STAT_LABELS[n], n) for n in metrics],
                                            value=metric, description="metric")
         self.maximize_box = widgets.ToggleButtons(options=[("maximize", True), ("minimize", False)],
                                                   value=bool(maximize),
@@ -300,7 +305,7 @@ class SweepWidget(widgets.VBox):
 
     def _first_cost(self) -> tuple[float, str]:
         data = self.data
-        frame = data if isinstance(data, pd.DataFrame) else data[(self.symbols or list(data))[0]]
+        frame = data if isinstance(data, (pd.DataFrame, Universe)) else data[(self.symbols or list(data))[0]]
         instance, options = self._instance, asdict(self.settings)
         try:
             return measure_point_cost(lambda: backtest(instance, frame, **options), COST_BUDGET)[1], ""
