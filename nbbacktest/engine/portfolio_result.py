@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from nbbacktest.engine import views
-from nbbacktest.engine.metrics import ALL_STAT_LABELS
+from nbbacktest.engine.result import format_stat, stats_html
 
 if TYPE_CHECKING:
     from nbbacktest.engine.portfolio import PortfolioStrategy
@@ -59,10 +58,6 @@ class PortfolioResult:
         self.symbols = universe.symbols
         self._index = universe.index
         self._run = run
-        # what positions are valued at (each symbol's last close): small next to the run's arrays
-        from nbbacktest.engine.portfolio_sim import last_closes
-
-        self._mark = last_closes(universe)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -115,7 +110,7 @@ class PortfolioResult:
     def weights(self) -> pd.DataFrame:
         """The weight each symbol holds at each close: its value over equity."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            values = self._held * self._mark / self._run.equity[:, None]
+            values = self._held * self._run.mark / self._run.equity[:, None]
         return self._frame(np.nan_to_num(values))
 
     @cached_property
@@ -191,7 +186,7 @@ class PortfolioResult:
 
     def __repr__(self) -> str:
         shown = ("return_pct", "sharpe", "max_drawdown_pct", "turnover", "ic_mean")
-        body = ", ".join(f"{k}={_format(self._run.stats[k])}" for k in shown)
+        body = ", ".join(f"{k}={format_stat(self._run.stats[k], ',.4g')}" for k in shown)
         return f"<PortfolioResult {self.strategy!r} on {len(self.symbols)} symbols: {body}>"
 
     def plot(self, **options: Any) -> Any:
@@ -218,16 +213,4 @@ class PortfolioResult:
         return bundle
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(ALL_STAT_LABELS.get(k, k))}</th>"
-            f"<td style='text-align:right'>{html.escape(_format(v))}</td></tr>"
-            for k, v in self._run.stats.items()
-        )
-        title = html.escape(repr(self.strategy))
-        return f"<div><b>{title}</b><table>{rows}</table></div>"
-
-
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.4g}" if np.isfinite(value) else str(value)
-    return str(value)
+        return stats_html(repr(self.strategy), self._run.stats, ",.4g")

@@ -126,6 +126,8 @@ class PortfolioRun:
     trades: dict[str, np.ndarray]
     stats: dict[str, Any]
     held: np.ndarray | None = None
+    #: Each symbol's last close at every bar (what ``held`` is valued at), kept with ``held``.
+    mark: np.ndarray | None = None
     ic: np.ndarray | None = None
     ic_bars: np.ndarray | None = None
     quantiles: np.ndarray | None = None
@@ -180,10 +182,14 @@ def simulate_portfolio(
     check_weights(weights, universe, settings.leverage, f"{cls.__name__}.weights()")
     decisions = decision_bars(universe.index, values.get("rebalance", "change"), settings.fill)
     run = _simulate(weights, decisions, universe, facts, settings, keep_held)
+    # one forward fill of the closes serves the result's weights and the IC
+    mark = last_closes(universe) if keep_held or scores is not None else None
+    if keep_held:
+        run.mark = mark
     if scores is not None:
+        mark = cast(np.ndarray, mark)
         bars = np.arange(len(universe.index)) if decisions is None else decisions
         bars = bars[bars < len(universe.index) - 1]
-        mark = last_closes(universe)
         run.ic_bars = bars
         run.ic = information_coefficients(scores, mark, listed, bars)
         run.quantiles = quantile_returns(scores, mark, listed, bars)

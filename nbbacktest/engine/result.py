@@ -7,6 +7,7 @@ so that a sweep's thousands of runs pay nothing for views they never look at.
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ import pandas as pd
 
 from nbbacktest.engine import views
 from nbbacktest.engine.ledger import NOTE_FIELDS, trade_arrays
-from nbbacktest.engine.metrics import STAT_LABELS
+from nbbacktest.engine.metrics import ALL_STAT_LABELS
 
 if TYPE_CHECKING:
     from nbbacktest.engine.strategy import Strategy
@@ -153,7 +154,7 @@ class Result:
 
     def __repr__(self) -> str:
         shown = ("return_pct", "sharpe", "max_drawdown_pct", "trades", "win_rate_pct")
-        body = ", ".join(f"{k}={_format(self._stats[k])}" for k in shown)
+        body = ", ".join(f"{k}={format_stat(self._stats[k])}" for k in shown)
         return f"<Result {self.strategy!r}: {body}>"
 
     def plot(self, **options: Any) -> Any:
@@ -184,16 +185,28 @@ class Result:
         return bundle
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(STAT_LABELS.get(k, k))}</th>"
-            f"<td style='text-align:right'>{html.escape(_format(v))}</td></tr>"
-            for k, v in self._stats.items()
-        )
-        title = html.escape(repr(self.strategy))
-        return f"<div><b>{title}</b><table>{rows}</table></div>"
+        return stats_html(repr(self.strategy), self._stats)
 
 
-def _format(value: Any) -> str:
+def stats_html(title: str, stats: Mapping[str, Any], number_format: str = ",.2f") -> str:
+    """A run's stats as a small HTML table under its title: the rich display without plotly.
+
+    Examples
+    --------
+    >>> page = stats_html("SmaCross()", {"sharpe": 1.23456, "trades": 3})
+    >>> "<b>SmaCross()</b>" in page, ">Sharpe ratio<" in page, ">1.23<" in page
+    (True, True, True)
+    """
+    rows = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(ALL_STAT_LABELS.get(k, k))}</th>"
+        f"<td style='text-align:right'>{html.escape(format_stat(v, number_format))}</td></tr>"
+        for k, v in stats.items()
+    )
+    return f"<div><b>{html.escape(title)}</b><table>{rows}</table></div>"
+
+
+def format_stat(value: Any, number_format: str = ",.2f") -> str:
+    """A stat as text: floats in ``number_format`` (NaN and inf as they are), the rest as ``str``."""
     if isinstance(value, float):
-        return f"{value:,.2f}" if np.isfinite(value) else str(value)
+        return format(value, number_format) if np.isfinite(value) else str(value)
     return str(value)
