@@ -4,21 +4,41 @@ from __future__ import annotations
 
 import time
 
+from conftest import SmaCross
+
 from nbbacktest.display.status import format_status
+from nbbacktest.engine.backtest import Settings
 from nbbacktest.parallel import worker
+from nbbacktest.parallel.cluster_runner import ClusterRunner
+from nbbacktest.parallel.grid import plan_sweep
+from nbbacktest.parallel.spec import SweepSpec
+from nbbacktest.parallel.sweep import SweepResult, SweepWriter
 
 
 def wait_until_idle(cluster, seconds: float = 60.0) -> None:
-    """Until no engine of the session's cluster runs or queues anything: an earlier test's
-    leftover task (a cancelled sweep's point, another client's work) really is busy."""
+    """Until no engine of the session's cluster runs anything: an earlier test's leftover
+    task (a cancelled sweep's point, another client's work) really is busy."""
     deadline = time.monotonic() + seconds
-    while True:
-        queues = cluster.client.queue_status()
-        work = sum(q["queue"] + q["tasks"] for e, q in queues.items() if e != "unassigned")
-        if not work and not queues.get("unassigned"):
-            return
+    while cluster.status()["busy"]:
+        queues = cluster.client.queue_status(verbose=True)
         assert time.monotonic() < deadline, f"the cluster stayed busy for {seconds} s: {queues}"
         time.sleep(0.1)
+
+
+#: Run on an engine: the reply to this very request is never sent, as when an interrupt
+#: reaches the engine between two tasks.
+LOSE_OWN_REPLY = """
+session = get_ipython().kernel.session
+_nbb_send = session.send
+
+def _nbb_dropping(stream, msg_or_type, *args, **kwargs):
+    if msg_or_type == "execute_reply":
+        del session.send  # the class's own send again
+        return None
+    return _nbb_send(stream, msg_or_type, *args, **kwargs)
+
+session.send = _nbb_dropping
+"""
 
 
 def test_an_idle_cluster_reads_idle_right_after_its_engines_answered(cluster) -> None:
@@ -48,3 +68,23 @@ def test_a_cluster_running_a_task_reads_busy(cluster) -> None:
 
 def test_a_stopped_cluster_prints_stopped() -> None:
     assert format_status({"running": False}) == "Cluster: stopped"
+
+
+def test_an_engine_idle_after_its_reply_was_lost_reads_idle(cluster, daily) -> None:
+    # The controller keeps a task whose reply was lost queued for ever; once a cancelled
+    # sweep has seen the engine idle, status() must not call it busy.
+    engine = cluster.client.ids[-1]
+    lost = cluster.client[engine].execute(LOSE_OWN_REPLY, block=False)
+    try:
+        lost.wait(1.0)
+        assert not lost.ready(), lost.get(0)
+        assert cluster.client[engine].apply_async(sum, [1, 2]).get(timeout=30) == 3  # idle
+        assert cluster.client.queue_status()[engine]["queue"] == 1  # the controller's count
+        assert cluster.status()["busy"] == 1
+        spec = SweepSpec(plan_sweep(SmaCross, {"fast": [5]}), Settings())
+        runner = ClusterRunner(SweepWriter(SweepResult(spec, daily)), cluster, None, "k", b"", None)
+        assert runner._busy({engine: [lost]}) == {}  # what cancel asks of engines that went silent
+        assert cluster.status()["busy"] == 0
+        assert format_status(cluster.status()).splitlines()[0].endswith(f"0 busy, {len(cluster.ids)} idle")
+    finally:
+        cluster.client.outstanding.discard(lost.msg_ids[0])  # the session's client waits on it no more

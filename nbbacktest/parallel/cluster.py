@@ -207,6 +207,8 @@ class Cluster:
         self._engine_data: dict[int, set[str]] = {}
         self._segments: dict[str, Segment] = {}
         self._data_sent: dict[str, int] = {}
+        #: Tasks an engine ran whose reply never came (see replies_lost).
+        self._lost_replies: set[str] = set()
         # Engines keep data while some connected client leases it (see worker.lease_data):
         # this client's id there, and the keys it leases.
         self.lease_id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
@@ -516,6 +518,17 @@ class Cluster:
             self._hosts.pop(engine, None)
             self._engine_data.pop(engine, None)
 
+    def replies_lost(self, tasks: Iterable[Any]) -> None:
+        """Tasks whose engine is idle but whose reply never came.
+
+        An interrupt that reaches an engine between two tasks can cost a reply; the
+        controller then counts the task as queued on that engine for ever, and
+        ``status()`` would read the idle engine as busy.
+        """
+        with self._lock:
+            for task in tasks:
+                self._lost_replies.update(task.msg_ids)
+
     # ---------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:
         """Engines, hosts, busy/idle and data held, as a dict.
@@ -532,7 +545,7 @@ class Cluster:
         # (refresh_hosts' own question, just answered, read as "1 busy"): a task
         # whose answer we hold is not work in progress.
         queue = self.client.queue_status(verbose=True)
-        answered = set(self.client.history) - set(self.client.outstanding)
+        answered = (set(self.client.history) - set(self.client.outstanding)) | self._lost_replies
 
         def working(engine: int) -> bool:
             counts = queue.get(engine, {})

@@ -502,6 +502,7 @@ class ClusterRunner(Runner):
         for engine, tasks in late.items():
             probe = probes.get(engine)
             if probe is not None and probe.done():
+                self.cluster.replies_lost(tasks)
                 for task in [*tasks, probe]:
                     self._forget(task)
             elif probe is not None:
