@@ -9,10 +9,12 @@ import time
 from collections import OrderedDict
 
 import cloudpickle
+import numpy as np
 import pytest
 from conftest import SmaCross
 
 import nbbacktest as nbb
+from nbbacktest.engine import caches as caches_module
 from nbbacktest.engine.backtest import Settings
 from nbbacktest.errors import StrategyError
 from nbbacktest.parallel import events as ev
@@ -104,6 +106,34 @@ def test_held_data_is_kept_as_is_and_released(caches, daily):
     assert worker.release_data(["local", "absent"]) == ["local"]
     assert "local" not in worker._DATA and worker._PREPARED == {}
     assert worker.release_data(["local"]) == []
+
+
+def test_runs_on_attached_data_read_its_columns_without_a_copy(caches, segments):
+    # The segment's frame has a block per column; joined into one array, its copy would
+    # stay on the engine as long as the data (about 0.8 of the data's bytes, twice).
+    key, segment = segments[0]
+    attach(key, segment)
+    frame = worker._DATA[key]
+    worker.register_job("copies", Job((SmaCross,), (("fast", "slow"),), Settings(), key))
+    rows, _ = worker.run_points("copies", None, [(0, 0, (5, 10), None)])
+    assert rows.errors == {}
+    data = worker.prepared(key, None)
+    for name in ("Open", "High", "Low", "Close"):
+        assert np.shares_memory(getattr(data, name.lower()), frame[name].to_numpy()), name
+        assert np.shares_memory(data.run_frame()[name].to_numpy(), frame[name].to_numpy()), name
+
+
+def test_after_a_chunk_no_array_of_the_datas_length_is_kept(caches, daily):
+    worker.hold_data("local", daily)
+    worker.register_job("kept", Job((SmaCross,), (("fast", "slow"),), Settings(), "local"))
+    worker.run_points("kept", None, [(0, 0, (5, 20), None), (1, 0, (10, 40), None)])
+    data = worker.prepared("local", None)
+    assert "market" not in vars(data) and "volume" not in vars(data)
+    assert "rows" not in vars(caches_module._SCRATCH)
+    # Asked again, they come back equal: the next chunk's stats do not change.
+    again, _ = worker.run_points("kept", None, [(0, 0, (5, 20), None)])
+    first, _ = worker.run_points("kept", None, [(0, 0, (5, 20), None)])
+    assert again.floats.tolist() == first.floats.tolist()
 
 
 def test_attached_data_reads_as_the_frame_and_goes_when_released(caches, segments, daily):

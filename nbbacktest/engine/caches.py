@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IdentityCache", "scratch_rows"]
+__all__ = ["IdentityCache", "release_scratch", "scratch_rows"]
 
 
 class IdentityCache:
@@ -79,6 +79,21 @@ def scratch_rows(n: int, count: int = 3) -> np.ndarray:
     if rows is None or rows.shape[1] < n:
         rows = _SCRATCH.rows = np.empty((3, n))
     return rows[:count, :n]
+
+
+def release_scratch() -> None:
+    """Let this thread's scratch rows go (an engine, after a chunk of a sweep).
+
+    Examples
+    --------
+    >>> first = scratch_rows(10)
+    >>> np.shares_memory(scratch_rows(10), first)
+    True
+    >>> release_scratch()
+    >>> np.shares_memory(scratch_rows(10), first)
+    False
+    """
+    _SCRATCH.__dict__.pop("rows", None)
 
 
 _SCRATCH = threading.local()

@@ -290,13 +290,16 @@ _REBUILT = IdentityCache(kept=8)
 _REMEMBER_MAX_BYTES = 32 << 20
 
 
-def float_values(frame: pd.DataFrame) -> np.ndarray | None:
+def float_values(frame: pd.DataFrame, *, interleave: bool = True) -> np.ndarray | None:
     """All columns as one float64 array when every column already is float64, else None.
 
-    Under copy-on-write this is a view of the frame's single block: no copy.
+    Under copy-on-write this is a view of the frame's single block: no copy. A frame
+    of several blocks (one per column, as a dict builds it) is interleaved into a new
+    array, unless ``interleave=False``: then None, and the caller takes the columns'
+    own arrays (what an engine does: a copy of the shared data would stay with it).
     """
     values = frame.to_numpy()
-    if values.dtype != _FLOAT:
+    if values.dtype != _FLOAT or (values.flags.writeable and not interleave):
         return None
     # Under copy-on-write a read-only result is a view of a single block, so
     # every column is float64 and the costly ``frame.dtypes`` can be skipped.

@@ -96,7 +96,7 @@ def read_only_frame(
     if index is None:
         index = read_only_index(frame.index)
     if values is None:
-        values = float_values(frame)
+        values = float_values(frame, interleave=False)
     if values is not None:
         view = values.view()
         view.flags.writeable = False

@@ -201,7 +201,7 @@ class PreparedData:
         """
         # One view of the float block; five column lookups cost 10x more.
         if values is None:
-            values = float_values(frame)
+            values = float_values(frame, interleave=False)
         if values is not None:
             position = column_positions(frame.columns)
             columns = {name: values[:, i] for name, i in position.items()}
@@ -248,6 +248,29 @@ class PreparedData:
                 self.frame.iloc[tail], self.open[tail], self.high[tail], self.low[tail],
                 self.close[tail], None if self._volume is None else self._volume[tail])
         return found
+
+    def release_derived(self) -> None:
+        """Forget the arrays computed from the bars (buy & hold returns, a missing Volume's
+        NaNs), of this data and its windows; they are computed again when next asked.
+
+        What an engine does after each chunk of a sweep: between sweeps it then keeps
+        no array of the data's length beyond the shared bars themselves.
+
+        Examples
+        --------
+        >>> import nbbacktest as nbb
+        >>> data = PreparedData.from_frame(nbb.load_sample("daily"))
+        >>> before = data.market
+        >>> data.release_derived()
+        >>> data.market is before, data.market.sum_sq == before.sum_sq
+        (False, True)
+        """
+        for name in _DERIVED:
+            self.__dict__.pop(name, None)
+        for started in self._starts.values():
+            started.release_derived()
+        if self._window is not None:
+            self._window.release_derived()
 
     @property
     def window(self) -> PreparedData:
@@ -311,6 +334,9 @@ class PreparedData:
         """The buy & hold return of the data set, in percent."""
         return buy_and_hold_pct(self.close)
 
+
+#: PreparedData's cached arrays of the data's length (see ``release_derived``).
+_DERIVED = ("market", "volume")
 
 # DatetimeIndex -> Timeline: backtest() on the same frame again builds no Timestamps.
 _TIMELINES = IdentityCache(kept=64)
