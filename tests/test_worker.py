@@ -109,11 +109,13 @@ def test_held_data_is_kept_as_is_and_released(caches, daily):
 
 
 def test_runs_on_attached_data_read_its_columns_without_a_copy(caches, segments):
-    # The segment's frame has a block per column; joined into one array, its copy would
-    # stay on the engine as long as the data (about 0.8 of the data's bytes, twice).
+    # Columns joined into a new array would stay on the engine as long as the data
+    # (about 0.8 of the data's bytes, twice).
     key, segment = segments[0]
     attach(key, segment)
     frame = worker._DATA[key]
+    # One read-only block over the segment: frame.values is a view too, so a write raises.
+    assert np.shares_memory(frame.values, frame["Close"].to_numpy()) and not frame.values.flags.writeable
     worker.register_job("copies", Job((SmaCross,), (("fast", "slow"),), Settings(), key))
     rows, _ = worker.run_points("copies", None, [(0, 0, (5, 10), None)])
     assert rows.errors == {}

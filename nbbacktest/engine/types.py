@@ -187,6 +187,8 @@ class PreparedData:
         self._volume = volume
         self._shared: pd.DataFrame | None = None
         self._handed_out = False
+        #: The frame's float64 values as one array, when validation made them (see run_frame).
+        self._values: np.ndarray | None = None
         #: The first bar the run may trade on; earlier bars are history (see :meth:`trading_from`).
         self.start = 0
         self._window: PreparedData | None = None
@@ -207,10 +209,12 @@ class PreparedData:
             columns = {name: values[:, i] for name, i in position.items()}
         else:
             columns = {name: frame[name].to_numpy() for name in (*OHLC, "Volume") if name in frame}
-        return cls(
+        prepared = cls(
             frame, columns["Open"], columns["High"], columns["Low"], columns["Close"],
             columns.get("Volume"),
         )
+        prepared._values = values
+        return prepared
 
     def __len__(self) -> int:
         return len(self.close)
@@ -300,8 +304,8 @@ class PreparedData:
         if shared is None:
             if not self._handed_out:
                 self._handed_out = True
-                return read_only_frame(self.frame, index=self.index)
-            shared = self._shared = read_only_frame(self.frame, index=self.index)
+                return read_only_frame(self.frame, self._values, index=self.index)
+            shared = self._shared = read_only_frame(self.frame, self._values, index=self.index)
         return shared.copy(deep=False)
 
     @property

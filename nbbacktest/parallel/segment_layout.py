@@ -494,11 +494,47 @@ def _frame(frame: FrameLayout, arrays: Iterator[np.ndarray]) -> pd.DataFrame:
             columns[position] = pd.Series(
                 values, index=index, dtype=values.dtype, copy=False
             )
-    out = pd.DataFrame(columns, index=index, copy=False)
+    block = _one_block(list(columns.values()), frame.nrows)
+    if block is not None:
+        out = pd.DataFrame(block, index=index, copy=False)
+    else:
+        out = pd.DataFrame(columns, index=index, copy=False)
     out.columns = pd.Index(
         [c.name for c in frame.columns], dtype=frame.columns_dtype, name=frame.columns_name
     )
     return out
+
+
+def _one_block(columns: list[Any], nrows: int) -> np.ndarray | None:
+    """The columns as one read-only ``(nrows, k)`` view when they are float64 views of one
+    buffer at evenly spaced offsets (a segment's own layout), else None.
+
+    A frame of one block hands out read-only views of it (``frame.values`` too, which
+    for a block per column would be a new, writable array), and the simulator reads it
+    without interleaving the columns into a copy.
+    """
+    if len(columns) < 2 or not all(
+        isinstance(c, np.ndarray) and c.dtype == np.float64 and c.ndim == 1 and c.strides == (8,)
+        for c in columns
+    ):
+        return None
+    owner = _owner(columns[0])
+    if owner is None or any(_owner(c) is not owner for c in columns[1:]):
+        return None
+    starts = [c.__array_interface__["data"][0] for c in columns]
+    step = starts[1] - starts[0]
+    if step < nrows * 8 or any(b - a != step for a, b in zip(starts, starts[1:])):
+        return None
+    block = np.lib.stride_tricks.as_strided(columns[0], shape=(nrows, len(columns)), strides=(8, step))
+    block.flags.writeable = False
+    return block
+
+
+def _owner(array: np.ndarray) -> Any:
+    """The object that owns ``array``'s memory (a mapping, a bytes buffer), through its views."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array.base
 
 
 def build_frames(layout: Layout, arrays: Sequence[np.ndarray]) -> Data:
