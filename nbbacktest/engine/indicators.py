@@ -80,7 +80,7 @@ import numpy as np
 import pandas as pd
 
 from nbbacktest.engine.caches import IdentityCache
-from nbbacktest.engine.readonly import read_only_frame
+from nbbacktest.engine.readonly import owning_array, read_only_frame
 from nbbacktest.errors import NbbacktestWarning
 
 if TYPE_CHECKING:
@@ -536,9 +536,7 @@ def _frozen(array: np.ndarray, scope: _Scope) -> np.ndarray:
     no view of it can be made writable again), unless it is the data's own."""
     view = array.view()
     view.flags.writeable = False
-    owner = array
-    while isinstance(owner.base, np.ndarray):
-        owner = owner.base
+    owner = owning_array(array)
     if owner.flags.writeable and not scope.holds(owner):
         owner.flags.writeable = False
     return view

@@ -17,7 +17,7 @@ import pandas as pd
 from nbbacktest.engine.caches import IdentityCache
 from nbbacktest.engine.data import float_values
 
-__all__ = ["read_only_frame", "read_only_index"]
+__all__ = ["owning_array", "read_only_frame", "read_only_index"]
 
 
 def read_only_index(index: pd.Index) -> pd.Index:
@@ -62,6 +62,20 @@ def _read_only_datetimes(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
 
 # DatetimeIndex -> its read-only twin: every backtest on a frame shares one.
 _READ_ONLY_INDEXES = IdentityCache(kept=64)
+
+
+def owning_array(array: np.ndarray) -> np.ndarray:
+    """The array at the root of ``array``'s views: the one whose memory it reads.
+
+    Examples
+    --------
+    >>> block = np.zeros((2, 3))
+    >>> owning_array(block[1][::2]) is block
+    True
+    """
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
 
 
 def read_only_frame(

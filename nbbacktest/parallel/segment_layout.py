@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeAlias, cast
 import numpy as np
 import pandas as pd
 
+from nbbacktest.engine.readonly import owning_array
 from nbbacktest.engine.universe import Universe
 from nbbacktest.errors import DataError
 
@@ -518,8 +519,8 @@ def _one_block(columns: list[Any], nrows: int) -> np.ndarray | None:
         for c in columns
     ):
         return None
-    owner = _owner(columns[0])
-    if owner is None or any(_owner(c) is not owner for c in columns[1:]):
+    owner = owning_array(columns[0])  # one buffer: the block keeps all of it alive
+    if any(owning_array(c) is not owner for c in columns[1:]):
         return None
     starts = [c.__array_interface__["data"][0] for c in columns]
     step = starts[1] - starts[0]
@@ -528,13 +529,6 @@ def _one_block(columns: list[Any], nrows: int) -> np.ndarray | None:
     block = np.lib.stride_tricks.as_strided(columns[0], shape=(nrows, len(columns)), strides=(8, step))
     block.flags.writeable = False
     return block
-
-
-def _owner(array: np.ndarray) -> Any:
-    """The object that owns ``array``'s memory (a mapping, a bytes buffer), through its views."""
-    while isinstance(array.base, np.ndarray):
-        array = array.base
-    return array.base
 
 
 def build_frames(layout: Layout, arrays: Sequence[np.ndarray]) -> Data:
