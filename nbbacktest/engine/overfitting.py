@@ -21,8 +21,8 @@ annualised): the mean of the period returns over their standard deviation
 it). An annualised Sharpe (``Result.stats["sharpe"]``) becomes per period once
 divided by ``sqrt(periods per year)``, and a variance of annualised Sharpes
 once divided by the periods per year. Kurtosis is *non-excess*: 3 for a normal
-distribution. Like the rest of the engine this needs numpy only (the normal
-CDF and its inverse come from :class:`statistics.NormalDist`).
+distribution. The normal CDF and its inverse come from
+:class:`statistics.NormalDist`; PBO's pass over the splits is compiled by numba.
 """
 
 from __future__ import annotations
@@ -46,12 +46,8 @@ __all__ = [
 EULER_MASCHERONI = 0.5772156649015329
 _NORMAL = NormalDist()
 
-#: Splits x trials held at once when PBO works out the Sharpe ratios of a chunk of
-#: splits: about a dozen float64 arrays of this many cells, so ~100 MB at most,
-#: whatever the number of trials (12,870 splits x 5,000 trials would be 0.5 GB each).
-_CHUNK_CELLS = 1_000_000
-
-#: The metrics PBO computes from per-block sums, without calling Python per split.
+#: The metrics PBO computes from per-block sums, in one compiled pass over the splits
+#: (:mod:`~nbbacktest.engine.overfitting_kernel`), without calling Python per split.
 _FAST_METRICS = ("sharpe", "mean")
 
 #: The bootstraps arch's SPA knows, by the names it accepts.
@@ -331,44 +327,24 @@ class BacktestOverfitting:
     trials: int
 
 
-def _split_sums(shaped: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per block and column: count, sum and sum of squares of non-NaN returns, centred per column."""
-    flat = shaped.reshape(-1, shaped.shape[2])
-    centre = np.nanmean(flat, axis=0)
-    dev = shaped - centre
-    ok = ~np.isnan(dev)
-    dev = np.where(ok, dev, 0.0)
-    return ok.sum(axis=1).astype(np.float64), dev.sum(axis=1), np.einsum("bij,bij->bj", dev, dev), centre
+def _ranked_splits(values: np.ndarray, blocks: int, splits: np.ndarray,
+                   metric: str) -> tuple[np.ndarray, ...]:
+    """_rank's four arrays for every split, by one compiled pass per pair of complementary splits."""
+    from nbbacktest.engine.overfitting_kernel import block_sums, rank_splits, revolving_door  # loads numba
 
-
-def _metric_from_sums(metric: str, count: np.ndarray, s1: np.ndarray, s2: np.ndarray,
-                      centre: np.ndarray) -> np.ndarray:
-    """Sharpe (ddof=1) or mean of each column from centred sums; NaN under 2 (Sharpe) or 1 values."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dev_mean = s1 / count
-        mean = centre + dev_mean
-        if metric == "mean":
-            return np.where(count > 0, mean, np.nan)
-        var = np.maximum(s2 - s1 * dev_mean, 0.0) / (count - 1)
-        std = np.sqrt(var)
-        # A column without spread (a flat run): Sharpe 0 when flat at 0, else +-inf.
-        flat = np.where(mean == 0.0, 0.0, np.copysign(np.inf, mean))
-        sharpe = np.where(std > 0.0, mean / std, flat)
-    return np.where(count > 1, sharpe, np.nan)
-
-
-def _fast_performance(values: np.ndarray, blocks: int, members: np.ndarray,
-                      metric: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    # In chunks of splits, ranked one chunk at a time: memory stays ~_CHUNK_CELLS cells.
-    rows, n = values.shape
-    count, s1, s2, centre = _split_sums(values.reshape(blocks, rows // blocks, n))
-    totals = count.sum(axis=0), s1.sum(axis=0), s2.sum(axis=0)
-    step = max(1, _CHUNK_CELLS // n)
-    for start in range(0, len(members), step):
-        chosen = members[start:start + step]
-        c_in, s1_in, s2_in = chosen @ count, chosen @ s1, chosen @ s2
-        yield (_metric_from_sums(metric, c_in, s1_in, s2_in, centre), _metric_from_sums(
-            metric, totals[0] - c_in, totals[1] - s1_in, totals[2] - s2_in, centre))
+    index = {split: i for i, split in enumerate(map(tuple, splits.tolist()))}
+    # Each pair of complementary splits has one split with block 0: walk those.
+    with_first = [(0,) + tuple(k + 1 for k in rest) for rest in revolving_door(blocks - 1, blocks // 2 - 1)]
+    members = np.zeros((len(with_first), blocks), dtype=np.int8)
+    for row, split in enumerate(with_first):
+        members[row, list(split)] = 1
+    split_of = np.array([index[split] for split in with_first])
+    partner = np.array([index[tuple(np.flatnonzero(row == 0))] for row in members])
+    count = len(splits)
+    out = np.empty(count, dtype=np.int64), np.empty(count), np.empty(count), np.empty(count)
+    rank_splits(metric == "sharpe", *block_sums(np.ascontiguousarray(values), blocks), members, split_of,
+                partner, *out)
+    return out
 
 
 def _callable_performance(values: np.ndarray, blocks: int, members: np.ndarray,
@@ -431,8 +407,8 @@ def probability_of_backtest_overfitting(
         period where a run has no return; the metric skips it.
     blocks : int, default 16
         S, an even number >= 2 with at least 2 rows per block. ``C(16, 8)`` is
-        12,870 splits; each costs a few matrix products (or, with a callable
-        ``metric``, two calls of it). ``T % S`` leading rows are left out.
+        12,870 splits: with a named metric, about 0.5 s for 10,000 trials on
+        2 cores; with a callable ``metric``, two calls of it per split. ``T % S`` leading rows are left out.
     metric : {"sharpe", "mean"} or callable, default "sharpe"
         How a trial is ranked on a set of rows: the per-period Sharpe ratio
         (``ddof=1``), the mean return, or a function from a (rows, N) array of
@@ -479,10 +455,12 @@ def probability_of_backtest_overfitting(
     splits = np.array(list(combinations(range(s), s // 2)))
     members = np.zeros((len(splits), s))
     members[np.arange(len(splits))[:, None], splits] = 1.0
-    chunks = (_fast_performance(values, s, members, metric) if isinstance(metric, str)
-              else _callable_performance(values, s, members, metric))
-    ranked = [_rank(is_perf, oos_perf) for is_perf, oos_perf in chunks]
-    selected, winner_is, winner_oos, w = (np.concatenate(parts) for parts in zip(*ranked))
+    if isinstance(metric, str):
+        selected, winner_is, winner_oos, w = _ranked_splits(values, s, splits, metric)
+    else:
+        ranked = [_rank(is_perf, oos_perf) for is_perf, oos_perf in
+                  _callable_performance(values, s, members, metric)]
+        selected, winner_is, winner_oos, w = (np.concatenate(parts) for parts in zip(*ranked))
     logits = np.log(w / (1.0 - w))
     slope, intercept = _degradation(winner_is, winner_oos)
     for array in (logits, selected, winner_is, winner_oos):

@@ -11,17 +11,9 @@ Without numba the same functions run as plain Python: the same results, slower.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 
-try:
-    from numba import njit
-except ImportError:  # pragma: no cover - numba is a dependency; a broken install still runs
-
-    def njit(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:  # type: ignore[no-redef]
-        return lambda function: function
+from nbbacktest.engine.compiled import njit
 
 __all__ = ["CASH", "EQUITY", "GROSS", "LONG_PNL", "SHORT_PNL", "TRADED", "fill_loop"]
 
