@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 from statistics import NormalDist
 from typing import Any, Literal
@@ -327,23 +328,48 @@ class BacktestOverfitting:
     trials: int
 
 
-def _ranked_splits(values: np.ndarray, blocks: int, splits: np.ndarray,
-                   metric: str) -> tuple[np.ndarray, ...]:
-    """_rank's four arrays for every split, by one compiled pass per pair of complementary splits."""
-    from nbbacktest.engine.overfitting_kernel import block_sums, rank_splits, revolving_door  # loads numba
+@dataclass(frozen=True)
+class _SplitPlan:
+    """The splits of S blocks, and the walk the compiled pass takes over their pairs."""
 
-    index = {split: i for i, split in enumerate(map(tuple, splits.tolist()))}
+    splits: np.ndarray   # (C, S/2) in-sample blocks, lexicographic: the order of PBO's outputs
+    members: np.ndarray  # (C/2, S) 0/1 in-sample blocks of the splits with block 0, revolving door
+    split_of: np.ndarray  # (C/2,) each members row's split index ...
+    partner: np.ndarray   # ... and its complement's
+
+
+@lru_cache(maxsize=4)
+def _split_plan(blocks: int) -> _SplitPlan:
+    from nbbacktest.engine.overfitting_kernel import revolving_door
+
+    splits = np.array(list(combinations(range(blocks), blocks // 2)))
+    # A split as a bit mask of its blocks, to find a split's index (and its complement's).
+    masks = (np.int64(1) << splits).sum(axis=1)
+    by_mask = np.argsort(masks)
+
+    def index_of(wanted: np.ndarray) -> np.ndarray:
+        return by_mask[np.searchsorted(masks, wanted, sorter=by_mask)]
+
     # Each pair of complementary splits has one split with block 0: walk those.
-    with_first = [(0,) + tuple(k + 1 for k in rest) for rest in revolving_door(blocks - 1, blocks // 2 - 1)]
+    with_first = np.array([(0, *(k + 1 for k in rest))
+                           for rest in revolving_door(blocks - 1, blocks // 2 - 1)]).reshape(-1, blocks // 2)
     members = np.zeros((len(with_first), blocks), dtype=np.int8)
-    for row, split in enumerate(with_first):
-        members[row, list(split)] = 1
-    split_of = np.array([index[split] for split in with_first])
-    partner = np.array([index[tuple(np.flatnonzero(row == 0))] for row in members])
-    count = len(splits)
+    members[np.arange(len(with_first))[:, None], with_first] = 1
+    walked = (np.int64(1) << with_first).sum(axis=1)
+    split_of, partner = index_of(walked), index_of(((np.int64(1) << blocks) - 1) ^ walked)
+    for array in (splits, members, split_of, partner):
+        array.setflags(write=False)
+    return _SplitPlan(splits, members, split_of, partner)
+
+
+def _ranked_splits(values: np.ndarray, plan: _SplitPlan, metric: str) -> tuple[np.ndarray, ...]:
+    """_rank's four arrays for every split, by one compiled pass per pair of complementary splits."""
+    from nbbacktest.engine.overfitting_kernel import block_sums, rank_splits  # loads numba
+
+    count = len(plan.splits)
     out = np.empty(count, dtype=np.int64), np.empty(count), np.empty(count), np.empty(count)
-    rank_splits(metric == "sharpe", *block_sums(np.ascontiguousarray(values), blocks), members, split_of,
-                partner, *out)
+    rank_splits(metric == "sharpe", *block_sums(np.ascontiguousarray(values), plan.members.shape[1]),
+                plan.members, plan.split_of, plan.partner, *out)
     return out
 
 
@@ -351,7 +377,7 @@ def _callable_performance(values: np.ndarray, blocks: int, members: np.ndarray,
                           metric: Callable[[np.ndarray], Any]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     rows, n = values.shape
     block_rows = np.arange(rows).reshape(blocks, rows // blocks)
-    for member in members.astype(bool):
+    for member in members:
         out = []
         for part in (block_rows[member], block_rows[~member]):
             got = np.asarray(metric(values[part.ravel()]), dtype=np.float64)
@@ -404,7 +430,9 @@ def probability_of_backtest_overfitting(
     ----------
     performance : array-like or pandas.DataFrame, shape (T, N)
         Period returns, a row per period and a column per trial (run). NaN marks a
-        period where a run has no return; the metric skips it.
+        period where a run has no return; the metric skips it. float32 (how a
+        sweep keeps returns) is read as it is, other types as float64; sums are
+        float64 either way.
     blocks : int, default 16
         S, an even number >= 2 with at least 2 rows per block. ``C(16, 8)`` is
         12,870 splits: with a named metric, about 0.5 s for 10,000 trials on
@@ -428,7 +456,9 @@ def probability_of_backtest_overfitting(
     (0.0, 70, 3)
     """
     labels = list(getattr(performance, "columns", []))
-    values = np.asarray(performance, dtype=np.float64)
+    values = np.asarray(performance)
+    if values.dtype != np.float32:  # float32 (how a sweep keeps returns) is summed in float64 as it is
+        values = values.astype(np.float64, copy=False)
     if values.ndim != 2:
         raise ValueError(f"performance must be a 2-D (periods, trials) matrix, got shape {values.shape}")
     total_rows, n = values.shape
@@ -452,14 +482,14 @@ def probability_of_backtest_overfitting(
 
     size = total_rows // s
     values = values[total_rows - size * s:]
-    splits = np.array(list(combinations(range(s), s // 2)))
-    members = np.zeros((len(splits), s))
-    members[np.arange(len(splits))[:, None], splits] = 1.0
+    plan = _split_plan(s)
     if isinstance(metric, str):
-        selected, winner_is, winner_oos, w = _ranked_splits(values, s, splits, metric)
+        selected, winner_is, winner_oos, w = _ranked_splits(values, plan, metric)
     else:
+        members = np.zeros((len(plan.splits), s), dtype=bool)
+        members[np.arange(len(plan.splits))[:, None], plan.splits] = True
         ranked = [_rank(is_perf, oos_perf) for is_perf, oos_perf in
-                  _callable_performance(values, s, members, metric)]
+                  _callable_performance(values.astype(np.float64, copy=False), s, members, metric)]
         selected, winner_is, winner_oos, w = (np.concatenate(parts) for parts in zip(*ranked))
     logits = np.log(w / (1.0 - w))
     slope, intercept = _degradation(winner_is, winner_oos)

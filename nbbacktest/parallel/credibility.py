@@ -14,7 +14,8 @@ the sweep kept (:mod:`nbbacktest.parallel.run_returns`):
 - **SPA** (Hansen; through ``arch``) of the kept runs against buy and hold, the
   data's close compounded on the same periods. arch's bootstrap copies a (periods
   x runs) matrix per replication, so at most :data:`SPA_RUNS` runs enter it: the
-  best run and a subsample drawn from ``seed`` (said in ``notes``).
+  best run and a subsample drawn from ``seed`` (said in ``notes``). It runs in a
+  thread while PBO's compiled pass runs, so the two take the longer of their times.
 
 Missing statistics are None, with the reason in ``notes``; plain-language
 warnings are in ``flags``. A universe sweep keeps no returns (its symbols' bars
@@ -34,6 +35,7 @@ Examples
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -151,7 +153,8 @@ def _check(result: SweepResult, blocks: Any, reps: Any, seed: Any) -> None:
 
 
 def _returns_of(result: SweepResult, rows: list[int]) -> np.ndarray:
-    """A (periods, len(rows)) float64 matrix; rows not kept yet are recomputed (and kept if room)."""
+    """A (periods, len(rows)) float32 matrix, as kept (the statistics sum it in float64);
+    rows not kept yet are recomputed (and kept if room)."""
     kept = result.kept_returns
     assert kept is not None
     missing = [row for row in rows if row not in kept]
@@ -159,7 +162,7 @@ def _returns_of(result: SweepResult, rows: list[int]) -> np.ndarray:
         for row, values in zip(missing, recompute(result.spec, result.data, missing)):
             if not kept.put(row, values):
                 raise SweepError(f"no room left to keep run {row}'s returns")  # never: see capacity
-    return kept.matrix(rows)
+    return kept.matrix(rows, np.float32)
 
 
 def credibility(result: SweepResult, blocks: int = 16, reps: int = 1000, seed: int = 0) -> Credibility:
@@ -181,7 +184,7 @@ def credibility(result: SweepResult, blocks: int = 16, reps: int = 1000, seed: i
     if plan.rows is not None:
         notes.append(f"returns kept for a subsample of {len(plan.rows):,} of {plan.runs:,} runs"
                      f" (returns_budget={plan.budget:,} bytes), and the best run")
-    matrix = _returns_of(result, columns) if columns else np.empty((plan.periods, 0))
+    matrix = _returns_of(result, columns) if columns else np.empty((plan.periods, 0), dtype=np.float32)
     matrix[~np.isfinite(matrix)] = np.nan  # a run that blew up has no return after it
     usable = np.flatnonzero(~np.isnan(matrix).all(axis=0))
     if len(usable) < len(columns):
@@ -204,26 +207,31 @@ def credibility(result: SweepResult, blocks: int = 16, reps: int = 1000, seed: i
             except (ValueError, KeyError) as error:
                 notes.append(f"DSR: the best run's returns give no Sharpe ratio ({error})")
 
-    pbo = None
-    if len(columns) < 2:
-        notes.append(f"PBO: needs at least 2 runs with returns, has {len(columns)}")
-    else:
-        pbo = probability_of_backtest_overfitting(matrix, blocks, PBO_METRICS[result.metric])
-
-    spa = None
-    if best is not None and columns:
-        chosen = list(range(len(columns)))
-        if len(chosen) > SPA_RUNS:
-            others = [k for k in chosen if columns[k] != best]
-            picked = np.random.default_rng(seed).choice(len(others), SPA_RUNS - 1, replace=False)
-            chosen = sorted([columns.index(best), *(others[i] for i in picked.tolist())])
-            notes.append(f"SPA: over the best run and {SPA_RUNS - 1} of the other {len(others):,}"
-                         f" kept runs, drawn from seed={seed}")
-        try:
-            spa = superior_predictive_ability(market_returns(result.data, plan),
-                                              np.nan_to_num(matrix[:, chosen]), reps=reps, seed=seed)
-        except ImportError:
-            notes.append('SPA: needs the arch package: pip install "nbbacktest[credibility]"')
+    # SPA (arch, numpy) runs in a thread beside PBO (compiled, without the GIL): their
+    # times add up otherwise.
+    with ThreadPoolExecutor(1) as pool:
+        spa_job = None
+        if best is not None and columns:
+            chosen = list(range(len(columns)))
+            if len(chosen) > SPA_RUNS:
+                others = [k for k in chosen if columns[k] != best]
+                picked = np.random.default_rng(seed).choice(len(others), SPA_RUNS - 1, replace=False)
+                chosen = sorted([columns.index(best), *(others[i] for i in picked.tolist())])
+                notes.append(f"SPA: over the best run and {SPA_RUNS - 1} of the other {len(others):,}"
+                             f" kept runs, drawn from seed={seed}")
+            spa_job = pool.submit(superior_predictive_ability, market_returns(result.data, plan),
+                                  np.nan_to_num(matrix[:, chosen]), reps=reps, seed=seed)
+        pbo = None
+        if len(columns) < 2:
+            notes.append(f"PBO: needs at least 2 runs with returns, has {len(columns)}")
+        else:
+            pbo = probability_of_backtest_overfitting(matrix, blocks, PBO_METRICS[result.metric])
+        spa = None
+        if spa_job is not None:
+            try:
+                spa = spa_job.result()
+            except ImportError:
+                notes.append('SPA: needs the arch package: pip install "nbbacktest[credibility]"')
 
     counts = {name: int(np.count_nonzero(status == code)) for name, code in
               (("failed", FAILED), ("cancelled", CANCELLED), ("pending", PENDING))}

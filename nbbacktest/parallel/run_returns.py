@@ -242,10 +242,10 @@ class KeptReturns:
         """The runs kept, in grid order."""
         return np.array(sorted(self._slots), dtype=np.int64)
 
-    def matrix(self, rows: Iterable[int]) -> np.ndarray:
-        """A (periods, runs) float64 matrix of the returns of ``rows`` (each kept)."""
+    def matrix(self, rows: Iterable[int], dtype: type[np.floating[Any]] = np.float64) -> np.ndarray:
+        """A (periods, runs) matrix of the returns of ``rows`` (each kept), a new array of ``dtype``."""
         slots = [self._slots[row] for row in rows]
-        return self.values[slots].T.astype(np.float64)
+        return self.values[slots].T.astype(dtype)
 
     def save(self, folder: str | os.PathLike[str]) -> Path | None:
         """Write the kept returns to ``folder/returns.npz``, atomically (a temporary, then a
