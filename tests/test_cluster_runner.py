@@ -161,3 +161,16 @@ def test_more_engines_wanted_than_registered_is_refused_naming_both(cluster, dai
     with pytest.raises(ClusterError, match=rf"engines={len(cluster.ids) + 3} but the cluster has"
                                            rf" {len(cluster.ids)} engine\(s\) registered"):
         runner.prepare()
+
+
+
+def test_engines_drop_what_a_sweep_derived_when_it_ends(cluster, daily):
+    sweep = nbb.sweep(SmaCross, daily, grid=GRID, cluster=cluster, progress=False)
+    assert sweep.results["engine"].nunique() == len(cluster.client.ids)  # every engine ran points
+    # On each engine: prepared data still holding arrays derived from it, and scratch rows.
+    view = cluster.client[:]
+    view.execute("from nbbacktest.engine import caches as _caches\n"
+                 "from nbbacktest.parallel import worker as _worker\n"
+                 "_derived = (sum('market' in vars(d) for d in _worker._PREPARED.values()),"
+                 " 'rows' in vars(_caches._SCRATCH))", block=True)
+    assert view.pull("_derived", block=True) == [(0, False)] * len(cluster.client.ids)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import subprocess
 import sys
+import textwrap
 import time
 from collections import OrderedDict
 
@@ -125,17 +127,53 @@ def test_runs_on_attached_data_read_its_columns_without_a_copy(caches, segments)
         assert np.shares_memory(data.run_frame()[name].to_numpy(), frame[name].to_numpy()), name
 
 
-def test_after_a_chunk_no_array_of_the_datas_length_is_kept(caches, daily):
+def test_chunks_of_a_sweep_reuse_what_they_derived_and_its_end_drops_it(caches, daily):
     worker.hold_data("local", daily)
     worker.register_job("kept", Job((SmaCross,), (("fast", "slow"),), Settings(), "local"))
-    worker.run_points("kept", None, [(0, 0, (5, 20), None), (1, 0, (10, 40), None)])
+    first, _ = worker.run_points("kept", None, [(0, 0, (5, 20), None), (1, 0, (10, 40), None)])
     data = worker.prepared("local", None)
+    # Between two chunks of a sweep, the next one reuses the buy & hold returns and scratch.
+    market = data.market
+    worker.run_points("kept", None, [(2, 0, (15, 60), None)])
+    assert data.market is market and "rows" in vars(caches_module._SCRATCH)
+    # The sweep's end: no array of the data's length is kept.
+    worker.release_working_memory()
     assert "market" not in vars(data) and "volume" not in vars(data)
     assert "rows" not in vars(caches_module._SCRATCH)
-    # Asked again, they come back equal: the next chunk's stats do not change.
+    # Asked again, they come back equal: the next sweep's stats do not change.
     again, _ = worker.run_points("kept", None, [(0, 0, (5, 20), None)])
-    first, _ = worker.run_points("kept", None, [(0, 0, (5, 20), None)])
-    assert again.floats.tolist() == first.floats.tolist()
+    assert again.floats[0].tolist() == first.floats[0].tolist()
+
+
+def test_the_heap_keeps_a_runs_freed_arrays_for_the_next_run_until_released():
+    # glibc's adaptive thresholds follow the largest block freed: after 1 MiB blocks, a
+    # free top of the heap over 2 MiB goes back at once, so a run freeing 8 MiB of
+    # temporaries hands them back and the next run faults them in again. Once set, they
+    # stay in the heap for the next run, until release_freed_memory (a fresh process).
+    code = textwrap.dedent("""
+        import ctypes, numpy as np
+        from nbbacktest.parallel import worker
+        libc = ctypes.CDLL("libc.so.6")
+        class Info(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_size_t) for name in (
+                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                "fordblks", "keepcost")]
+        libc.mallinfo2.restype = Info
+        def free_after_a_run():
+            blocks = [np.ones(2**17) for _ in range(8)]  # a run's temporaries: 8 x 1 MiB
+            del blocks
+            return libc.mallinfo2().fordblks
+        for _ in range(2):
+            np.ones(2**17)  # glibc's thresholds now follow 1 MiB blocks
+        before = free_after_a_run()
+        assert worker.keep_freed_memory_in_sweeps()
+        free_after_a_run()
+        after = free_after_a_run()
+        worker.release_freed_memory()
+        print(before < 2**22, after >= 2**23, libc.mallinfo2().fordblks < 2**22)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["True"] * 3, out.stdout + out.stderr
 
 
 def test_attached_data_reads_as_the_frame_and_goes_when_released(caches, segments, daily):

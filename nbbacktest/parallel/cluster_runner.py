@@ -168,6 +168,7 @@ class ClusterRunner(Runner):
                 lambda: worker.run_points(self.key, None, self.specs(self.rows[:1])))
         finally:
             worker.release_data([local_key])
+            worker.release_working_memory()
         writer.record(first, -1, worker.host_name())
         self.rows = self.rows[1:]
 
@@ -341,6 +342,7 @@ class ClusterRunner(Runner):
             if board is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(board)
+        self.cluster.release_working_memory(sorted(has_job))
         self._remember(planner)
         self.finish()
 

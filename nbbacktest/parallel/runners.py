@@ -117,9 +117,11 @@ class LocalRunner(Runner):
             writer.stop()
         except BaseException as error:
             worker.release_data([self.data_key])
+            worker.release_working_memory()
             self.finish(error)
             raise
         worker.release_data([self.data_key])
+        worker.release_working_memory()
         self.finish()
 
 
