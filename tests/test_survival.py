@@ -365,6 +365,42 @@ def test_engine_killed_mid_sweep_loses_no_row(spare, daily, chunksize):
     assert after.status == "complete" and victim not in set(after.results.engine.dropna())
 
 
+class SleepyMomentum(nbb.PortfolioStrategy):
+    """A portfolio point slow enough that an engine can be killed with points left."""
+
+    lookback = nbb.Param(20, low=2, high=400)
+
+    def scores(self, universe):
+        time.sleep(0.02)
+        return universe.close.pct_change(self.lookback, fill_method=None)
+
+
+def test_engine_killed_mid_portfolio_sweep_loses_no_row(spare):
+    # A portfolio point runs over the whole universe, shared once per host as one block.
+    _wait_for_engines(spare, 2)
+    universe = nbb.load_universe(nbb.load_sample("universe"))
+    grid = {"lookback": range(5, 125)}
+    whole = nbb.sweep(SleepyMomentum, universe, grid, progress=False)
+    events = []
+    victim = max(spare.client.ids)
+    pid = spare.pids[victim] if victim in spare.pids else spare.client[victim].apply_sync(os.getpid)
+
+    def kill_after_some(event):
+        events.append(event)
+        if isinstance(event, ev.PointDone) and sum(isinstance(e, ev.PointDone) for e in events) == 20:
+            os.kill(pid, signal.SIGKILL)
+
+    sweep = nbb.sweep(SleepyMomentum, universe, grid, cluster=spare, progress=False, on_result=kill_after_some)
+    assert sweep.status == "complete"
+    lost = [e for e in events if isinstance(e, ev.EngineLost)]
+    assert [e.engine for e in lost] == [victim] and lost[0].requeued > 0
+    table = sweep.results
+    assert len(table) == 120 and table.status.eq("done").all()
+    pd.testing.assert_frame_equal(comparable(table), comparable(whole.results))
+    assert sum(isinstance(e, ev.PointDone) for e in events) == 120  # none reported twice
+    _wait_for_engines(spare, 2)
+
+
 def _wait_for_engines(cluster: Cluster, n: int, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while len(cluster.client.ids) < n and time.monotonic() < deadline:
