@@ -10,6 +10,7 @@ same bits wherever it runs.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import signal
 import socket
@@ -257,6 +258,7 @@ def release_working_memory() -> None:
     for data in _PREPARED.values():
         data.release_derived()  # the data itself stays: self.I's memo lives as long as it does
     release_scratch()
+    gc.collect()  # cyclic garbage a sweep's runs left (frames, their caches) would pin heap pages
     release_freed_memory()
 
 
