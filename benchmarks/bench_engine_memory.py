@@ -11,8 +11,10 @@
 2. In this process, the peak of memory allocated (tracemalloc; numpy reports its
    arrays) while ``worker.run_points`` runs one point of a strategy whose
    ``signals`` return a precomputed Series (so it allocates nothing itself), in
-   float64 arrays of the data's length, for the first point of a chunk and a later
-   one. Target: <= 3 arrays.
+   float64 arrays of the data's length, for the first point of a sweep and a chunk
+   of three (each from the state a sweep starts in: the arrays derived from the
+   data and the scratch rows, reused by later chunks of a sweep, are counted).
+   Target: <= 3 arrays.
 
     python benchmarks/bench_engine_memory.py [ROWS]
 """
@@ -100,6 +102,9 @@ def point_peaks(frame: pd.DataFrame) -> None:
     tracemalloc.start()
     try:
         for label, chunk in (("first point of a chunk", points[:1]), ("a chunk of three points", points)):
+            # As at a sweep's first chunk: the arrays derived from the data and the
+            # scratch rows, which later chunks of the same sweep reuse, count here.
+            worker.release_working_memory()
             tracemalloc.reset_peak()
             start = tracemalloc.get_traced_memory()[0]
             worker.run_points("bench-peak", None, chunk)
