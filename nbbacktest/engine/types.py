@@ -257,7 +257,7 @@ class PreparedData:
         """Forget the arrays computed from the bars (buy & hold returns, a missing Volume's
         NaNs), of this data and its windows; they are computed again when next asked.
 
-        What an engine does after each chunk of a sweep: between sweeps it then keeps
+        What an engine does when a sweep ends: between sweeps it then keeps
         no array of the data's length beyond the shared bars themselves.
 
         Examples
