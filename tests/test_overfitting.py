@@ -254,16 +254,6 @@ def test_pbo_compiled_pass_matches_the_callable_metric_with_gaps_and_flat_runs()
     np.testing.assert_allclose(fast.oos_performance, slow.oos_performance, rtol=1e-9)
 
 
-def test_revolving_door_visits_every_subset_once_one_swap_apart():
-    from math import comb
-
-    from nbbacktest.engine.overfitting_kernel import revolving_door
-    for n, k in ((15, 7), (9, 4), (5, 1), (4, 4), (3, 0)):
-        order = revolving_door(n, k)
-        assert len(order) == len(set(order)) == comb(n, k)
-        assert all(len(set(a) ^ set(b)) == 2 for a, b in zip(order, order[1:]))
-
-
 def test_pbo_ties_take_the_mid_rank_and_nan_periods_are_skipped():
     same = np.tile(noise(4, 200, 1), (1, 10))    # ten identical runs: the winner ranks mid-field
     result = probability_of_backtest_overfitting(same, blocks=4)

@@ -30,8 +30,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
-from itertools import combinations
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -328,51 +326,6 @@ class BacktestOverfitting:
     trials: int
 
 
-@dataclass(frozen=True)
-class _SplitPlan:
-    """The splits of S blocks, and the walk the compiled pass takes over their pairs."""
-
-    splits: np.ndarray   # (C, S/2) in-sample blocks, lexicographic: the order of PBO's outputs
-    members: np.ndarray  # (C/2, S) 0/1 in-sample blocks of the splits with block 0, revolving door
-    split_of: np.ndarray  # (C/2,) each members row's split index ...
-    partner: np.ndarray   # ... and its complement's
-
-
-@lru_cache(maxsize=4)
-def _split_plan(blocks: int) -> _SplitPlan:
-    from nbbacktest.engine.overfitting_kernel import revolving_door
-
-    splits = np.array(list(combinations(range(blocks), blocks // 2)))
-    # A split as a bit mask of its blocks, to find a split's index (and its complement's).
-    masks = (np.int64(1) << splits).sum(axis=1)
-    by_mask = np.argsort(masks)
-
-    def index_of(wanted: np.ndarray) -> np.ndarray:
-        return by_mask[np.searchsorted(masks, wanted, sorter=by_mask)]
-
-    # Each pair of complementary splits has one split with block 0: walk those.
-    with_first = np.array([(0, *(k + 1 for k in rest))
-                           for rest in revolving_door(blocks - 1, blocks // 2 - 1)]).reshape(-1, blocks // 2)
-    members = np.zeros((len(with_first), blocks), dtype=np.int8)
-    members[np.arange(len(with_first))[:, None], with_first] = 1
-    walked = (np.int64(1) << with_first).sum(axis=1)
-    split_of, partner = index_of(walked), index_of(((np.int64(1) << blocks) - 1) ^ walked)
-    for array in (splits, members, split_of, partner):
-        array.setflags(write=False)
-    return _SplitPlan(splits, members, split_of, partner)
-
-
-def _ranked_splits(values: np.ndarray, plan: _SplitPlan, metric: str) -> tuple[np.ndarray, ...]:
-    """_rank's four arrays for every split, by one compiled pass per pair of complementary splits."""
-    from nbbacktest.engine.overfitting_kernel import block_sums, rank_splits  # loads numba
-
-    count = len(plan.splits)
-    out = np.empty(count, dtype=np.int64), np.empty(count), np.empty(count), np.empty(count)
-    rank_splits(metric == "sharpe", *block_sums(np.ascontiguousarray(values), plan.members.shape[1]),
-                plan.members, plan.split_of, plan.partner, *out)
-    return out
-
-
 def _callable_performance(values: np.ndarray, blocks: int, members: np.ndarray,
                           metric: Callable[[np.ndarray], Any]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     rows, n = values.shape
@@ -482,9 +435,11 @@ def probability_of_backtest_overfitting(
 
     size = total_rows // s
     values = values[total_rows - size * s:]
-    plan = _split_plan(s)
+    from nbbacktest.engine.overfitting_kernel import ranked_splits, split_plan  # loads numba
+
+    plan = split_plan(s)
     if isinstance(metric, str):
-        selected, winner_is, winner_oos, w = _ranked_splits(values, plan, metric)
+        selected, winner_is, winner_oos, w = ranked_splits(values, plan, metric)
     else:
         members = np.zeros((len(plan.splits), s), dtype=bool)
         members[np.arange(len(plan.splits))[:, None], plan.splits] = True

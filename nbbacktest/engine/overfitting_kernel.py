@@ -20,12 +20,15 @@ which PBO loads on first use, so ``import nbbacktest`` does not pay for it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import combinations
 
 import numpy as np
 
 from nbbacktest.engine.compiled import njit, prange
 
-__all__ = ["block_sums", "rank_splits", "revolving_door"]
+__all__ = ["SplitPlan", "block_sums", "rank_splits", "ranked_splits", "revolving_door", "split_plan"]
 
 #: Chunks of split pairs, run on numba's threads: a few per core, each starting from
 #: fresh sums (a full sum of its first split, then one block in and one out per row).
@@ -175,3 +178,45 @@ def revolving_door(n: int, k: int) -> list[tuple[int, ...]]:
     if k == n:
         return [tuple(range(n))]
     return revolving_door(n - 1, k) + [subset + (n - 1,) for subset in reversed(revolving_door(n - 1, k - 1))]
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """The splits of S blocks, and the walk the compiled pass takes over their pairs."""
+
+    splits: np.ndarray   # (C, S/2) in-sample blocks, lexicographic: the order of PBO's outputs
+    members: np.ndarray  # (C/2, S) 0/1 in-sample blocks of the splits with block 0, revolving door
+    split_of: np.ndarray  # (C/2,) each members row's split index ...
+    partner: np.ndarray   # ... and its complement's
+
+
+@lru_cache(maxsize=4)
+def split_plan(blocks: int) -> SplitPlan:
+    """The splits of ``blocks`` blocks and the walk over their pairs, built once per count."""
+    splits = np.array(list(combinations(range(blocks), blocks // 2)))
+    # A split as a bit mask of its blocks, to find a split's index (and its complement's).
+    masks = (np.int64(1) << splits).sum(axis=1)
+    by_mask = np.argsort(masks)
+
+    def index_of(wanted: np.ndarray) -> np.ndarray:
+        return by_mask[np.searchsorted(masks, wanted, sorter=by_mask)]
+
+    # Each pair of complementary splits has one split with block 0: walk those.
+    with_first = np.array([(0, *(k + 1 for k in rest))
+                           for rest in revolving_door(blocks - 1, blocks // 2 - 1)]).reshape(-1, blocks // 2)
+    members = np.zeros((len(with_first), blocks), dtype=np.int8)
+    members[np.arange(len(with_first))[:, None], with_first] = 1
+    walked = (np.int64(1) << with_first).sum(axis=1)
+    split_of, partner = index_of(walked), index_of(((np.int64(1) << blocks) - 1) ^ walked)
+    for array in (splits, members, split_of, partner):
+        array.setflags(write=False)
+    return SplitPlan(splits, members, split_of, partner)
+
+
+def ranked_splits(values: np.ndarray, plan: SplitPlan, metric: str) -> tuple[np.ndarray, ...]:
+    """_rank's four arrays for every split, by one compiled pass per pair of complementary splits."""
+    count = len(plan.splits)
+    out = np.empty(count, dtype=np.int64), np.empty(count), np.empty(count), np.empty(count)
+    rank_splits(metric == "sharpe", *block_sums(np.ascontiguousarray(values), plan.members.shape[1]),
+                plan.members, plan.split_of, plan.partner, *out)
+    return out

@@ -58,8 +58,7 @@ __all__ = [
 #: Seconds a share waits at most, for engines busy with other work and for data sent to
 #: another host (a 1 GiB frame took 14-18 s).
 SHARE_TIMEOUT = 600.0
-#: Seconds a sweep's end waits for its engines to release their working memory (a few
-#: milliseconds each when idle): not the length of another sweep's chunk.
+#: Seconds a sweep's end waits for its engines to free their working memory (ms when idle).
 RELEASE_TIMEOUT = 2.0
 
 
@@ -522,14 +521,10 @@ class Cluster:
             self._engine_data.pop(engine, None)
 
     def release_working_memory(self, engines: Iterable[int]) -> list[int]:
-        """Have ``engines`` drop what a sweep's runs derived from the data and give their
-        heap back (:func:`~nbbacktest.parallel.worker.release_working_memory`), when the
-        sweep ends; the engines that did not within :data:`RELEASE_TIMEOUT` (busy with
-        another sweep: they do it when their queue reaches it).
-        """
-        _, late = self._calls.ask([e for e in engines if e in self.client.ids], RELEASE_TIMEOUT,
-                                  worker.release_working_memory)
-        return late
+        """At a sweep's end, ``engines`` run :func:`.worker.release_working_memory`; returns
+        those that had not within :data:`RELEASE_TIMEOUT` (busy: they do it later)."""
+        ids = [e for e in engines if e in self.client.ids]
+        return self._calls.ask(ids, RELEASE_TIMEOUT, worker.release_working_memory)[1]
 
     def replies_lost(self, tasks: Iterable[Any]) -> None:
         """Tasks whose engine is idle but whose reply never came.
