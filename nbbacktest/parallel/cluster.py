@@ -524,7 +524,7 @@ class Cluster:
         """At a sweep's end, ``engines`` run :func:`.worker.release_working_memory`; returns
         those that had not within :data:`RELEASE_TIMEOUT` (busy: they do it later)."""
         ids = [e for e in engines if e in self.client.ids]
-        return self._calls.ask(ids, RELEASE_TIMEOUT, worker.release_working_memory)[1]
+        return self._calls.ask(ids, RELEASE_TIMEOUT, worker.release_working_memory, True)[1]
 
     def replies_lost(self, tasks: Iterable[Any]) -> None:
         """Tasks whose engine is idle but whose reply never came.

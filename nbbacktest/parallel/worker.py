@@ -243,7 +243,7 @@ def portfolio_stats(
     return simulate_portfolio(strategy, universe, settings, seed, private=True, keep_held=False).stats
 
 
-def release_working_memory() -> None:
+def release_working_memory(collect: bool = False) -> None:
     """After a sweep: drop what its runs derived from the data, and give the heap back.
 
     The runners call it when a sweep ends (on each engine that took part, and in
@@ -258,7 +258,8 @@ def release_working_memory() -> None:
     for data in _PREPARED.values():
         data.release_derived()  # the data itself stays: self.I's memo lives as long as it does
     release_scratch()
-    gc.collect()  # cyclic garbage a sweep's runs left (frames, their caches) would pin heap pages
+    if collect:  # an engine: cyclic garbage the runs left would pin heap pages (not in a
+        gc.collect()  # user's kernel, where a full collection can take a second)
     release_freed_memory()
 
 
