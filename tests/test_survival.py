@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -333,20 +334,28 @@ def spare():
     Cluster._current = previous
 
 
+def _killer_of_an_engine(cluster: Cluster, after: int) -> tuple[int, list, Any]:
+    """The engine to kill, the events seen, and an ``on_result`` that kills it (SIGKILL)
+    once ``after`` points are done."""
+    events: list = []
+    victim = max(cluster.client.ids)
+    pid = cluster.pids[victim] if victim in cluster.pids else cluster.client[victim].apply_sync(os.getpid)
+
+    def kill_after_some(event):
+        events.append(event)
+        if isinstance(event, ev.PointDone) and sum(isinstance(e, ev.PointDone) for e in events) == after:
+            os.kill(pid, signal.SIGKILL)
+
+    return victim, events, kill_after_some
+
+
 @pytest.mark.parametrize("chunksize", [5, "auto"], ids=["own chunks", "shared chunks"])
 def test_engine_killed_mid_sweep_loses_no_row(spare, daily, chunksize):
     # With chunksize="auto" both engines claim points from the same chunks: the points
     # the killed one had claimed and not returned run again, on the engine left.
     _wait_for_engines(spare, 2)
     whole = nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, progress=False)
-    events = []
-    victim = max(spare.client.ids)
-    pid = spare.pids[victim] if victim in spare.pids else spare.client[victim].apply_sync(os.getpid)
-
-    def kill_after_some(event):
-        events.append(event)
-        if isinstance(event, ev.PointDone) and sum(isinstance(e, ev.PointDone) for e in events) == 30:
-            os.kill(pid, signal.SIGKILL)
+    victim, events, kill_after_some = _killer_of_an_engine(spare, after=30)
 
     sweep = nbb.sweep(Sleepy, daily, {"fast": range(2, 202)}, cluster=spare, progress=False,
                       on_result=kill_after_some, chunksize=chunksize)
@@ -381,14 +390,7 @@ def test_engine_killed_mid_portfolio_sweep_loses_no_row(spare):
     universe = nbb.load_universe(nbb.load_sample("universe"))
     grid = {"lookback": range(5, 125)}
     whole = nbb.sweep(SleepyMomentum, universe, grid, progress=False)
-    events = []
-    victim = max(spare.client.ids)
-    pid = spare.pids[victim] if victim in spare.pids else spare.client[victim].apply_sync(os.getpid)
-
-    def kill_after_some(event):
-        events.append(event)
-        if isinstance(event, ev.PointDone) and sum(isinstance(e, ev.PointDone) for e in events) == 20:
-            os.kill(pid, signal.SIGKILL)
+    victim, events, kill_after_some = _killer_of_an_engine(spare, after=20)
 
     sweep = nbb.sweep(SleepyMomentum, universe, grid, cluster=spare, progress=False, on_result=kill_after_some)
     assert sweep.status == "complete"
