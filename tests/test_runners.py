@@ -120,6 +120,23 @@ def test_only_pending_rows_run_and_the_data_is_released(daily, chunks):
                                   done.results.drop(columns=["seconds"]))
 
 
+class EndingBadly(LocalRunner):
+    """A runner that raises after its points, before it finishes the sweep."""
+
+    def finish(self, crash=None):
+        if crash is None:
+            raise RuntimeError("lost while cleaning up")
+        super().finish(crash)
+
+
+def test_a_failure_after_the_points_and_before_finish_still_ends_the_sweep(daily):
+    result, runner = local(daily, fixed=4, runner=EndingBadly)
+    runner.drive()
+    assert result.done(), "wait() and result() would block for ever"
+    assert result.status == "failed" and result.reason == "RuntimeError: lost while cleaning up"
+    assert result.results.status.eq("done").all()
+
+
 def test_started_says_in_process(daily):
     seen = []
     result = SweepResult(SweepSpec(plan_sweep(SmaCross, {"fast": [5]}), Settings()), daily)

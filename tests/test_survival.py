@@ -89,6 +89,26 @@ def test_stop_on_error_stops_at_the_first_failure_and_names_it(where, cluster, d
     assert "stopped at the first failure" in repr(sweep)
 
 
+def test_a_late_interrupt_on_the_engines_release_still_ends_the_stopped_sweep(cluster, daily,
+                                                                             monkeypatch):
+    # A cancel's SIGINT can reach an engine after its task, while it releases its working
+    # memory; that sweep once hung for ever (its thread died before it finished the result).
+    here = os.getpid()
+
+    def interrupted_on_an_engine(collect=False, client=here):
+        import os
+
+        if os.getpid() != client:
+            raise KeyboardInterrupt  # what the late SIGINT raises there
+
+    # The client sends the function itself (ipyparallel sends functions by value).
+    monkeypatch.setattr(worker, "release_working_memory", interrupted_on_an_engine)
+    sweep = nbb.sweep(Picky, daily, {"fast": [5, 10, 15, 20], "slow": range(40, 200, 10)},
+                      cluster=cluster, stop_on_error=True, progress=False, block=False)
+    assert sweep.wait(timeout=60), "the stopped sweep never finished"
+    assert sweep.status == "stopped" and "fast=15" in sweep.reason
+
+
 def test_errors_are_appended_to_errors_log(tmp_path, daily):
     sweep = nbb.sweep(Picky, daily, {"fast": [10, 15], "slow": [40, 60]}, save=tmp_path,
                       progress=False)

@@ -342,7 +342,9 @@ class ClusterRunner(Runner):
             if board is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(board)
-        self.cluster.release_working_memory(sorted(has_job))
+        # A cancel's SIGINT that lands late, on the release, fails no row of the sweep.
+        with contextlib.suppress(Exception):
+            self.cluster.release_working_memory(sorted(has_job))
         self._remember(planner)
         self.finish()
 

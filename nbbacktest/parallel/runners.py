@@ -48,9 +48,17 @@ class Runner(abc.ABC):
         """Run every point (or until cancelled), then :meth:`finish`."""
 
     def drive(self) -> None:
-        """:meth:`run`, in the sweep's thread: a failure is the sweep's, already recorded."""
-        with contextlib.suppress(BaseException):  # the runner finished the sweep with it
+        """:meth:`run`, in the sweep's thread: a failure is the sweep's, already recorded.
+
+        One that escaped before :meth:`finish` still ends the sweep with it: a result
+        left unfinished would leave ``wait()`` and ``result()`` blocked for ever.
+        """
+        try:
             self.run()
+        except BaseException as error:
+            if not self.writer.result.done():
+                with contextlib.suppress(BaseException):
+                    self.finish(error)
 
     def hold_here(self) -> str:
         """Hold the data and register the job in this process; returns the data's key here."""
