@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from nbbacktest.engine import caches
-from nbbacktest.engine.caches import IdentityCache, scratch_rows
+from nbbacktest.engine.caches import IdentityCache, scratch_row
 
 
 def test_identity_cache_remembers_per_object_and_forgets_the_dead():
@@ -43,14 +43,14 @@ def test_an_object_without_weak_references_is_computed_each_time():
 
 
 def test_scratch_rows_are_reused_on_one_thread_and_never_shared_across_threads():
-    first = scratch_rows(100)
-    again = scratch_rows(50, 2)
-    assert first.shape == (3, 100) and again.shape == (2, 50)
+    first = scratch_row(100)
+    again = scratch_row(50)
+    assert first.shape == (100,) and again.shape == (50,)
     assert np.shares_memory(first, again)  # the same rows, call after call
     seen = {}
 
     def other_thread():
-        seen["rows"] = scratch_rows(100)
+        seen["rows"] = scratch_row(100)
 
     worker = threading.Thread(target=other_thread)
     worker.start()
@@ -60,7 +60,7 @@ def test_scratch_rows_are_reused_on_one_thread_and_never_shared_across_threads()
 
 def test_long_data_gets_fresh_rows_that_are_not_kept():
     n = caches._SCRATCH_MAX_BARS + 1
-    kept = scratch_rows(10)
-    long = scratch_rows(n, 1)
-    assert long.shape == (1, n) and not np.shares_memory(long, kept)
-    assert np.shares_memory(scratch_rows(10), kept)  # the kept rows did not grow
+    kept = scratch_row(10)
+    long = scratch_row(n)
+    assert long.shape == (n,) and not np.shares_memory(long, kept)
+    assert np.shares_memory(scratch_row(10), kept)  # the kept row did not grow

@@ -172,5 +172,5 @@ def test_engines_drop_what_a_sweep_derived_when_it_ends(cluster, daily):
     view.execute("from nbbacktest.engine import caches as _caches\n"
                  "from nbbacktest.parallel import worker as _worker\n"
                  "_derived = (sum('market' in vars(d) for d in _worker._PREPARED.values()),"
-                 " 'rows' in vars(_caches._SCRATCH))", block=True)
+                 " 'row' in vars(_caches._SCRATCH))", block=True)
     assert view.pull("_derived", block=True) == [(0, False)] * len(cluster.client.ids)

@@ -493,12 +493,11 @@ def test_stats_are_the_same_for_every_unit_of_the_index() -> None:
         assert compute_stats(index.as_unit(unit).to_numpy(), *args[1:]) == expected
 
 
-def test_summarize_with_scratch_space_matches_compute_stats() -> None:
+def test_summarize_matches_compute_stats() -> None:
     index, equity, cash, close, in_market, pnl, rets = _random_inputs()
     line = metrics.Timeline(index)
-    work = np.full((2, len(equity) + 7), np.nan)  # wider than needed, dirty
     got = metrics.summarize(line, equity, cash, metrics.buy_and_hold_pct(close),
-                            int(in_market.sum()), pnl, rets, work, market=metrics.Market(close))
+                            int(in_market.sum()), pnl, rets, market=metrics.Market(close))
     assert got == compute_stats(index, equity, cash, close, in_market, pnl, rets)
     assert metrics.buy_and_hold_pct(np.array([4.0, 5.0])) == 25.0
     assert math.isnan(metrics.buy_and_hold_pct(np.array([0.0, 5.0])))

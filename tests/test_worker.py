@@ -135,11 +135,11 @@ def test_chunks_of_a_sweep_reuse_what_they_derived_and_its_end_drops_it(caches, 
     # Between two chunks of a sweep, the next one reuses the buy & hold returns and scratch.
     market = data.market
     worker.run_points("kept", None, [(2, 0, (15, 60), None)])
-    assert data.market is market and "rows" in vars(caches_module._SCRATCH)
+    assert data.market is market and "row" in vars(caches_module._SCRATCH)
     # The sweep's end: no array of the data's length is kept.
     worker.release_working_memory()
     assert "market" not in vars(data) and "volume" not in vars(data)
-    assert "rows" not in vars(caches_module._SCRATCH)
+    assert "row" not in vars(caches_module._SCRATCH)
     # Asked again, they come back equal: the next sweep's stats do not change.
     again, _ = worker.run_points("kept", None, [(0, 0, (5, 20), None)])
     assert again.floats[0].tolist() == first.floats[0].tolist()

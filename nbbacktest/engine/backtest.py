@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from nbbacktest.engine.broker import Broker, follow_changes_paid
-from nbbacktest.engine.caches import scratch_rows
+from nbbacktest.engine.caches import scratch_row
 from nbbacktest.engine.costs import CommissionSpec
 from nbbacktest.engine.data import is_universe, validated_values
 from nbbacktest.engine.event_driven import EventRunner
@@ -105,11 +105,10 @@ def simulate(strategy: Strategy, data: PreparedData, settings: Settings, seed: i
     """
     ledger, paid = _fill(strategy, data, settings, seed)
     bars = data.window  # what the run trades on (every bar, unless it trades from a start)
-    work = scratch_rows(len(bars.close))
-    equity, held = ledger.mark_to_market(bars.close, work[0])
+    equity, held = ledger.mark_to_market(bars.close, scratch_row(len(bars.close)))
     stats = summarize(
         bars.timeline, equity, settings.cash, bars.buy_hold_pct, ledger.bars_in_market(),
-        ledger.pnl, ledger.returns, work[:2], **_trade_facts(ledger, paid, bars),
+        ledger.pnl, ledger.returns, **_trade_facts(ledger, paid, bars),
     )
     return Run(equity, held, stats, ledger)
 
@@ -120,7 +119,7 @@ def simulate_stats(
 ) -> dict[str, Any]:
     """The stats of :func:`simulate`, bit for bit, keeping nothing else: a sweep's hot path.
 
-    Per-bar arrays live in scratch rows reused by the next run on this thread, and
+    The equity lives in a scratch row reused by the next run on this thread, and
     the trade records are never built. ``private=True`` says the instance was made
     for this run alone (a sweep's point), so it runs as it is instead of on a copy.
     ``returns_out``, when given, receives the run's returns, ``bars_per_period``
@@ -138,14 +137,13 @@ def simulate_stats(
     """
     ledger, paid = _fill(strategy, data, settings, seed, private)
     bars = data.window
-    work = scratch_rows(len(bars.close))
-    equity = ledger.equity_into(bars.close, work[2])
+    equity = ledger.equity_into(bars.close, scratch_row(len(bars.close)))
     stats = summarize(
         bars.timeline, equity, settings.cash, bars.buy_hold_pct, ledger.bars_in_market(),
-        ledger.pnl, ledger.returns, work[:2], **_trade_facts(ledger, paid, bars),
+        ledger.pnl, ledger.returns, **_trade_facts(ledger, paid, bars),
     )
     if returns_out is not None:
-        period_returns_into(equity, settings.cash, returns_out, bars_per_period, work[0])
+        period_returns_into(equity, settings.cash, returns_out, bars_per_period)
     return stats
 
 

@@ -1,9 +1,9 @@
-"""What the simulator remembers between runs: per-object results and scratch rows.
+"""What the simulator remembers between runs: per-object results and a scratch row.
 
 A sweep runs the same frame thousands of times. Work that depends only on an
 immutable object (a columns Index, the bar times) is done once and remembered per
-object in an :class:`IdentityCache`; per-bar temporaries go to :func:`scratch_rows`,
-reused call after call on the same thread. Needs only numpy.
+object in an :class:`IdentityCache`; a run's per-bar temporary (its equity) goes to
+:func:`scratch_row`, reused call after call on the same thread. Needs only numpy.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IdentityCache", "release_scratch", "scratch_rows"]
+__all__ = ["IdentityCache", "release_scratch", "scratch_row"]
 
 
 class IdentityCache:
@@ -60,43 +60,43 @@ class IdentityCache:
         return value
 
 
-def scratch_rows(n: int, count: int = 3) -> np.ndarray:
-    """``count`` (at most 3) float64 rows of ``n`` values for one call's per-bar temporaries.
+def scratch_row(n: int) -> np.ndarray:
+    """A float64 row of ``n`` values for one call's per-bar temporary (a run's equity).
 
-    Reused call after call on the same thread (threads never share them): a sweep
+    Reused call after call on the same thread (threads never share it): a sweep
     then allocates no per-bar memory, which on long series saves more time in page
-    faults than the arithmetic costs. The rows hold garbage; the caller must not
-    run user code while it uses them (user code may start a backtest of its own).
+    faults than the arithmetic costs. The row holds garbage; the caller must not
+    run user code while it uses it (user code may start a backtest of its own).
 
     Examples
     --------
-    >>> scratch_rows(10).shape, scratch_rows(10, 1).shape
-    ((3, 10), (1, 10))
+    >>> scratch_row(10).shape
+    (10,)
     """
     if n > _SCRATCH_MAX_BARS:
-        return np.empty((count, n))
-    rows = getattr(_SCRATCH, "rows", None)
-    if rows is None or rows.shape[1] < n:
-        rows = _SCRATCH.rows = np.empty((3, n))
-    return rows[:count, :n]
+        return np.empty(n)
+    row = getattr(_SCRATCH, "row", None)
+    if row is None or row.shape[0] < n:
+        row = _SCRATCH.row = np.empty(n)
+    return row[:n]
 
 
 def release_scratch() -> None:
-    """Let this thread's scratch rows go (an engine, after a chunk of a sweep).
+    """Let this thread's scratch row go (an engine, when a sweep ends).
 
     Examples
     --------
-    >>> first = scratch_rows(10)
-    >>> np.shares_memory(scratch_rows(10), first)
+    >>> first = scratch_row(10)
+    >>> np.shares_memory(scratch_row(10), first)
     True
     >>> release_scratch()
-    >>> np.shares_memory(scratch_rows(10), first)
+    >>> np.shares_memory(scratch_row(10), first)
     False
     """
-    _SCRATCH.__dict__.pop("rows", None)
+    _SCRATCH.__dict__.pop("row", None)
 
 
 _SCRATCH = threading.local()
-#: Data up to this many bars keeps its scratch rows (24 bytes per bar) between calls;
-#: longer data gets fresh rows, so that no thread holds more than 24 MiB.
+#: Data up to this many bars keeps its scratch row (8 bytes per bar) between calls;
+#: longer data gets a fresh one, so that no thread holds more than 8 MiB.
 _SCRATCH_MAX_BARS = 1 << 20

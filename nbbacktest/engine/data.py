@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from nbbacktest.engine.caches import IdentityCache, scratch_rows
+from nbbacktest.engine.caches import IdentityCache, scratch_row
 from nbbacktest.engine.snapshots import FrameSnapshot
 from nbbacktest.errors import DataError, NbbacktestWarning
 
@@ -497,7 +497,7 @@ def _check_values(
     # as four reductions over one scratch row: between finite values a difference
     # is >= 0 exactly when the comparison holds, and NaN (in a price, or from
     # inf - inf) propagates through minimum, maximum and subtract and fails them.
-    gap = scratch_rows(len(o), 1)[0]
+    gap = scratch_row(len(o))
     np.minimum(o, c, out=gap)
     np.subtract(gap, lo, out=gap)
     if float(np.minimum.reduce(gap)) >= 0.0:

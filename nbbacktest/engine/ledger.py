@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from nbbacktest.engine.curve_kernel import equity_of_segments
+
 __all__ = ["NOTE_FIELDS", "TRADE_FIELDS", "Ledger", "TradeBook", "trade_arrays"]
 
 #: Columns of a trade record, in order (see :func:`trade_arrays`).
@@ -97,10 +99,10 @@ class Ledger:
         """Equity at every bar's close, written into ``out`` (a float64 row of ``n`` values).
 
         A sweep keeps no per-bar array of a run: its equity goes to scratch space
-        reused by the next run. Same bits as :meth:`mark_to_market`.
+        reused by the next run, in one compiled pass that allocates nothing. Same
+        bits as :meth:`mark_to_market` (``cash + units * close``, bar by bar).
         """
-        np.multiply(np.repeat(self.units, self._lengths), close, out=out)
-        np.add(np.repeat(self.cash, self._lengths), out, out=out)
+        equity_of_segments(self._lengths, self.units, self.cash, close, out)
         return out
 
     def held(self) -> np.ndarray:

@@ -1,11 +1,12 @@
 """Performance statistics of one backtest, from plain numpy arrays.
 
-This module needs nothing but numpy and pandas (compare backtesting.py's
-``_stats.py``): a test or a script calls :func:`compute_stats`, which checks its
-inputs and calls :func:`summarize`. The simulator calls :func:`summarize` itself,
-once per backtest inside sweeps of many thousands of backtests: what depends only
-on the bar times (a :class:`Timeline`, with the start/end Timestamps) is built once
-per data set, and the per-run work is a few numpy passes over scratch rows.
+Compare backtesting.py's ``_stats.py``: a test or a script calls
+:func:`compute_stats`, which checks its inputs and calls :func:`summarize`. The
+simulator calls :func:`summarize` itself, once per backtest inside sweeps of many
+thousands of backtests: what depends only on the bar times (a :class:`Timeline`,
+with the start/end Timestamps) is built once per data set, and the per-run work
+is two compiled passes over the equity curve that allocate nothing
+(:mod:`~nbbacktest.engine.curve_kernel`).
 
 Definitions
 -----------
@@ -95,7 +96,8 @@ from datetime import tzinfo
 import numpy as np
 import pandas as pd
 
-from nbbacktest.engine.stat_formulas import Market, drawdown_periods, kelly, sqn, trade_durations
+from nbbacktest.engine.curve_kernel import NO_MARKET, curve_pass, deviation_pass
+from nbbacktest.engine.stat_formulas import Market, drawdown_facts, kelly, sqn, trade_durations
 from nbbacktest.engine.timeline import Timeline, _bar_times, periods_per_year
 
 __all__ = [
@@ -339,7 +341,6 @@ def summarize(
     bars_in_market: int,
     trade_pnl: np.ndarray,
     trade_returns: np.ndarray,
-    work: np.ndarray | None = None,
     *,
     market: Market | None = None,
     entry_bars: np.ndarray | None = None,
@@ -365,9 +366,6 @@ def summarize(
         How many bars end holding a position.
     trade_pnl, trade_returns : numpy.ndarray
         float64 P&L and return of each closed trade.
-    work : numpy.ndarray, optional
-        Scratch space: a float64 array of shape ``(2, m)``, ``m >= line.n``, not
-        overlapping ``equity``; its contents are overwritten. By default a new one.
     market : Market, optional
         The data set's buy & hold returns, for ``beta`` and ``alpha_pct`` (NaN without).
     entry_bars, exit_bars : numpy.ndarray, optional
@@ -408,54 +406,32 @@ def summarize(
         except OverflowError:  # huge growth over a tiny span
             cagr = math.inf
 
-    # Two rows serve every per-bar float temporary: fewer fresh arrays means fewer
-    # page faults on long series, and fewer allocations on short ones.
-    if work is None:
-        work = np.empty((2, n))
-    first, second = work[0, :n], work[1, :n]
-    # r[0] = equity[0] / initial_cash - 1 is kept apart so that the other n - 1
-    # returns need no concatenated copy of the equity.
+    # The per-bar part: two compiled passes over the curve (see curve_kernel), no temporary.
     r0 = float(equity[0]) / initial_cash - 1.0
-    # Zero or non-finite equity (a blown-up account) gives inf/NaN returns and so
-    # NaN ratios: that is the answer, not an error.
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if n > 1:
-            # r[i] = equity[i] / equity[i-1] - 1 for i >= 1
-            r = np.divide(equity[1:], equity[:-1], out=first[1:])
-            r -= 1.0
-            mean_r = (r0 + float(np.add.reduce(r))) / n
-            if market is not None and market.sum_sq > 0.0:
-                # beta = sum((r_i - mean) * c_i) / sum(c_i ** 2), c the centred market
-                # returns: sum(c) is 0, so sum(r_i * c_i) is the covariance's sum.
-                cov = float(np.add.reduce(np.multiply(r, market.centred, out=second[1:])))
-                beta = cov / market.sum_sq
-            else:
-                beta = _NAN
-            # Squared deviations from the mean (std, two-pass for accuracy) in the
-            # first row, squared downside returns in the second: squared and summed
-            # row by row in one call each (each row is its own pairwise sum).
-            np.minimum(r, 0.0, out=second[1:])
-            np.subtract(r, mean_r, out=r)
-            squares = work[:2, 1:n]
-            np.multiply(squares, squares, out=squares)
-            deviation_sq, down_sq = np.add.reduce(squares, axis=1).tolist()
-            d0 = r0 - mean_r  # x * x, not x ** 2: a float ** overflow raises
-            # std(r, ddof=1); downside deviation = sqrt(mean(min(r, 0) ** 2))
-            std_r = math.sqrt((d0 * d0 + deviation_sq) / (n - 1))
-        else:
-            mean_r = (r0 + 0.0) / n
-            std_r = beta = _NAN
-            down_sq = 0.0
-        down_r0 = min(r0, 0.0)
-        down_dev = math.sqrt((down_r0 * down_r0 + down_sq) / n)
-
-        peak = np.maximum.accumulate(equity, out=second)
-        equity_peak = float(peak[-1])  # == max(equity)
-        if float(peak[0]) < initial_cash:
-            # The running peak starts at initial_cash.
-            np.maximum(peak, initial_cash, out=peak)
-        # min(equity / peak - 1) == min(equity / peak) - 1 as x -> x - 1 is monotone
-        max_dd = (float(np.minimum.reduce(np.divide(equity, peak, out=first))) - 1.0) * 100.0
+    beta_market = market if market is not None and market.sum_sq > 0.0 else None
+    if beta_market is not None and len(beta_market.close) != n:
+        raise ValueError(f"the market has {len(beta_market.close)} closes for {n} bars of equity")
+    (sum_r, sum_rc, down_sq, equity_peak, min_ratio, periods, longest, total, depth_sum,
+     open_start) = curve_pass(equity, initial_cash,
+                              NO_MARKET if beta_market is None else beta_market.close,
+                              0.0 if beta_market is None else beta_market.mean_q, line.times)
+    # r[0] = equity[0] / initial_cash - 1 joins the n - 1 bar-to-bar returns of the curve.
+    mean_r = (r0 + sum_r) / n
+    if n > 1:
+        # beta = sum((r_i - mean) * c_i) / sum(c_i ** 2), c the centred market returns:
+        # sum(c) is 0, so sum(r_i * c_i) is the covariance's sum.
+        beta = _NAN if beta_market is None else sum_rc / beta_market.sum_sq
+        d0 = r0 - mean_r  # x * x, not x ** 2: a float ** overflow raises
+        # std(r, ddof=1), two passes for accuracy
+        std_r = math.sqrt((d0 * d0 + deviation_pass(equity, mean_r)) / (n - 1))
+    else:
+        std_r = beta = _NAN
+        down_sq = 0.0
+    # downside deviation = sqrt(mean(min(r, 0) ** 2))
+    down_r0 = min(r0, 0.0)
+    down_dev = math.sqrt((down_r0 * down_r0 + down_sq) / n)
+    # max_drawdown_pct = (min(equity / running peak) - 1) * 100, the peak from initial_cash on
+    max_dd = (min_ratio - 1.0) * 100.0
 
     # volatility_ann_pct = std(r, ddof=1) * sqrt(bpy) * 100
     vol = std_r * sqrt_bpy * 100.0
@@ -466,7 +442,7 @@ def summarize(
     if max_dd < 0.0:
         # calmar = cagr_pct / |max_drawdown_pct|
         calmar = cagr / -max_dd
-        longest, mean_ns, depth = drawdown_periods(line, np.greater_equal(equity, peak), first)
+        longest, mean_ns, depth = drawdown_facts(line, periods, longest, total, depth_sum, open_start)
         dd_duration, avg_dd_duration = pd.Timedelta(longest), pd.Timedelta(mean_ns)
         avg_dd = depth * 100.0
     else:

@@ -13,8 +13,7 @@ loop per split that keeps nothing larger than two rows of N:
   counted half) are found in the same pass.
 
 The arithmetic is that of ``overfitting._metric_from_sums`` and
-``overfitting._rank``, scalar by scalar. numba is imported with this module,
-which PBO loads on first use, so ``import nbbacktest`` does not pay for it.
+``overfitting._rank``, scalar by scalar.
 """
 
 from __future__ import annotations

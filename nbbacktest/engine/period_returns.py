@@ -12,7 +12,7 @@ per period; only the last period may be shorter), and its return is the bars'
 returns compounded, which is the ratio of the equity at its last bar to the
 equity at the previous period's last bar (the starting cash for the first):
 ``equity[e_k] / equity[e_(k-1)] - 1``. So aggregating costs one division per
-period, and per-bar returns are the case ``b = 1``. Needs numpy only.
+period, and per-bar returns are the case ``b = 1``.
 
 Examples
 --------
@@ -25,6 +25,8 @@ Examples
 from __future__ import annotations
 
 import numpy as np
+
+from nbbacktest.engine.compiled import njit
 
 __all__ = ["period_layout", "period_returns", "period_returns_into"]
 
@@ -43,30 +45,41 @@ def period_layout(bars: int, max_periods: int) -> tuple[int, int]:
     return -(-bars // per), per
 
 
-def period_returns_into(equity: np.ndarray, cash: float, out: np.ndarray, bars_per_period: int,
-                        scratch: np.ndarray | None = None) -> np.ndarray:
+def period_returns_into(equity: np.ndarray, cash: float, out: np.ndarray,
+                        bars_per_period: int) -> np.ndarray:
     """Write the period returns of ``equity`` (float64, one value per bar) into ``out``.
 
     ``out`` (float32 or float64) must hold ``ceil(len(equity) / bars_per_period)``
-    values. The returns are computed in float64 (in ``scratch``, a float64 row of
-    at least that many values, when given) and rounded once into ``out``.
+    values. Each return is computed in float64 and rounded once into ``out``, in one
+    compiled pass that allocates nothing.
+
+    Examples
+    --------
+    >>> out = np.empty(2)
+    >>> period_returns_into(np.array([110.0, 99.0, 108.9]), 100.0, out, 2).round(6).tolist()
+    [-0.01, 0.1]
     """
     n = len(equity)
     periods = len(out)
     if periods != -(-n // bars_per_period):
         raise ValueError(f"out holds {periods} periods; {n} bars of {bars_per_period} per period"
                          f" make {-(-n // bars_per_period)}")
-    work = np.empty(periods) if scratch is None else scratch[:periods]
-    ends = equity if bars_per_period == 1 else equity[bars_per_period - 1::bars_per_period]
-    full = len(ends)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        np.divide(ends[1:], ends[:-1], out=work[1:full])
-        work[0] = float(ends[0]) / cash if full else float(equity[-1]) / cash
-        if full < periods:  # a shorter last period
-            work[-1] = float(equity[-1]) / float(ends[-1])
-    np.subtract(work, 1.0, out=work)
-    out[:] = work
+    _period_returns_pass(equity, float(cash), out, bars_per_period)
     return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _period_returns_pass(equity: np.ndarray, cash: float, out: np.ndarray,
+                         per: int) -> None:  # pragma: no cover - compiled
+    """``out[k] = equity[e_k] / equity[e_(k-1)] - 1``, ``e_k`` period ``k``'s last bar
+    (``cash`` before the first), in float64 and rounded once into ``out``."""
+    n = len(equity)
+    before = cash
+    for k in range(len(out)):
+        last = min((k + 1) * per, n) - 1
+        value = equity[last]
+        out[k] = value / before - 1.0
+        before = value
 
 
 def period_returns(equity: np.ndarray, cash: float, bars_per_period: int = 1) -> np.ndarray:

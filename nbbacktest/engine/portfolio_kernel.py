@@ -3,9 +3,8 @@
 The fills of a portfolio run are a sequence: each bar's sizes depend on the equity
 the previous bars left. Written in numpy calls it costs about 30 us a bar (a
 dozen small-array calls a step); as scalar loops compiled by numba, well under
-1 us. numba is imported with this module, which the simulator loads on the first
-portfolio run, so ``import nbbacktest`` does not pay for it; compiled code is
-cached on disk, so a new process (an engine) loads it instead of compiling.
+1 us. Compiled code is cached on disk, so a new process (an engine) loads it
+instead of compiling.
 Without numba the same functions run as plain Python: the same results, slower.
 """
 

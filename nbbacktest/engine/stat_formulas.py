@@ -1,10 +1,10 @@
 """The formulas behind the newer statistics of :mod:`nbbacktest.engine.metrics`.
 
-Drawdown periods (longest, average depth and duration), beta against buy & hold,
-SQN, Kelly and trade durations, each a few numpy passes; :func:`~.metrics.summarize`
-calls them once per run. What depends on the data set alone (the market's
-returns, :class:`Market`) is built once per data set. Like ``metrics``, this needs
-numpy and pandas only; the definitions are in ``metrics``' table.
+Drawdown periods (longest, average depth and duration, from what
+:func:`~.curve_kernel.curve_pass` counts), beta against buy & hold, SQN, Kelly and
+trade durations; :func:`~.metrics.summarize` calls them once per run. What depends
+on the data set alone (the market's returns, :class:`Market`) is built once per
+data set. The definitions are in ``metrics``' table.
 """
 
 from __future__ import annotations
@@ -15,24 +15,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nbbacktest.engine.curve_kernel import NO_MARKET, curve_pass
 from nbbacktest.engine.ledger import Ledger, TradeBook
 
 if TYPE_CHECKING:
     from nbbacktest.engine.metrics import Timeline
 
-__all__ = ["Market", "drawdown_periods", "kelly", "sqn", "trade_bars", "trade_durations"]
+__all__ = ["Market", "drawdown_facts", "drawdown_periods", "kelly", "sqn", "trade_bars", "trade_durations"]
 
 _NAN = math.nan
 
 
 class Market:
-    """The buy & hold returns of a data set, centred, for every run's beta.
+    """The buy & hold returns of a data set, for every run's beta.
 
     ``m[i] = close[i + 1] / close[i] - 1`` for the ``n - 1`` bar-to-bar returns;
-    ``centred = m - mean(m)`` (worked out as ``q - mean(q)``, ``q = close[i + 1] /
-    close[i]``: the 1 cancels) and ``sum_sq = sum(centred ** 2)``. A run's beta is
-    then one multiply and one sum (see :func:`~.metrics.summarize`). Four passes
-    over the closes, once per data set.
+    their centred values ``m - mean(m)`` are worked out as ``q - mean(q)``, ``q =
+    close[i + 1] / close[i]`` (the 1 cancels), and ``sum_sq = sum(centred ** 2)``.
+    Only ``close``, ``mean_q`` and ``sum_sq`` are kept: a run's pass over its curve
+    (:func:`~.curve_kernel.curve_pass`) works each centred return out again, with
+    the same operations, instead of reading a kept array the length of the data.
 
     Examples
     --------
@@ -41,32 +43,33 @@ class Market:
     ([0.1, -0.1], 0.02)
     """
 
-    __slots__ = ("centred", "sum_sq")
+    __slots__ = ("close", "mean_q", "sum_sq")
 
     def __init__(self, close: np.ndarray) -> None:
-        close = np.asarray(close, dtype=np.float64)
-        n = len(close) - 1
+        self.close = np.ascontiguousarray(close, dtype=np.float64)
+        n = len(self.close) - 1
         # A zero or non-finite close gives NaN returns and so a NaN beta: not an error.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            centred = np.divide(close[1:], close[:-1])
-            if n > 0:
-                centred -= float(np.add.reduce(centred)) / n
-            # einsum sums the squares without a temporary array (no BLAS, no threads):
-            # on long data that saves more than the sum costs.
+            q = np.divide(self.close[1:], self.close[:-1])
+            self.mean_q = float(np.add.reduce(q)) / n if n > 0 else _NAN
+            centred = np.subtract(q, self.mean_q, out=q)
+            # einsum sums the squares without a temporary array (no BLAS, no threads).
             self.sum_sq = float(np.einsum("i,i->", centred, centred)) if n > 0 else _NAN
-        centred.setflags(write=False)
-        self.centred = centred
+
+    @property
+    def centred(self) -> np.ndarray:
+        """The centred market returns, ``close[i + 1] / close[i] - mean_q``, as a new array."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.divide(self.close[1:], self.close[:-1]) - self.mean_q
 
 
-def drawdown_periods(line: Timeline, at_peak: np.ndarray, ratio: np.ndarray) -> tuple[int, int, float]:
-    """Longest and mean duration (ns) and mean depth of the drawdown periods.
+def drawdown_periods(line: Timeline, equity: np.ndarray, initial_cash: float) -> tuple[int, int, float]:
+    """Longest and mean duration (ns) and mean depth of the drawdown periods of ``equity``.
 
-    ``at_peak[i]`` is True where ``equity[i] >= running peak``; ``ratio`` is
-    ``equity / peak``. A period runs from a bar at the peak to the next bar back at
-    it (or to the last bar if never recovered; from the first bar if equity is
-    already below the initial cash there); its depth is ``min(ratio) - 1`` over it.
-    Only the bars where ``at_peak`` flips are looked at: there are far fewer of
-    them than bars. Returns ``(0, 0, 0.0)`` without a period.
+    The running peak starts at ``initial_cash``. A period runs from a bar at the
+    peak to the next bar back at it (or to the last bar if never recovered; from
+    the first bar if equity is already below the initial cash there); its depth is
+    ``min(equity / peak) - 1`` over it. Returns ``(0, 0, 0.0)`` without a period.
 
     Examples
     --------
@@ -74,41 +77,38 @@ def drawdown_periods(line: Timeline, at_peak: np.ndarray, ratio: np.ndarray) -> 
     >>> import pandas as pd
     >>> line = Timeline(pd.date_range("2024-01-01", periods=5, freq="D"))
     >>> equity = np.array([100.0, 90.0, 100.0, 100.0, 80.0])  # 2 days, then 1 unrecovered
-    >>> peak = np.maximum.accumulate(equity)
-    >>> longest, mean, depth = drawdown_periods(line, equity >= peak, equity / peak)
+    >>> longest, mean, depth = drawdown_periods(line, equity, 100.0)
     >>> longest // 86_400_000_000_000, mean // 3_600_000_000_000, round(depth, 6)
     (2, 36, -0.15)
     """
-    # bar i where at_peak[i] != at_peak[i + 1]: the last bar at a peak before a
-    # drawdown, or the last bar under water before a recovery at bar i + 1
-    flips = (at_peak[1:] != at_peak[:-1]).nonzero()[0]
-    underwater_first = not at_peak[0]
-    if not len(flips):
-        # Below the initial cash from the first bar to the last, or never below a peak.
-        if underwater_first:
-            return line.span_ns, line.span_ns, float(np.minimum.reduce(ratio)) - 1.0
-        return 0, 0, 0.0
-    # Recoveries alternate with drawdown starts, the first one first when bar 0 is
-    # under water: make them the recovery bars; then every bound is a bar.
-    flips[1 - underwater_first :: 2] += 1
-    if underwater_first:
-        flips = np.concatenate((np.zeros(1, np.intp), flips))
+    facts = curve_pass(np.asarray(equity, dtype=np.float64), float(initial_cash), NO_MARKET, 0.0,
+                       line.times)
+    return drawdown_facts(line, *facts[5:])
+
+
+def drawdown_facts(line: Timeline, periods: int, longest: int, total: int, depth_sum: float,
+                   open_start: int) -> tuple[int, int, float]:
+    """:func:`drawdown_periods` from what :func:`.curve_kernel.curve_pass` counted.
+
+    ``longest`` and ``total`` span the recovered periods in ``line.times``' units;
+    ``open_start`` is when the unrecovered last period started (-1: none).
+
+    Examples
+    --------
+    >>> from nbbacktest.engine.metrics import Timeline
+    >>> import pandas as pd
+    >>> line = Timeline(pd.date_range("2024-01-01", periods=3, freq="D"))
+    >>> drawdown_facts(line, 0, 0, 0, 0.0, -1)
+    (0, 0, 0.0)
+    """
     per_unit = line.ns_per_unit
-    times = line.times[flips]
-    # min(ratio) over [start, recovery) of every period (the odd segments are at the peak)
-    depths = np.minimum.reduceat(ratio, flips)[0::2]
-    starts = times[0::2]
-    ends = times[1::2]
-    spans = ends - starts[: len(ends)]
-    longest = int(np.maximum.reduce(spans)) * per_unit if len(spans) else 0
-    total = int(np.add.reduce(spans)) * per_unit if len(spans) else 0
-    if len(starts) > len(ends):
-        # Never recovered after the last peak.
-        last = line.last_ns - int(starts[-1]) * per_unit
-        longest = max(longest, last)
-        total += last
-    count = len(starts)
-    return longest, total // count, float(np.add.reduce(depths)) / count - 1.0
+    longest, total = longest * per_unit, total * per_unit
+    if open_start >= 0:  # never recovered after the last peak
+        last = line.last_ns - open_start * per_unit
+        longest, total = max(longest, last), total + last
+    if not periods:
+        return 0, 0, 0.0
+    return longest, total // periods, depth_sum / periods - 1.0
 
 
 def sqn(pnl: np.ndarray, mean: float) -> float:

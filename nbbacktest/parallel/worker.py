@@ -252,7 +252,7 @@ def release_working_memory(collect: bool = False) -> None:
     in again, cost ~4 ms a point on a 50-symbol portfolio in chunks of a few
     points). An engine between sweeps then holds, of a data set, only the shared
     mapping (and the strategies' bounded indicator memo): no per-data arrays (the
-    buy & hold returns, the scratch rows) that would grow with the data and stay
+    buy & hold prices, the scratch row) that would grow with the data and stay
     for as long as the engine lives.
     """
     for data in _PREPARED.values():
