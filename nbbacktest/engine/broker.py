@@ -39,6 +39,7 @@ import math
 import numpy as np
 
 from nbbacktest.engine.costs import CommissionSpec, Costs
+from nbbacktest.engine.fill_kernel import follow_pass
 from nbbacktest.engine.ledger import Ledger, TradeBook
 
 __all__ = ["EXIT_REASONS", "Broker", "follow_changes", "follow_changes_paid"]
@@ -430,13 +431,13 @@ def follow_changes_paid(
 
     ``targets[k]`` is the k-th change of target, filled at bar ``bars[k]``
     (increasing) at ``raw_prices[k]``. Gives the same fills, bit for bit, as
-    :meth:`Broker.follow`: this loop repeats its cash and units arithmetic on local
-    floats and logs one state per change (a reversal's two fills share a bar, so the
-    first state never holds at a close). Without resizes every position opens at
-    one change and closes at the next: with few changes the loop works out each
-    trade's P&L, with many numpy does after it (see ``ledger._closed_positions``), and
-    the trade records wait in a :class:`TradeBook` until asked for. The first
-    same-side resize (0.5 -> 1) hands the remaining changes to :meth:`Broker.follow`.
+    :meth:`Broker.follow`: a compiled loop (:func:`.fill_kernel.follow_pass`) repeats
+    its cash and units arithmetic and logs one state per change (a reversal's two
+    fills share a bar, so the first state never holds at a close). Without resizes
+    every position opens at one change and closes at the next: the loop works out
+    each trade's P&L, and the trade records wait in a :class:`TradeBook` until asked
+    for. The first same-side resize (0.5 -> 1) hands the remaining changes to
+    :meth:`Broker.follow`.
     ``end=True`` says the last change is ``close_at_end``'s: a trade it closes has
     the exit reason "end", every other one "signal".
 
@@ -464,83 +465,20 @@ def follow_changes_paid(
         # raw * (1 + slippage * direction), direction +1 buying and -1 selling.
         buy_array = raw_prices * (1.0 + slippage)
         sell_array = raw_prices * (1.0 - slippage)
-        buy_prices, sell_prices = buy_array.tolist(), sell_array.tolist()
     else:
         buy_array = sell_array = raw_prices  # raw * 1.0 == raw
-        buy_prices = sell_prices = raw_prices.tolist()
-    # Few changes: P&L in the loop costs less than the dozen numpy calls of
-    # ledger._closed_positions; many: the other way round. Both give the same bits.
-    pnl_in_loop = len(targets) <= _PNL_IN_LOOP_MAX_CHANGES
-    gross = 1.0 + commission
-    units = entry_price = entry_cost = paid = 0.0
-    unit_log: list[float] = []
-    cash_log: list[float] = []
-    pnl_log: list[float] = []
-    return_log: list[float] = []
-    log_units, log_cash = unit_log.append, cash_log.append
-    log_pnl, log_return = pnl_log.append, return_log.append
-    for exposure, buy, sell in zip(targets.tolist(), buy_prices, sell_prices):
-        if units:
-            if exposure and (exposure > 0) == (units > 0):
-                break  # same side, new size: Broker.follow from here on
-            # Close the whole position: cost = |qty| * price * commission and
-            # cash -= qty * price + cost, with qty = -units.
-            if units > 0:
-                notional = units * sell
-                cost = notional * commission
-                paid += cost
-                cash = cash + notional - cost
-                if pnl_in_loop:
-                    pnl = units * (sell - entry_price) - entry_cost - cost
-                    log_pnl(pnl)
-                    log_return(pnl / (units * entry_price))
-            else:
-                notional = -units * buy
-                cost = notional * commission
-                paid += cost
-                cash = cash - notional - cost
-                if pnl_in_loop:
-                    pnl = units * (buy - entry_price) - entry_cost - cost
-                    log_pnl(pnl)
-                    log_return(pnl / (-units * entry_price))
-            units = 0.0
-        if exposure and not cash <= 0:
-            # Open: target = exposure * equity / (price * (1 + commission)).
-            if exposure > 0:
-                target = exposure * cash / (buy * gross)
-                if not fractional:
-                    target = float(math.trunc(target))
-                if target > 0:
-                    notional = target * buy
-                    entry_cost = notional * commission
-                    paid += entry_cost
-                    cash = cash - notional - entry_cost
-                    units, entry_price = target, buy
-            else:
-                target = exposure * cash / (sell * gross)
-                if not fractional:
-                    target = float(math.trunc(target))
-                if target < 0:
-                    notional = -target * sell
-                    entry_cost = notional * commission
-                    paid += entry_cost
-                    cash = cash + notional - entry_cost
-                    units, entry_price = target, sell
-        log_units(units)
-        log_cash(cash)
-    done = len(unit_log)
-    bars_done = bars[:done] if done < len(targets) else bars
-    if pnl_in_loop:
-        pnl = np.fromiter(pnl_log, float, len(pnl_log))
-        returns = np.fromiter(return_log, float, len(return_log))
-    else:
-        pnl = returns = np.empty(0)  # the book works them out from the ledger's units, below
-    ledger = Ledger(initial_cash, n, bars_done, unit_log, cash_log, pnl, returns, [])
-    end_at = len(targets) - 1 if end else -1
+    count = len(targets)
+    unit_log, cash_log, pnl_log, return_log = np.empty((4, count))
+    done, trades, cash, units, entry_price, entry_cost, paid = follow_pass(
+        np.ascontiguousarray(targets, dtype=np.float64), np.ascontiguousarray(buy_array, dtype=np.float64),
+        np.ascontiguousarray(sell_array, dtype=np.float64), float(cash), float(commission),
+        bool(fractional), unit_log, cash_log, pnl_log, return_log)
+    bars_done = bars[:done] if done < count else bars
+    ledger = Ledger(initial_cash, n, bars_done, unit_log[:done], cash_log[:done],
+                    pnl_log[:trades].copy(), return_log[:trades].copy(), [])
+    end_at = count - 1 if end else -1
     book = TradeBook(bars_done, ledger.units[1:], buy_array, sell_array, commission, end_at)
-    if not pnl_in_loop:
-        ledger.pnl, ledger.returns = book.pnl_and_returns()
-    if done == len(targets):
+    if done == count:
         ledger.trades = book
         return ledger, paid
     # Hand over: a broker takes the state, the log and the book so far. The
@@ -550,7 +488,7 @@ def follow_changes_paid(
     broker.entry_price, broker.entry_bar = entry_price, int(bars[done - 1])
     broker.entry_cost, broker.entry_tag = entry_cost, None
     broker.fill_bars = bars_done.tolist()
-    broker.fill_units, broker.fill_cash = unit_log, cash_log
+    broker.fill_units, broker.fill_cash = unit_log[:done].tolist(), cash_log[:done].tolist()
     broker.trades = list(book)
     rest = len(targets) - 1 if end else len(targets)
     broker.follow(targets[done:rest].tolist(), bars[done:rest].tolist(), raw_prices[done:rest].tolist())
@@ -559,8 +497,4 @@ def follow_changes_paid(
                       reason="end")
     return broker.ledger(n), broker.paid
 
-
-#: Up to this many changes of target, :func:`follow_changes` works out each trade's
-#: P&L in its loop; beyond, with numpy after it (see ``ledger._closed_positions``).
-_PNL_IN_LOOP_MAX_CHANGES = 128
 

@@ -9,7 +9,6 @@ one numpy array per field of :data:`TRADE_FIELDS`, as :class:`~.result.Result` s
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -61,8 +60,8 @@ class Ledger:
         initial_cash: float,
         n: int,
         bars: np.ndarray,
-        units: list[float],
-        cash: list[float],
+        units: Sequence[float] | np.ndarray,
+        cash: Sequence[float] | np.ndarray,
         pnl: np.ndarray,
         returns: np.ndarray,
         trades: Sequence[tuple],
@@ -71,8 +70,9 @@ class Ledger:
         self.initial_cash, self.n = initial_cash, n
         self.bars = bars
         # Segment 0 is the state before the first fill.
-        self.units = np.fromiter(itertools.chain((0.0,), units), float, count + 1)
-        self.cash = np.fromiter(itertools.chain((initial_cash,), cash), float, count + 1)
+        self.units, self.cash = np.empty(count + 1), np.empty(count + 1)
+        self.units[0], self.units[1:] = 0.0, units
+        self.cash[0], self.cash[1:] = initial_cash, cash
         self.pnl, self.returns = pnl, returns
         self.trades = trades
         self.notes: list[tuple] = []
