@@ -241,7 +241,6 @@ class Segment:
         --------
         >>> import nbbacktest as nbb
         >>> from nbbacktest.parallel.fingerprint import fingerprint
-    >>> from nbbacktest.parallel.fingerprint import fingerprint
         >>> data = nbb.load_sample("daily")
         >>> with Segment.create(data, fingerprint(data)) as segment:
         ...     print(segment.nbytes >= data.to_numpy().nbytes)  # every column and the index
@@ -275,7 +274,6 @@ class Segment:
         --------
         >>> import nbbacktest as nbb
         >>> from nbbacktest.parallel.fingerprint import fingerprint
-    >>> from nbbacktest.parallel.fingerprint import fingerprint
         >>> data = nbb.load_sample("daily")
         >>> layout, arrays = layout_of(data)
         >>> with Segment.from_arrays(layout, arrays, fingerprint(data)) as s:
@@ -310,7 +308,6 @@ class Segment:
         --------
         >>> import nbbacktest as nbb
         >>> from nbbacktest.parallel.fingerprint import fingerprint
-    >>> from nbbacktest.parallel.fingerprint import fingerprint
         >>> data = nbb.load_sample("daily")
         >>> segment = Segment.create(data, fingerprint(data))
         >>> segment.unlink(); segment.unlink()
