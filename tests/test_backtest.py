@@ -86,3 +86,37 @@ def test_follow_targets_trades_only_where_the_target_changes():
     last_bar_only = follow_targets(np.array([0.0] * 5 + [1.0]), data, Settings())
     assert last_bar_only.bars.tolist() == []  # decided at the last close: no next open
     pd.testing.assert_index_equal(data.index, frame.index)
+
+
+class _Given(nbb.Strategy):
+    """Signals computed before the run: a point that allocates nothing of its own."""
+
+    fast = nbb.Param(10, low=2, high=100)
+    given: pd.Series | None = None
+
+    def signals(self, data):
+        return type(self).given
+
+
+def test_a_sweep_point_allocates_no_array_the_length_of_the_data():
+    import tracemalloc
+
+    n = 300_000
+    index = pd.date_range("2020-01-01", periods=n, freq="min")
+    close = pd.Series(100.0 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 1e-3, n))), index)
+    frame = pd.DataFrame({"Open": close, "High": close, "Low": close, "Close": close})
+    _Given.given = (close > close.rolling(2_000).mean()).astype(float)
+    data = PreparedData.from_frame(frame)
+    returns = np.empty(n, dtype=np.float32)
+    simulate_stats(_Given(), data, Settings(), 0, returns_out=returns)  # the data's arrays derived
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        stats = simulate_stats(_Given(), data, Settings(), 0, private=True, returns_out=returns)
+        peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    assert stats["trades"] > 10
+    # The equity goes to the thread's scratch row and every statistic and the returns
+    # come from compiled passes over it: what is left is the fills, far below one array.
+    assert peak < 0.25 * n * 8, f"a point allocated {peak / (n * 8):.2f} arrays of the data's length"
